@@ -1,0 +1,3 @@
+from crossalign.cli import main
+
+main()

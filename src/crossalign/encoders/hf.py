@@ -1,0 +1,83 @@
+"""`hf:<model id or local path>`: generic Hugging Face towers for users with a network.
+
+The modality decides the tower: text -> AutoModel + AutoTokenizer (mean pooled, or CLIP/SigLIP
+`get_text_features`); image -> AutoImageProcessor + vision model (CLIP/SigLIP `get_image_features`,
+else pooled last hidden state); audio -> AutoFeatureExtractor + AutoModel, mean over time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossalign.encoders.base import Encoder, EncoderSpec
+from crossalign.modalities.audio import TARGET_SR
+
+__all__ = ["HFEncoder", "hf_encoder"]
+
+
+class HFEncoder(Encoder):
+    def __init__(self, path: str, modality: str, normalize: bool = True, max_length: int = 77):
+        super().__init__()
+        import transformers as tf
+
+        self.path, self.modality, self.normalize, self.max_length = path, modality, normalize, max_length
+        cfg = tf.AutoConfig.from_pretrained(path)
+        self.dual = hasattr(cfg, "text_config") and hasattr(cfg, "vision_config")  # CLIP / SigLIP style
+        if modality == "text":
+            self.proc = tf.AutoTokenizer.from_pretrained(path)
+        elif modality == "image":
+            self.proc = tf.AutoImageProcessor.from_pretrained(path)
+        elif modality == "audio":
+            self.proc = tf.AutoFeatureExtractor.from_pretrained(path)
+        else:
+            raise ValueError(f"hf: encoders cover text, image and audio, not '{modality}'")
+        self.model = tf.AutoModel.from_pretrained(path).eval()
+        dim = self._probe_dim()
+        self.spec = EncoderSpec(name=f"hf:{path}", modality=modality, version=f"hf/{cfg.model_type}/1",
+                                output_shape=(dim,), trainable=True, options={"normalize": normalize})
+
+    def _probe_dim(self) -> int:
+        probe: dict[str, list[Any]] = {
+            "text": ["probe"],
+            "image": [__import__("PIL.Image", fromlist=["Image"]).new("RGB", (32, 32))],
+            "audio": [np.zeros(TARGET_SR // 2, dtype=np.float32)],
+        }
+        with torch.inference_mode():
+            return int(self.forward(probe[self.modality]).shape[-1])
+
+    def _pool(self, out: Any, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if getattr(out, "pooler_output", None) is not None and self.modality == "image":
+            return out.pooler_output
+        h = out.last_hidden_state  # (B, T, D)
+        if mask is None:
+            return h.mean(1)
+        m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def forward(self, batch: Sequence[Any]) -> torch.Tensor:
+        if self.modality == "text":
+            enc = self.proc(list(batch), padding=True, truncation=True, max_length=self.max_length,
+                            return_tensors="pt")
+            if self.dual:
+                z = self.model.get_text_features(**enc)
+            else:
+                z = self._pool(self.model(**enc), enc["attention_mask"])
+        elif self.modality == "image":
+            enc = self.proc(images=list(batch), return_tensors="pt")
+            z = self.model.get_image_features(**enc) if self.dual else self._pool(self.model(**enc))
+        else:
+            wavs = [getattr(a, "wav", a) for a in batch]
+            enc = self.proc(wavs, sampling_rate=TARGET_SR, return_tensors="pt", padding=True)
+            z = self._pool(self.model(**enc))
+        if not isinstance(z, torch.Tensor):  # some versions return a model output object
+            z = z.pooler_output
+        z = z.float()
+        return F.normalize(z, dim=-1) if self.normalize else z
+
+
+def hf_encoder(path: str, modality: str = "text", **opts: Any) -> HFEncoder:
+    return HFEncoder(path, modality, **opts)
