@@ -1,0 +1,1 @@
+"""Heads, the alignment model, objectives and saved runs (no trainer, CLI or server here)."""

@@ -1,0 +1,63 @@
+"""Projection heads: cached features (D,) or tokens (T, D) -> the shared space (dim,)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossalign.config import HeadConfig
+
+__all__ = ["Standardize", "ProjectionHead"]
+
+
+class Standardize(nn.Module):
+    """Per-feature z-scoring with statistics fitted on the training split (buffers, saved with the run).
+
+    Pretrained features come in very different scales (EfficientNet activations vs colour
+    fractions vs unit-norm MiniLM); without this the head's first layer sees mostly the largest."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ProjectionHead(nn.Module):
+    def __init__(self, in_shape: tuple[int, ...], dim: int, cfg: HeadConfig, standardize: bool = True):
+        super().__init__()
+        self.in_shape, self.cfg = tuple(in_shape), cfg
+        self.norm = Standardize(self.in_shape) if standardize else nn.Identity()
+        tokens = len(self.in_shape) == 2
+        if tokens and cfg.tokens == "flatten":
+            n_in = math.prod(self.in_shape)
+        else:
+            n_in = self.in_shape[-1]
+        self.drop_in = nn.Dropout(cfg.dropout / 2) if tokens else nn.Identity()
+        if cfg.kind == "linear":
+            self.net: nn.Module = nn.Linear(n_in, dim)
+        else:
+            layers: list[nn.Module] = []
+            width = n_in
+            for _ in range(cfg.depth):
+                layers += [nn.Linear(width, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout)]
+                width = cfg.hidden
+            layers.append(nn.Linear(width, dim))
+            self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x.float())
+        if x.dim() == 3:  # (B, T, D) tokens
+            x = self.drop_in(x)
+            x = x.flatten(1) if self.cfg.tokens == "flatten" else x.mean(1)  # (B, T*D) or (B, D)
+        return F.normalize(self.net(x), dim=-1)

@@ -1,0 +1,171 @@
+"""Alignment objectives. Each is a small nn.Module:
+
+    forward(emb: dict[view, (B, D) L2-normalised], *, pairs, groups=None, logit_scale, logit_bias,
+            dist=DistContext) -> {"loss": total, "loss/<a>-<b>": term, ...}
+
+Under torch distributed every rank passes its local batch; embeddings are gathered with gradient,
+each rank scores its own rows against all gathered columns, and the mean over ranks equals the
+single-process loss on the global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossalign.align.distributed import SINGLE, DistContext
+
+__all__ = ["InfoNCE", "SigLIP", "TriSigmoid", "CosineEmbedding", "OBJECTIVE_REGISTRY", "build_objective",
+           "positive_mask"]
+
+Pairs = list[tuple[str, str, float]]
+
+
+def positive_mask(local_groups: torch.Tensor | None, all_groups: torch.Tensor | None, b: int, n: int,
+                  offset: int, device: torch.device) -> torch.Tensor:
+    """(b, n) bool: row i (local) and column j (global) are positives (same group, or the same item)."""
+    if local_groups is None or all_groups is None:
+        m = torch.zeros(b, n, dtype=torch.bool, device=device)
+        idx = torch.arange(b, device=device)
+        m[idx, idx + offset] = True
+        return m
+    return local_groups.view(-1, 1) == all_groups.view(1, -1)
+
+
+class _Pairwise(nn.Module):
+    def pair_loss(self, a: torch.Tensor, b_all: torch.Tensor, b: torch.Tensor, a_all: torch.Tensor,
+                  pos: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, emb: dict[str, torch.Tensor], *, pairs: Pairs, groups: torch.Tensor | None = None,
+                logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
+                dist: DistContext = SINGLE) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        first = next(iter(emb.values()))
+        bsz = first.shape[0]
+        all_groups = dist.gather_nograd(groups) if groups is not None else None
+        gathered = {k: dist.gather(v) for k, v in emb.items()}
+        pos = positive_mask(groups, all_groups, bsz, bsz * dist.world_size, dist.offset(bsz), first.device)
+        total = first.new_zeros(())
+        wsum = 0.0
+        for a, b, w in pairs:
+            term = self.pair_loss(emb[a], gathered[b], emb[b], gathered[a], pos, logit_scale, logit_bias)
+            out[f"loss/{a}-{b}"] = term.detach()
+            total = total + w * term
+            wsum += w
+        out["loss"] = total / max(wsum, 1e-12)
+        return out
+
+
+class InfoNCE(_Pairwise):
+    """Symmetric InfoNCE / CLIP cross-entropy over in-batch negatives (Radford et al. 2021, CLIP;
+    van den Oord et al. 2018). With groups, rows of one group are all positives: the target of each
+    row is uniform over its positives (multi-positive, as in SupCon, Khosla et al. 2020), so
+    duplicates are not pushed apart as false negatives.
+
+    In: a (B, D), b (B, D) L2-normalised; logit_scale (scalar, already exp'd). Out: scalar mean of the
+    a->b and b->a cross-entropies.
+    """
+
+    def pair_loss(self, a, b_all, b, a_all, pos, scale, bias):  # type: ignore[override]
+        target = pos.float() / pos.float().sum(1, keepdim=True)  # (B, N)
+        la = scale * a @ b_all.T  # (B, N) rows: local a, cols: all b
+        lb = scale * b @ a_all.T  # (B, N)
+        ce_a = -(target * F.log_softmax(la, 1)).sum(1).mean()
+        ce_b = -(target * F.log_softmax(lb, 1)).sum(1).mean()
+        return (ce_a + ce_b) / 2
+
+
+class SigLIP(_Pairwise):
+    """Pairwise sigmoid loss (Zhai et al. 2023, SigLIP): every (i, j) pair is an independent binary
+    problem, label +1 for positives (same item or group), -1 otherwise, logits scale * a.b + bias.
+
+    In: a, b (B, D) normalised; logit_scale, logit_bias scalars. Out: -sum log sigmoid(label * logit)
+    divided by the batch size (the paper's normalisation), averaged over the two directions.
+    """
+
+    def pair_loss(self, a, b_all, b, a_all, pos, scale, bias):  # type: ignore[override]
+        labels = pos.float() * 2 - 1  # (B, N)
+        bias = bias if bias is not None else torch.zeros((), device=a.device)
+        la = scale * a @ b_all.T + bias
+        lb = scale * b @ a_all.T + bias
+        return -(F.logsigmoid(labels * la).sum() + F.logsigmoid(labels * lb).sum()) / (2 * a.shape[0])
+
+
+class CosineEmbedding(_Pairwise):
+    """Cosine-embedding loss as torch.nn.CosineEmbeddingLoss: 1 - cos for positives, and
+    max(0, cos - margin) for negatives, here every in-batch non-positive pair (both directions).
+
+    In: a, b (B, D). Out: mean positive term + mean negative term.
+    """
+
+    def __init__(self, margin: float = 0.2):
+        super().__init__()
+        self.margin = margin
+
+    def pair_loss(self, a, b_all, b, a_all, pos, scale, bias):  # type: ignore[override]
+        sim = a @ b_all.T  # (B, N)
+        posf = pos.float()
+        pos_term = ((1 - sim) * posf).sum() / posf.sum()
+        neg = (~pos).float()
+        neg_term = ((sim - self.margin).clamp(min=0) * neg).sum() / neg.sum().clamp(min=1)
+        return pos_term + neg_term
+
+
+class TriSigmoid(nn.Module):
+    """Three-modality objective: text and sound each agreeing with the image,
+
+        L = -sum_i log sigmoid(x_T^i . x_I^i + x_S^i . x_I^i)         (negatives=False)
+
+    where pairs = [(I, T, w), (I, S, w)] name the anchor I first. Alone it is minimised by collapsing
+    every embedding onto one point, so `negatives=True` (the default in configs) adds SigLIP-style
+    negatives: for i != j, -log sigmoid(-(s (x_T^i . x_I^j + x_S^i . x_I^j) + b)), with learnable
+    scale s and bias b, so mismatched triples are pushed apart.
+
+    In: emb with the three views (B, D). Out: {"loss", "loss/pos", "loss/neg"}; the sum is divided by
+    the batch size as in SigLIP.
+    """
+
+    def __init__(self, negatives: bool = True):
+        super().__init__()
+        self.negatives = negatives
+
+    def forward(self, emb: dict[str, torch.Tensor], *, pairs: Pairs, groups: torch.Tensor | None = None,
+                logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
+                dist: DistContext = SINGLE) -> dict[str, torch.Tensor]:
+        if len(pairs) != 2 or pairs[0][0] != pairs[1][0]:
+            raise ValueError("TriSigmoid needs pairs (anchor, t) and (anchor, s)")
+        anchor, t, s = pairs[0][0], pairs[0][1], pairs[1][1]
+        xi, xt, xs = emb[anchor], emb[t], emb[s]
+        bsz = xi.shape[0]
+        if not self.negatives:
+            z = (xt * xi).sum(-1) + (xs * xi).sum(-1)  # (B,)
+            loss = -F.logsigmoid(z).sum() / bsz
+            return {"loss": loss, "loss/pos": loss.detach(), "loss/neg": torch.zeros((), device=xi.device)}
+        xi_all = dist.gather(xi)  # (N, D)
+        all_groups = dist.gather_nograd(groups) if groups is not None else None
+        pos = positive_mask(groups, all_groups, bsz, xi_all.shape[0], dist.offset(bsz), xi.device)
+        bias = logit_bias if logit_bias is not None else torch.zeros((), device=xi.device)
+        z = logit_scale * (xt @ xi_all.T + xs @ xi_all.T) + bias  # (B, N)
+        labels = pos.float() * 2 - 1
+        ls = F.logsigmoid(labels * z)
+        lpos = -(ls * pos).sum() / bsz
+        lneg = -(ls * ~pos).sum() / bsz
+        return {"loss": lpos + lneg, "loss/pos": lpos.detach(), "loss/neg": lneg.detach()}
+
+
+OBJECTIVE_REGISTRY: dict[str, type[nn.Module] | object] = {
+    "infonce": InfoNCE,
+    "siglip": SigLIP,
+    "cosine": CosineEmbedding,
+    "tri-sigmoid": lambda: TriSigmoid(negatives=False),
+    "tri-sigmoid-neg": lambda: TriSigmoid(negatives=True),
+}
+
+
+def build_objective(name: str) -> nn.Module:
+    try:
+        return OBJECTIVE_REGISTRY[name]()  # type: ignore[operator]
+    except KeyError:
+        raise ValueError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVE_REGISTRY)}") from None

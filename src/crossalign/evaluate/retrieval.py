@@ -1,0 +1,32 @@
+"""Retrieval metrics between two row-aligned embedding sets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["retrieval_metrics", "ranks"]
+
+
+def ranks(q: np.ndarray, d: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Rank (1 = best) of the best-scored relevant document for every query.
+
+    q: (N, D) queries, d: (N, D) documents, row i of each is a pair. A document is relevant to
+    query i when it is d[i] or, with `groups`, any d[j] with groups[j] == groups[i]. Ties count
+    against the query (pessimistic), so a collapsed space cannot score well.
+    """
+    s = q @ d.T  # (N, N)
+    if groups is None:
+        rel = np.eye(len(q), dtype=bool)
+    else:
+        rel = groups[:, None] == groups[None, :]
+    best = np.where(rel, s, -np.inf).max(1)  # (N,)
+    return 1 + ((s >= best[:, None]) & ~rel).sum(1)
+
+
+def retrieval_metrics(q: np.ndarray, d: np.ndarray, groups: np.ndarray | None = None,
+                      ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    r = ranks(q, d, groups)
+    out = {f"R@{k}": float((r <= k).mean()) for k in ks}
+    out["MdR"] = float(np.median(r))
+    out["MRR"] = float((1.0 / r).mean())
+    return out

@@ -1,0 +1,1 @@
+"""Trainer, task objects, schedules and hyperparameter search."""

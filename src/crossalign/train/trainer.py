@@ -1,0 +1,181 @@
+"""One trainer for every task (alignment, fusion, bridge): the task object owns the model and the
+forward pass; the trainer owns the loop, optimiser, schedule, checkpoints, logging and stopping.
+
+Checkpoints: `<out>/best.safetensors` and `<out>/last.safetensors` (weights, via the task) plus
+`<out>/last_state.pt` (optimiser, scheduler, RNG, history; loaded with weights_only=True). A resumed
+run replays the same per-epoch permutations and RNG state, so it ends where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from crossalign.train.schedule import warmup_cosine
+
+__all__ = ["Task", "Trainer", "TrainResult", "set_seed"]
+
+log = logging.getLogger(__name__)
+
+
+class Task(Protocol):
+    model: nn.Module
+    primary: str  # validation metric that picks the best checkpoint
+    greater_is_better: bool
+
+    def num_train(self) -> int: ...
+
+    def param_groups(self) -> list[dict[str, Any]]: ...
+
+    def training_forward(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Indices of the batch -> ({"loss": scalar, ...named terms}, report)."""
+        ...
+
+    def validate(self) -> dict[str, float]: ...
+
+    def save(self, folder: Path, name: str) -> None: ...
+
+    def load(self, folder: Path, name: str) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def set_seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, task: Task, out: str | Path, *, epochs: int, batch_size: int, lr: float,
+                 weight_decay: float = 0.05, warmup: float = 0.05, grad_clip: float = 1.0, seed: int = 0,
+                 patience: int = 0, progress: bool = True, rank: int = 0, world_size: int = 1,
+                 stop_after: int | None = None):
+        self.task, self.out = task, Path(out)
+        self.epochs, self.batch_size, self.lr, self.wd = epochs, batch_size, lr, weight_decay
+        self.warmup, self.grad_clip, self.seed, self.patience = warmup, grad_clip, seed, patience
+        self.progress, self.rank, self.world_size = progress, rank, world_size
+        self.stop_after = stop_after  # testing aid: simulate an interruption after N epochs
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _steps_per_epoch(self) -> int:
+        n = self.task.num_train() // self.world_size
+        return max(1, n // self.batch_size if n >= self.batch_size else 1)
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(self.task.num_train(), generator=g)
+        per_rank = len(perm) // self.world_size
+        return perm[self.rank * per_rank:(self.rank + 1) * per_rank]  # this rank's share, same order per epoch
+
+    def fit(self, resume: bool = True) -> TrainResult:
+        set_seed(self.seed + self.rank)
+        model = self.task.model
+        groups = self.task.param_groups()
+        for g in groups:
+            g.setdefault("lr", self.lr)
+            g.setdefault("weight_decay", self.wd)
+            g["base_lr"] = g["lr"]
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.wd)
+        spe = self._steps_per_epoch()
+        total = spe * self.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(self.warmup * total)))
+        start, best, best_epoch, bad, history = 0, None, -1, 0, []
+        state_file = self.out / "last_state.pt"
+        if resume and state_file.exists() and (self.out / "last.safetensors").exists():
+            st = torch.load(state_file, weights_only=True)
+            self.task.load(self.out, "last")
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            torch.set_rng_state(st["rng"])
+            start, best, best_epoch, bad = st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"]
+            history = json.loads(st["history"])
+            log.info("resuming from epoch %d", start)
+        log_path = self.out / "metrics.jsonl"
+        if start == 0 and self.rank == 0 and log_path.exists():
+            log_path.unlink()
+        bar = None
+        if self.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.epochs, initial=start, desc="train", unit="epoch")
+        better = (lambda a, b: a > b) if self.task.greater_is_better else (lambda a, b: a < b)
+        stopped = False
+        epoch = start - 1
+        for epoch in range(start, self.epochs):
+            if self.stop_after is not None and epoch >= self.stop_after:
+                break
+            model.train()
+            t0 = time.time()
+            order = self._epoch_order(epoch)
+            sums: dict[str, float] = {}
+            nb = 0
+            for s in range(spe):
+                idx = order[s * self.batch_size:(s + 1) * self.batch_size]
+                if len(idx) < 2:
+                    continue
+                losses, report = self.task.training_forward(idx)
+                opt.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                if self.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], self.grad_clip)
+                opt.step()
+                sched.step()
+                nb += 1
+                for k, v in {**{k: float(v.detach()) for k, v in losses.items()}, **report}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            train = {f"train/{k}": v / max(nb, 1) for k, v in sums.items()}
+            model.eval()
+            val = {f"val/{k}": v for k, v in self.task.validate().items()}
+            metric = val.get(f"val/{self.task.primary}")
+            if metric is None:
+                raise KeyError(f"validation did not report the primary metric '{self.task.primary}'")
+            rec = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3),
+                   **train, **val}
+            history.append(rec)
+            improved = best is None or better(metric, best)
+            if improved:
+                best, best_epoch, bad = metric, epoch, 0
+            else:
+                bad += 1
+            if self.rank == 0:
+                if improved:
+                    self.task.save(self.out, "best")
+                self.task.save(self.out, "last")
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                st = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                      "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                      "history": json.dumps(history)}
+                tmp = self.out / ".last_state.pt.tmp"
+                torch.save(st, tmp)
+                os.replace(tmp, state_file)
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{train.get('train/loss', float('nan')):.3f}",
+                                **{self.task.primary: f"{metric:.3f}"})
+            if self.patience and bad >= self.patience:
+                stopped = True
+                break
+        if bar:
+            bar.close()
+        return TrainResult(best_epoch, float(best) if best is not None else float("nan"), epoch + 1, history, stopped)
