@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from crossalign.train.distributed import broadcast_parameters, sync_gradients
 from crossalign.train.schedule import warmup_cosine
 
 __all__ = ["Task", "Trainer", "TrainResult", "set_seed"]
@@ -78,14 +79,22 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _steps_per_epoch(self) -> int:
-        n = self.task.num_train() // self.world_size
+        n = self.task.num_train()
         return max(1, n // self.batch_size if n >= self.batch_size else 1)
+
+    def _local_batch(self) -> int:
+        """`batch_size` is the global batch: each of the world_size ranks takes an equal share."""
+        return max(1, min(self.batch_size, self.task.num_train()) // self.world_size)
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         perm = torch.randperm(self.task.num_train(), generator=g)
-        per_rank = len(perm) // self.world_size
-        return perm[self.rank * per_rank:(self.rank + 1) * per_rank]  # this rank's share, same order per epoch
+        # Step s of every rank together covers the same rows as step s of a single process with the
+        # same global batch: rank r takes columns [r*b, (r+1)*b) of each global batch.
+        spe, b = self._steps_per_epoch(), self._local_batch()
+        glob = min(self.batch_size, len(perm))
+        steps = perm[:spe * glob].view(spe, glob)  # (steps, global batch)
+        return steps[:, self.rank * b:(self.rank + 1) * b].reshape(-1)  # (steps * b,) this rank's share
 
     def fit(self, resume: bool = True) -> TrainResult:
         set_seed(self.seed + self.rank)
@@ -110,6 +119,8 @@ class Trainer:
             start, best, best_epoch, bad = st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"]
             history = json.loads(st["history"])
             log.info("resuming from epoch %d", start)
+        if self.world_size > 1:
+            broadcast_parameters(model)  # every rank starts from rank 0's weights, as under DDP
         log_path = self.out / "metrics.jsonl"
         if start == 0 and self.rank == 0 and log_path.exists():
             log_path.unlink()
@@ -129,13 +140,17 @@ class Trainer:
             order = self._epoch_order(epoch)
             sums: dict[str, float] = {}
             nb = 0
+            lb = self._local_batch()
             for s in range(spe):
-                idx = order[s * self.batch_size:(s + 1) * self.batch_size]
+                idx = order[s * lb:(s + 1) * lb]
                 if len(idx) < 2:
                     continue
-                losses, report = self.task.training_forward(idx)
                 opt.zero_grad(set_to_none=True)
-                losses["loss"].backward()
+                losses, report = self.task.training_forward(idx)
+                if losses["loss"].requires_grad:  # GradCache tasks run their own (chunked) backward
+                    losses["loss"].backward()
+                if self.world_size > 1:
+                    sync_gradients([p for g in groups for p in g["params"]], self.world_size)
                 if self.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], self.grad_clip)
                 opt.step()

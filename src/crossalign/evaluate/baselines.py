@@ -1,0 +1,104 @@
+"""Classical baselines on the same cached features and splits as crossalign's heads.
+
+Each baseline is fitted per pair of views on the train split and embeds the test split of both
+views into a common space, where retrieval is scored exactly as for crossalign:
+- `cca`: scikit-learn CCA on PCA-reduced, standardised features;
+- `procrustes`: orthogonal Procrustes rotation between the two PCA spaces (scipy);
+- `ridge`: least-squares (ridge) map from view a's PCA space to view b's;
+- `random`: an untrained random projection of each view (the floor).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from crossalign.data.features import FeatureTable
+from crossalign.evaluate.retrieval import retrieval_metrics
+
+__all__ = ["BASELINES", "run_baselines"]
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-9)
+
+
+class _Reducer:
+    """Flatten, standardise, PCA to k dims (fitted on train)."""
+
+    def __init__(self, k: int, seed: int = 0):
+        self.k, self.seed = k, seed
+
+    def fit(self, x: np.ndarray) -> "_Reducer":
+        from sklearn.decomposition import PCA
+
+        x = x.reshape(len(x), -1)
+        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
+        self.pca = PCA(n_components=min(self.k, x.shape[1], len(x) - 1), random_state=self.seed).fit((x - self.mu) / self.sd)
+        return self
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.pca.transform((x.reshape(len(x), -1) - self.mu) / self.sd)
+
+
+Fit = Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
+
+
+def _cca(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+    from sklearn.cross_decomposition import CCA
+
+    ra, rb = _Reducer(128, seed).fit(a), _Reducer(128, seed).fit(b)
+    n = min(48, ra.pca.n_components_, rb.pca.n_components_)
+    cca = CCA(n_components=n, max_iter=1000).fit(ra(a), rb(b))
+    return lambda x, y: tuple(map(_l2, cca.transform(ra(x), rb(y))))
+
+
+def _procrustes(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+    from scipy.linalg import orthogonal_procrustes
+
+    k = 128
+    ra, rb = _Reducer(k, seed).fit(a), _Reducer(k, seed).fit(b)
+    k = min(ra.pca.n_components_, rb.pca.n_components_)
+    r, _ = orthogonal_procrustes(ra(a)[:, :k], rb(b)[:, :k])
+    return lambda x, y: (_l2(ra(x)[:, :k] @ r), _l2(rb(y)[:, :k]))
+
+
+def _ridge(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import Ridge
+
+    ra, rb = _Reducer(256, seed).fit(a), _Reducer(128, seed).fit(b)
+    reg = Ridge(alpha=10.0).fit(ra(a), rb(b))
+    return lambda x, y: (_l2(reg.predict(ra(x))), _l2(rb(y)))
+
+
+def _random(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    pa = rng.standard_normal((int(np.prod(a.shape[1:])), 256)).astype(np.float32)
+    pb = rng.standard_normal((int(np.prod(b.shape[1:])), 256)).astype(np.float32)
+    return lambda x, y: (_l2(x.reshape(len(x), -1) @ pa), _l2(y.reshape(len(y), -1) @ pb))
+
+
+BASELINES: dict[str, Fit] = {"cca": _cca, "procrustes": _procrustes, "ridge": _ridge, "random": _random}
+
+
+def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",
+                  methods: list[str] | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
+    """{method: {"a->b/R@1": ...}} for every ordered pair of views."""
+    tr, te = table.split(train_split), table.split(test_split)
+    groups = te.groups()
+    out: dict[str, dict[str, float]] = {}
+    for name in methods or list(BASELINES):
+        res: dict[str, float] = {}
+        for i, a in enumerate(columns):
+            for b in columns[i + 1:]:
+                project = BASELINES[name](tr.features[a], tr.features[b], seed)
+                za, zb = project(te.features[a], te.features[b])
+                for q, d, key in ((za, zb, f"{a}->{b}"), (zb, za, f"{b}->{a}")):
+                    for k, v in retrieval_metrics(q, d, groups).items():
+                        res[f"{key}/{k}"] = v
+        from crossalign.evaluate.evaluators import mean_over_directions
+
+        res.update(mean_over_directions(res))
+        out[name] = res
+    return out

@@ -1,0 +1,72 @@
+"""Pictures people would rather see than read: training curves, a similarity matrix, a gallery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_curves", "plot_similarity", "plot_gallery"]
+
+
+def plot_curves(metrics_jsonl: Path, out: Path) -> Path:
+    recs = [json.loads(x) for x in metrics_jsonl.read_text().splitlines() if x.strip()]
+    ep = [r["epoch"] for r in recs]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for k in sorted({k for r in recs for k in r if k.startswith("train/loss")}):
+        ax[0].plot(ep, [r.get(k, np.nan) for r in recs], label=k.removeprefix("train/"), lw=2 if k == "train/loss" else 1)
+    ax[0].set(title="training loss", xlabel="epoch")
+    ax[0].legend(fontsize=7)
+    for k in sorted({k for r in recs for k in r if k.startswith("val/") and k.endswith("/R@1")}):
+        ax[1].plot(ep, [r.get(k, np.nan) for r in recs], label=k.removeprefix("val/"), lw=3 if "mean" in k else 1)
+    ax[1].set(title="validation R@1", xlabel="epoch", ylim=(0, 1.02))
+    ax[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_similarity(a: np.ndarray, b: np.ndarray, out: Path, names: tuple[str, str], n: int = 24) -> Path:
+    s = a[:n] @ b[:n].T
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    im = ax.imshow(s, cmap="viridis")
+    ax.set(title=f"cosine similarity, first {len(s)} test pairs", xlabel=names[1], ylabel=names[0])
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_gallery(queries: Sequence[str], q: np.ndarray, d: np.ndarray, images: Sequence[Path], out: Path,
+                 k: int = 5) -> Path:
+    """Text queries (rows) with their top-k images; the true match is framed in green."""
+    from PIL import Image
+
+    rows = len(queries)
+    fig, axes = plt.subplots(rows, k, figsize=(2.0 * k, 2.3 * rows), squeeze=False)
+    for r, text in enumerate(queries):
+        top = np.argsort(-(q[r] @ d.T))[:k]
+        for j, idx in enumerate(top):
+            ax = axes[r][j]
+            ax.imshow(Image.open(images[idx]).convert("RGB"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = "limegreen" if idx == r else "lightgray"
+            for s in ax.spines.values():
+                s.set_edgecolor(color)
+                s.set_linewidth(4)
+            ax.set_title(f"{float(q[r] @ d[idx]):.2f}", fontsize=8)
+        axes[r][0].set_ylabel("\n".join(text[i:i + 28] for i in range(0, min(len(text), 84), 28)), fontsize=7)
+    fig.suptitle("text -> image search (green frame: the true pair)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,156 @@
+"""Torch distributed plumbing for training and extraction: process group set-up from the
+environment torchrun provides, gradient averaging across ranks, and per-rank seeding.
+
+crossalign never manages processes itself: `torchrun` (or `crossalign ... --nproc N`, which runs
+torchrun) starts the workers and sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT;
+this module only reads them.
+
+Why gradients are averaged by hand instead of wrapping the model in DistributedDataParallel: the
+task objects call their model directly (and use the logit scale/bias outside `forward`), an
+objective may leave a parameter unused (InfoNCE never touches the SigLIP bias), and GradCache
+accumulates gradients over several chunk backwards before one optimiser step. One coalesced
+all-reduce after the last backward does exactly what DDP's reducer does at that point (average
+every gradient over ranks), without those constraints. Initial weights are broadcast from rank 0
+as DDP does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from crossalign.align.distributed import DistContext
+
+__all__ = ["init_from_env", "is_launched", "backend_for", "sync_gradients", "broadcast_parameters",
+           "barrier", "rank_seed", "autocast", "shutdown", "gather_rng_states"]
+
+log = logging.getLogger(__name__)
+
+
+def is_launched() -> bool:
+    """True when this process was started by torchrun (or anything setting the same variables)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def backend_for(device: torch.device | None = None) -> str:
+    """NCCL when this process drives a CUDA device, Gloo otherwise (CPU)."""
+    if device is None:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+
+
+def init_from_env(backend: str | None = None) -> DistContext:
+    """Join the process group described by torchrun's environment variables, once.
+
+    Returns the single-process context when no launcher set WORLD_SIZE > 1, so library code can call
+    this unconditionally. On GPUs each process takes the device of its LOCAL_RANK.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return DistContext.from_env()
+    if not is_launched():
+        return DistContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    backend = backend or backend_for()
+    dist.init_process_group(backend=backend)
+    ctx = DistContext.from_env()
+    log.info("rank %d/%d joined (%s)", ctx.rank, ctx.world_size, backend)
+    return ctx
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _coalesced(tensors: list[torch.Tensor], op) -> None:  # type: ignore[no-untyped-def]
+    """Apply one collective to many tensors at once through a flat buffer (fewer, larger messages)."""
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])  # (sum of numels,)
+    op(flat)
+    off = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[off:off + n].view_as(t))
+        off += n
+
+
+@torch.no_grad()
+def sync_gradients(params: Iterable[nn.Parameter], world_size: int | None = None) -> None:
+    """Average `.grad` of every trainable parameter over all ranks (what DDP does after backward).
+
+    A parameter without a gradient on this rank counts as zero, so ranks never disagree on which
+    tensors take part (every rank must call this with the same parameter list, in the same order).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = world_size or dist.get_world_size()
+    if world == 1:
+        return
+    ps = [p for p in params if p.requires_grad]
+    for p in ps:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    by_dtype: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for p in ps:
+        by_dtype.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)  # type: ignore[union-attr]
+
+    def reduce(flat: torch.Tensor) -> None:
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(world)
+
+    for grads in by_dtype.values():
+        _coalesced(grads, reduce)
+
+
+@torch.no_grad()
+def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
+    """Make every rank start from rank `src`'s weights and buffers (as DDP does at wrap time)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    tensors = [t for t in list(module.parameters()) + list(module.buffers()) if t.is_floating_point()]
+    by_dtype: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault((t.dtype, t.device), []).append(t.data)
+    for group in by_dtype.values():
+        _coalesced(group, lambda flat: dist.broadcast(flat, src))
+
+
+def gather_rng_states() -> list[torch.Tensor]:
+    """Every rank's CPU RNG state (list in rank order), so a resumed run can restore each one."""
+    state = torch.get_rng_state()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    out = [torch.empty_like(state) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, state)  # gloo handles uint8; NCCL would need the state on the GPU
+    return out
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Distinct, deterministic seed per rank: dropout masks differ between ranks but replay exactly."""
+    return seed + 1_000_003 * rank
+
+
+@contextmanager
+def autocast(enabled: bool, device: torch.device | None = None) -> Iterator[None]:
+    """bf16 autocast where the hardware supports it (CUDA with bf16, or CPU); a no-op otherwise."""
+    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    ok = enabled and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()))
+    if not ok:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        yield
