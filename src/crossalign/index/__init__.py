@@ -1,0 +1,12 @@
+"""Persistent vector index over the shared space: FAISS + metadata, crash-safe, run-checked.
+
+Imports without the server (and without torch until a run is actually used).
+"""
+
+from crossalign.index.backends import KINDS, IndexParams
+from crossalign.index.identity import IncompatibleRunError, RunIdentity, run_identity
+from crossalign.index.meta import Hit
+from crossalign.index.store import CorruptIndexError, IndexLockedError, VectorIndex
+
+__all__ = ["VectorIndex", "IndexParams", "KINDS", "Hit", "RunIdentity", "run_identity", "IncompatibleRunError",
+           "CorruptIndexError", "IndexLockedError"]
