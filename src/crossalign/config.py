@@ -16,7 +16,7 @@ from crossalign.data.features import ViewSpec
 
 __all__ = ["HeadConfig", "ModelConfig", "TrainConfig", "RunConfig", "OBJECTIVES", "load_config"]
 
-OBJECTIVES = ("infonce", "siglip", "tri-sigmoid", "tri-sigmoid-neg", "cosine")
+OBJECTIVES = ("infonce", "siglip", "siglip-chunked", "tri-sigmoid", "tri-sigmoid-neg", "cosine")
 
 
 @dataclass

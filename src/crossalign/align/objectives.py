@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossalign.align.distributed import SINGLE, DistContext
+from crossalign.align.siglip_chunked import SigLIPChunked
 
 __all__ = ["InfoNCE", "SigLIP", "TriSigmoid", "CosineEmbedding", "OBJECTIVE_REGISTRY", "build_objective",
            "positive_mask"]
@@ -158,6 +159,7 @@ class TriSigmoid(nn.Module):
 OBJECTIVE_REGISTRY: dict[str, type[nn.Module] | object] = {
     "infonce": InfoNCE,
     "siglip": SigLIP,
+    "siglip-chunked": SigLIPChunked,  # same loss, ring exchange instead of the global logit matrix
     "cosine": CosineEmbedding,
     "tri-sigmoid": lambda: TriSigmoid(negatives=False),
     "tri-sigmoid-neg": lambda: TriSigmoid(negatives=True),

@@ -33,13 +33,26 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
                help="COLUMN[=ENCODER[:{json options}]], repeatable; e.g. image=image:efficientnet-lite0:{\"grid\":3}")],
            batch_size: Annotated[int, typer.Option(help="items per encoder call")] = 32,
            split: Annotated[Optional[str], typer.Option(help="only rows of this split")] = None,
-           cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $CROSSALIGN_CACHE)")] = None) -> None:
+           cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $CROSSALIGN_CACHE)")] = None,
+           nproc: Annotated[int, typer.Option(help="worker processes (torchrun on this machine)")] = 1) -> None:
     """Extract features into the content-keyed cache; a second run re-uses them, bad rows are listed."""
     from crossalign.data.extract import encode_column
     from crossalign.data.features import build_view_encoder
     from crossalign.data.manifest import load_manifest
 
+    from crossalign.train.distributed import encode_views_share, init_from_env, is_launched
+
+    if nproc > 1 and not is_launched():
+        from crossalign.train.launch import relaunch_self
+
+        raise typer.Exit(relaunch_self(nproc))
+    ctx = init_from_env()
     m = load_manifest(data).select(split)
+    if ctx.world_size > 1:  # every rank encodes its rows into the cache; rank 0 then reports the whole
+        encode_views_share(m, parse_views(encoder), ctx, batch_size=batch_size, cache_dir=cache_dir,
+                           progress=ctx.rank == 0)
+        if ctx.rank != 0:
+            return
     for v in parse_views(encoder):
         if v.column not in m.columns:
             raise typer.BadParameter(f"column '{v.column}' not in {m.path} (columns: {', '.join(m.columns)})")

@@ -20,14 +20,24 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
               objective: Annotated[Optional[str], typer.Option(help="infonce|siglip|tri-sigmoid|tri-sigmoid-neg|cosine")] = None,
               seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
               fresh: Annotated[bool, typer.Option("--fresh", help="ignore an existing checkpoint in OUT")] = False,
-              evaluate: Annotated[bool, typer.Option(help="evaluate the best model on the test split")] = True) -> None:
+              evaluate: Annotated[bool, typer.Option(help="evaluate the best model on the test split")] = True,
+              nproc: Annotated[int, typer.Option(help="worker processes on this machine (runs torchrun)")] = 1,
+              max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0) -> None:
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_run
     from crossalign.train.api import train
+    from crossalign.train.distributed import init_from_env, is_launched
 
     cfg = config_from_args(config, data, modalities, out, epochs, objective, seed)
+    if nproc > 1 and not is_launched():
+        from crossalign.train.launch import relaunch_self
+
+        # --fresh applies once, here: restarted workers must resume from the last checkpoint.
+        raise typer.Exit(relaunch_self(nproc, max_restarts=max_restarts, fresh_out=Path(cfg.train.out) if fresh else None))
     run, res = train(cfg, resume=not fresh)
+    if init_from_env().rank != 0:
+        return
     typer.echo(f"run: {run}  best val {cfg.train.primary} = {res.best_metric:.4f} at epoch {res.best_epoch}")
     if evaluate:
         m = evaluate_run(run, split="test").metrics

@@ -19,6 +19,7 @@ from crossalign.data.manifest import Manifest, load_manifest
 from crossalign.data.scenes import split_of
 from crossalign.encoders import Encoder
 from crossalign.train.align_task import AlignmentTask
+from crossalign.train.distributed import encode_rank_share, init_from_env
 from crossalign.train.trainer import Trainer, TrainResult, set_seed
 
 __all__ = ["prepare_features", "train", "ensure_splits"]
@@ -54,7 +55,11 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
     encoders: dict[str, Encoder] = {}
+    ctx = dist or init_from_env()  # joins torchrun's process group when launched by it
+    progress = progress and ctx.rank == 0
     if table is None:
+        if ctx.world_size > 1:  # each rank encodes its share into the shared cache; then all read it
+            encode_rank_share(cfg, ctx, progress)
         table, encoders = prepare_features(cfg, progress)
     if table.problems:
         (out / "skipped_rows.txt").write_text("\n".join(str(p) for p in table.problems) + "\n")
@@ -70,7 +75,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     towers = build_towers(cfg, specs)
     model = AlignmentModel(cfg.model, specs, towers)
     model.fit_normalizers({c: torch.from_numpy(tr.features[c]) for c in cfg.model.columns if c not in towers})
-    task = AlignmentTask(model, cfg, tr, va, dist or DistContext.from_env())
+    task = AlignmentTask(model, cfg, tr, va, ctx)
     t = cfg.train
     trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, len(tr)), lr=t.lr,
                       weight_decay=t.weight_decay, warmup=t.warmup, grad_clip=t.grad_clip, seed=t.seed,

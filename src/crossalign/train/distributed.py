@@ -28,7 +28,8 @@ from torch import nn
 from crossalign.align.distributed import DistContext
 
 __all__ = ["init_from_env", "is_launched", "backend_for", "sync_gradients", "broadcast_parameters",
-           "barrier", "rank_seed", "autocast", "shutdown", "gather_rng_states"]
+           "barrier", "rank_seed", "autocast", "shutdown", "gather_rng_states", "encode_views_share",
+           "encode_rank_share"]
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +155,35 @@ def autocast(enabled: bool, device: torch.device | None = None) -> Iterator[None
         return
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
         yield
+
+
+def encode_views_share(manifest, views, ctx: DistContext, *, batch_size: int = 32,  # type: ignore[no-untyped-def]
+                       cache_dir=None, progress: bool = False) -> int:
+    """Distributed feature extraction: this rank encodes every world-th row of each view into the
+    shared content-keyed cache, then waits for the others. Afterwards any rank's `encode_views`
+    over the whole manifest finds every row cached, so the table equals a single-process run.
+    Returns how many items this rank encoded. The cache folder must be visible to every rank (one
+    machine, or a shared filesystem across machines)."""
+    from crossalign.data.extract import encode_column
+    from crossalign.data.features import build_view_encoder
+    from crossalign.data.shards import rank_share
+
+    part = rank_share(manifest, ctx.rank, ctx.world_size)
+    done = 0
+    for v in views:
+        if v.column not in manifest.columns:
+            continue  # the caller's full-manifest pass reports the missing column
+        enc = build_view_encoder(v, manifest)  # sensor shapes are inferred from the whole manifest
+        cf = encode_column(part, v.column, enc, batch_size=batch_size, progress=progress, cache_dir=cache_dir,
+                           modality=v.resolved_modality())
+        done += cf.encoded
+    barrier()
+    return done
+
+
+def encode_rank_share(cfg, ctx: DistContext, progress: bool = False) -> int:  # type: ignore[no-untyped-def]
+    """`encode_views_share` for a run config's manifest and views (the training entry point)."""
+    from crossalign.data.manifest import load_manifest
+
+    return encode_views_share(load_manifest(cfg.train.data), cfg.model.views, ctx,
+                              batch_size=cfg.train.encode_batch_size, progress=progress)
