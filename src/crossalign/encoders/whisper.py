@@ -64,8 +64,10 @@ class WhisperEncoder(Encoder):
     """Pooled (mean and max over voiced frames) -> (2*D,), or `tokens=N` -> (N, D) frame tokens."""
 
     def __init__(self, model_dir: Path, name: str, version: str, dim: int, threads: int = 0,
-                 tokens: int = 0, compute_type: str = "int8"):
+                 tokens: int = 0, compute_type: str = "int8", pool: str = "voiced"):
         super().__init__()
+        if pool != "voiced":  # recorded in the spec, so a saved run rebuilds this encoder from it
+            raise ValueError(f"{name}: pool must be 'voiced', not {pool!r}")
         import ctranslate2
         from transformers import WhisperFeatureExtractor
 
