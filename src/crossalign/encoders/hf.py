@@ -38,7 +38,10 @@ class HFEncoder(Encoder):
         self.model = tf.AutoModel.from_pretrained(path).eval()
         dim = self._probe_dim()
         self.spec = EncoderSpec(name=f"hf:{path}", modality=modality, version=f"hf/{cfg.model_type}/1",
-                                output_shape=(dim,), trainable=True, options={"normalize": normalize})
+                                output_shape=(dim,), trainable=True,
+                                # the tower is part of the key: CLIP's text and image sides share name
+                                # and version but must not share a cache folder
+                                options={"normalize": normalize, "tower": modality})
 
     def _probe_dim(self) -> int:
         probe: dict[str, list[Any]] = {
@@ -58,6 +61,20 @@ class HFEncoder(Encoder):
         m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
         return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
+    def _frame_mask(self, wavs: Sequence[np.ndarray], padded_len: int) -> torch.Tensor | None:
+        """(B, F) mask of output frames that hold real audio, so batch padding is not pooled.
+
+        Without it a short clip's vector depends on the longest clip it is batched with. The
+        lengths come from the waveforms, so models whose extractor returns no attention mask
+        (wav2vec2-base) are covered too.
+        """
+        lengths_fn = getattr(self.model, "_get_feat_extract_output_lengths", None)  # wav2vec2, HuBERT, WavLM
+        if lengths_fn is None:
+            return None
+        n_out = lengths_fn(torch.tensor([len(w) for w in wavs]))  # (B,) frames per clip
+        n_max = int(lengths_fn(torch.tensor(padded_len)))
+        return (torch.arange(n_max)[None, :] < n_out[:, None]).long()  # (B, F)
+
     def forward(self, batch: Sequence[Any]) -> torch.Tensor:
         if self.modality == "text":
             enc = self.proc(list(batch), padding=True, truncation=True, max_length=self.max_length,
@@ -72,7 +89,8 @@ class HFEncoder(Encoder):
         else:
             wavs = [getattr(a, "wav", a) for a in batch]
             enc = self.proc(wavs, sampling_rate=TARGET_SR, return_tensors="pt", padding=True)
-            z = self._pool(self.model(**enc))
+            padded = enc["input_values"].shape[-1] if "input_values" in enc else 0
+            z = self._pool(self.model(**enc), self._frame_mask(wavs, padded) if padded else None)
         if not isinstance(z, torch.Tensor):  # some versions return a model output object
             z = z.pooler_output
         z = z.float()
