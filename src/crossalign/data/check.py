@@ -1,0 +1,74 @@
+"""`crossalign data check`: every problem in a manifest, with its row number and column."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from crossalign.data.manifest import Manifest
+from crossalign.modalities import ReadError, get_reader
+
+__all__ = ["Problem", "check_manifest", "check_value"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    row: int  # 1-based data row
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, column '{self.column}': {self.message}"
+
+
+def check_value(modality: str, value: Any, base_dir: Any) -> tuple[Any, str | None]:
+    """-> (raw item, None) or (None, message)."""
+    try:
+        return get_reader(modality).read(value, base_dir), None
+    except ReadError as e:
+        return None, e.reason
+    except Exception as e:  # a reader bug must not stop the whole check
+        return None, f"{type(e).__name__}: {e}"
+
+
+def check_manifest(manifest: Manifest, columns: dict[str, str] | None = None,
+                   progress: Callable[[int], Any] | None = None) -> list[Problem]:
+    """Read every value of every modality column; report unreadable/empty/corrupt values,
+    sensor arrays whose shape differs from the column's usual shape, and duplicate ids."""
+    columns = columns or manifest.modality_columns
+    problems: list[Problem] = []
+    if not columns:
+        problems.append(Problem(0, "*", "no modality columns (text, image, audio, sensor, or text_xx ...)"))
+    ids = Counter(str(r["id"]) for r in manifest.rows if r.get("id") is not None)
+    first_seen: dict[str, int] = {}
+    shapes: dict[str, dict[int, tuple[int, ...]]] = {c: {} for c, m in columns.items() if m == "sensor"}
+    for i, r in enumerate(manifest.rows):
+        n = manifest.row_number(i)
+        rid = r.get("id")
+        if rid is not None and ids[str(rid)] > 1:
+            if str(rid) in first_seen:
+                problems.append(Problem(n, "id", f"duplicate id '{rid}' (first at row {first_seen[str(rid)]})"))
+            else:
+                first_seen[str(rid)] = n
+        for col, mod in columns.items():
+            if col not in r:
+                problems.append(Problem(n, col, "missing value"))
+                continue
+            raw, err = check_value(mod, r[col], manifest.base_dir)
+            if err:
+                problems.append(Problem(n, col, err))
+            elif mod == "sensor":
+                shapes[col][n] = tuple(np.asarray(raw).shape)
+        if progress:
+            progress(1)
+    for col, by_row in shapes.items():
+        if not by_row:
+            continue
+        usual, _ = Counter(by_row.values()).most_common(1)[0]
+        for n, shp in by_row.items():
+            if shp != usual:
+                problems.append(Problem(n, col, f"wrong array shape {shp}; this column's arrays are {usual}"))
+    return sorted(problems, key=lambda p: (p.row, p.column))

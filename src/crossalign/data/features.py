@@ -1,0 +1,102 @@
+"""Many columns at once: encode each view of a manifest and keep the rows every view could read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossalign.data.check import Problem
+from crossalign.data.extract import ColumnFeatures, encode_column, infer_sensor_shape
+from crossalign.data.manifest import Manifest, column_modality
+from crossalign.encoders import DEFAULT_ENCODERS, Encoder, EncoderSpec, build_encoder
+
+__all__ = ["ViewSpec", "FeatureTable", "build_view_encoder", "encode_views"]
+
+
+@dataclass
+class ViewSpec:
+    """One manifest column to encode: which encoder, with which options."""
+
+    column: str
+    encoder: str | None = None  # registry name; None -> the modality's default
+    options: dict[str, Any] = field(default_factory=dict)
+    modality: str | None = None  # None -> from the column name (text_zh -> text)
+
+    def resolved_modality(self) -> str:
+        m = self.modality or column_modality(self.column)
+        if m is None:
+            raise ValueError(f"column '{self.column}': cannot tell its modality; set modality explicitly")
+        return m
+
+    def resolved_encoder(self) -> str:
+        return self.encoder or DEFAULT_ENCODERS[self.resolved_modality()]
+
+
+def build_view_encoder(view: ViewSpec, manifest: Manifest | None = None) -> Encoder:
+    name = view.resolved_encoder()
+    opts = dict(view.options)
+    if name.startswith("sensor:") and "input_shape" not in opts:
+        if manifest is None:
+            raise ValueError(f"{name} needs input_shape")
+        opts["input_shape"] = list(infer_sensor_shape(manifest, view.column))
+        view.options["input_shape"] = opts["input_shape"]  # remembered in the run config
+    return build_encoder(name, modality=view.resolved_modality(), **opts)
+
+
+@dataclass
+class FeatureTable:
+    """Row-aligned features of several views over the rows all of them could read."""
+
+    manifest: Manifest
+    rows: np.ndarray  # (N,) indices into manifest.rows
+    features: dict[str, np.ndarray]  # column -> (N, *shape)
+    specs: dict[str, EncoderSpec]  # column -> cache spec
+    problems: list[Problem]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def meta(self, key: str) -> list[Any]:
+        return [self.manifest.rows[int(i)].get(key) for i in self.rows]
+
+    def groups(self) -> np.ndarray | None:
+        """Integer group ids (rows sharing a group are positives), or None when there are no groups."""
+        g = self.meta("group")
+        if all(v is None for v in g):
+            return None
+        codes: dict[Any, int] = {}
+        return np.array([codes.setdefault(v if v is not None else ("__row", k), len(codes))
+                         for k, v in enumerate(g)], dtype=np.int64)
+
+    def subset(self, mask: np.ndarray) -> "FeatureTable":
+        return FeatureTable(self.manifest, self.rows[mask], {c: f[mask] for c, f in self.features.items()},
+                            self.specs, self.problems)
+
+    def split(self, name: str | None) -> "FeatureTable":
+        if name is None:
+            return self
+        return self.subset(np.array([s == name for s in self.meta("split")], dtype=bool))
+
+
+def encode_views(manifest: Manifest, views: list[ViewSpec], *, encoders: dict[str, Encoder] | None = None,
+                 batch_size: int = 32, progress: bool = False, cache_dir: Path | None = None) -> FeatureTable:
+    encoders = dict(encoders or {})
+    cols: dict[str, ColumnFeatures] = {}
+    for v in views:
+        enc = encoders.get(v.column) or build_view_encoder(v, manifest)
+        encoders[v.column] = enc
+        cols[v.column] = encode_column(manifest, v.column, enc, batch_size=batch_size, progress=progress,
+                                       cache_dir=cache_dir, modality=v.resolved_modality())
+    common = None
+    for cf in cols.values():
+        common = set(cf.rows.tolist()) if common is None else common & set(cf.rows.tolist())
+    keep = np.array(sorted(common or ()), dtype=np.int64)
+    feats = {}
+    for c, cf in cols.items():
+        pos = {int(r): j for j, r in enumerate(cf.rows)}
+        feats[c] = cf.features[[pos[int(r)] for r in keep]] if len(keep) else cf.features[:0]
+    problems = sorted((p for cf in cols.values() for p in cf.problems), key=lambda p: (p.row, p.column))
+    return FeatureTable(manifest, keep, feats, {c: cf.spec for c, cf in cols.items()}, problems)

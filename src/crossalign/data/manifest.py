@@ -1,0 +1,135 @@
+"""Manifests: one row per paired item, one column per modality.
+
+Formats: JSONL (`.jsonl`), CSV (`.csv`) or Parquet (`.parquet`). Columns:
+- `id` (optional, unique; defaults to the row number),
+- one column per modality view: `text`, `image`, `audio`, `sensor`, or any name that starts with
+  one of those and an underscore (`text_zh`, `image_xray`) — text inline, other values are paths
+  relative to the manifest's folder (absolute paths work too),
+- optional `group` (rows of one group are positives for each other), `label`, `split`
+  (train/val/test), `tags` (per-token labels for tagging tasks).
+Row numbers in messages are 1-based data rows (line N of a JSONL file, row N after a CSV header).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from crossalign.modalities import MODALITIES
+
+__all__ = ["Manifest", "load_manifest", "write_manifest", "column_modality", "RESERVED_COLUMNS"]
+
+RESERVED_COLUMNS = {"id", "group", "label", "split", "tags", "meta"}
+
+
+def column_modality(column: str) -> str | None:
+    """`text` -> text, `text_zh` -> text, `label` -> None."""
+    if column in RESERVED_COLUMNS:
+        return None
+    for m in MODALITIES:
+        if column == m or column.startswith(m + "_"):
+            return m
+    return None
+
+
+@dataclass
+class Manifest:
+    rows: list[dict[str, Any]]
+    path: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def columns(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.rows[:1000]:
+            seen.update(dict.fromkeys(r))
+        return list(seen)
+
+    @property
+    def modality_columns(self) -> dict[str, str]:
+        """{column: modality} for every column that holds a modality."""
+        return {c: m for c in self.columns if (m := column_modality(c)) is not None}
+
+    def ids(self) -> list[str]:
+        return [str(r.get("id", i + 1)) for i, r in enumerate(self.rows)]
+
+    def column(self, name: str) -> list[Any]:
+        return [r.get(name) for r in self.rows]
+
+    def select(self, split: str | None) -> "Manifest":
+        """Rows of one split (`None` keeps all); each kept row remembers its original row number."""
+        rows = []
+        for i, r in enumerate(self.rows):
+            if split is None or r.get("split") == split:
+                rows.append({**r, "_row": r.get("_row", i + 1)})
+        return Manifest(rows, self.path, self.base_dir)
+
+    def row_number(self, i: int) -> int:
+        return int(self.rows[i].get("_row", i + 1))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and v != v:  # NaN from CSV/Parquet empties
+        return None
+    return v
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("manifest.jsonl", "manifest.parquet", "manifest.csv"):
+            if (path / name).exists():
+                path = path / name
+                break
+        else:
+            raise FileNotFoundError(f"{path}: no manifest.jsonl/.parquet/.csv in this folder")
+    if not path.exists():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    rows: list[dict[str, Any]] = []
+    if suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: row {n}: invalid JSON ({e.msg})") from e
+                if not isinstance(obj, dict):
+                    raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(obj).__name__}")
+                obj["_row"] = n
+                rows.append(obj)
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            for n, rec in enumerate(csv.DictReader(f), 1):
+                rows.append({k: (v if v != "" else None) for k, v in rec.items()} | {"_row": n})
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for n, rec in enumerate(pq.read_table(path).to_pylist(), 1):
+            rows.append({k: _clean(v) for k, v in rec.items()} | {"_row": n})
+    else:
+        raise ValueError(f"{path}: unsupported manifest format '{suffix}' (use .jsonl, .csv or .parquet)")
+    return Manifest(rows, path, path.parent.resolve())
+
+
+def write_manifest(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write JSONL atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps({k: v for k, v in r.items() if k != "_row"}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
