@@ -93,8 +93,9 @@ def _coalesced(tensors: list[torch.Tensor], op) -> None:  # type: ignore[no-unty
 def sync_gradients(params: Iterable[nn.Parameter], world_size: int | None = None) -> None:
     """Average `.grad` of every trainable parameter over all ranks (what DDP does after backward).
 
-    A parameter without a gradient on this rank counts as zero, so ranks never disagree on which
-    tensors take part (every rank must call this with the same parameter list, in the same order).
+    A parameter that has a gradient on some rank but not on this one counts as zero there; one that
+    has none on any rank keeps `grad=None`, as in a single process (so AdamW skips it, weight decay
+    included). Every rank must call this with the same parameter list, in the same order.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
@@ -102,6 +103,11 @@ def sync_gradients(params: Iterable[nn.Parameter], world_size: int | None = None
     if world == 1:
         return
     ps = [p for p in params if p.requires_grad]
+    has = torch.tensor([p.grad is not None for p in ps], dtype=torch.float32)
+    if ps and ps[0].is_cuda:
+        has = has.cuda()
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    ps = [p for p, h in zip(ps, has.tolist()) if h > 0]
     for p in ps:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
