@@ -33,8 +33,8 @@ def check_compatible(ix: VectorIndex, run: str | Path) -> None:
 class Searcher:
     """An index plus the embedder of its run; refuses an incompatible run on construction."""
 
-    def __init__(self, index: VectorIndex, embedder: "Embedder", check: bool = True):
-        if check:
+    def __init__(self, index: VectorIndex | None, embedder: "Embedder", check: bool = True):
+        if check and index is not None:
             if embedder.run_dir is None:
                 raise IncompatibleRunError("the embedder has no run folder, so its identity cannot be checked")
             check_compatible(index, embedder.run_dir)
@@ -58,21 +58,21 @@ class Searcher:
     def column_for(self, modality_or_column: str) -> str:
         return self.embedder.column_for(modality_or_column)
 
-    def _check_encoder(self, col: str) -> None:
-        """The installed encoder code must still produce what the index holds (its version)."""
-        if col in self._checked or self.index.identity is None:
+    def check_encoder(self, col: str) -> None:
+        """The installed encoder code must still produce what the run (and so the index) was built with."""
+        if col in self._checked:
             return
-        want = self.index.identity.encoders.get(col, {}).get("version")
+        want = self.embedder.model.specs[col].version  # from the run's encoders.json
         have = self.embedder._encoder(col).spec.version  # noqa: SLF001 - the embedder builds and owns it
         if want is not None and have != want:
-            raise IncompatibleRunError(f"view '{col}': the index was built with encoder version {want}, the "
-                                       f"installed encoder is {have}; rebuild the index")
+            raise IncompatibleRunError(f"view '{col}': the run (and its index) used encoder version {want}, the "
+                                       f"installed encoder is {have}; retrain the run and rebuild the index")
         self._checked.add(col)
 
     def embed_raw(self, modality_or_column: str, raws: Sequence[Any]) -> np.ndarray:
         """Already-read raw items (str, PIL image, Audio, array) -> (N, dim)."""
         col = self.column_for(modality_or_column)
-        self._check_encoder(col)
+        self.check_encoder(col)
         return self.embedder.embed_raw(col, raws)
 
     def embed(self, modality_or_column: str, values: Sequence[Any], base_dir: Path | None = None) -> np.ndarray:
@@ -82,5 +82,7 @@ class Searcher:
     def search(self, modality_or_column: str, value: Any, k: int = 10, target: str | None = None,
                filters: dict[str, Any] | None = None, base_dir: Path | None = None) -> list[Hit]:
         """One query value (text, a file path, a PIL image, Audio, an array) -> ranked hits."""
+        if self.index is None:
+            raise ValueError("no index to search")
         q = self.embed(modality_or_column, [value], base_dir)
         return self.index.search(q, k, target, filters)[0]
