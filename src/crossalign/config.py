@@ -100,6 +100,7 @@ class TrainConfig:
     val_split: str = "val"
     encode_batch_size: int = 32
     progress: bool = True
+    grad_cache_chunk: int = 0  # >0: GradCache, towers run this many items at a time (memory), same gradients
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:

@@ -83,8 +83,15 @@ class AlignmentTask:
         return b
 
     def training_forward(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        emb = self.model(self.batch(idx))
         groups = self.groups[idx] if self.groups is not None else None
+        if self.cfg.train.grad_cache_chunk > 0:  # GradCache: runs its own chunked backward
+            from crossalign.align.gradcache import grad_cache_step
+
+            losses = grad_cache_step(self.model.embed, self.batch(idx), lambda e: self.objective(
+                e, pairs=self.pairs, groups=groups, logit_scale=self.model.scale(),
+                logit_bias=self.model.logit_bias, dist=self.dist), self.cfg.train.grad_cache_chunk, self.model)
+            return losses, {"temperature": float(1.0 / self.model.scale().detach())}
+        emb = self.model(self.batch(idx))
         losses = self.objective(emb, pairs=self.pairs, groups=groups, logit_scale=self.model.scale(),
                                 logit_bias=self.model.logit_bias, dist=self.dist)
         return losses, {"temperature": float(1.0 / self.model.scale().detach())}
