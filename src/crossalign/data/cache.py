@@ -32,7 +32,7 @@ def content_hash(data: bytes) -> str:
 class FeatureCache:
     def __init__(self, spec: EncoderSpec, root: Path | None = None):
         self.spec = spec
-        self.dir = (root or cache_root() / "features") / spec.cache_key()
+        self.dir = (Path(root) if root else cache_root() / "features") / spec.cache_key()
         self.dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.dir / "spec.json"
         if not spec_file.exists():

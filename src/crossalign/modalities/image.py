@@ -52,7 +52,9 @@ def decode_image(data: bytes, shown: Any = "<bytes>") -> Image.Image:
         img = Image.open(io.BytesIO(data))
         img.load()  # decode now, so truncated files fail here and not inside the encoder
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ReadError(shown if not isinstance(shown, bytes) else "<bytes>", f"corrupt or unsupported image: {e}") from e
+        # Pillow's own message names a BytesIO address: unstable across runs, useless to the user.
+        why = "unrecognised file format" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise ReadError(shown if not isinstance(shown, bytes) else "<bytes>", f"corrupt or unsupported image: {why}") from e
     if img.width < 1 or img.height < 1:
         raise ReadError(shown, "empty image")
     return to_rgb(img)
