@@ -1,0 +1,29 @@
+"""Fusion of aligned features and downstream task heads (classification, per-word tagging).
+
+Library use mirrors `crossalign task ...`:
+
+    from crossalign.fuse import TaskConfig, train_task, load_task_run, predict
+    run, result, ev = train_task(TaskConfig(task="report-consistency", data="data/scenes", init="runs/demo/run"))
+    print(ev["report"])
+"""
+
+from crossalign.fuse.config import TaskConfig, load_task_config
+from crossalign.fuse.metrics import classification_metrics, entity_metrics, task_metrics
+from crossalign.fuse.modules import FUSIONS, FusionOutput, Stream, build_fusion
+from crossalign.fuse.tasks import BUILTIN_TASKS, make_task_rows, write_task_manifest
+
+__all__ = ["TaskConfig", "load_task_config", "FUSIONS", "FusionOutput", "Stream", "build_fusion",
+           "BUILTIN_TASKS", "make_task_rows", "write_task_manifest", "classification_metrics",
+           "entity_metrics", "task_metrics", "train_task", "load_task_run", "evaluate_run", "predict"]
+
+
+def __getattr__(name: str):  # heavier parts (torch models, trainer) load on first use
+    if name == "train_task":
+        from crossalign.fuse.train import train_task
+
+        return train_task
+    if name in ("load_task_run", "evaluate_run", "predict"):
+        from crossalign.fuse import run as _run
+
+        return getattr(_run, name)
+    raise AttributeError(name)
