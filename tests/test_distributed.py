@@ -193,5 +193,86 @@ def test_epoch_order_shards_global_batches(tmp_path: Path) -> None:
     assert one.shape == (4, 16) and torch.equal(one, two)
 
 
+def _kill_worker(out: Path) -> None:
+    """Rank 1 kills itself (once, mid-run) after rank 0 checkpointed an epoch; torchrun restarts both."""
+    import threading
+    import time
+
+    from crossalign.train.api import train
+    from crossalign.train.distributed import init_from_env, shutdown
+
+    ctx = init_from_env()
+    marker, metrics = out / "killed", out / "run" / "metrics.jsonl"
+    if ctx.rank == 1 and not marker.exists():
+        def killer() -> None:
+            while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+                time.sleep(0.002)
+            marker.write_text("rank 1 killed\n")
+            os._exit(1)  # a hard crash: no cleanup, no checkpoint
+
+        threading.Thread(target=killer, daemon=True).start()
+    cfg = run_config(out / "run", "infonce")
+    cfg.train.epochs = KILL_EPOCHS
+    train(cfg, resume=True, table=synthetic_table(), dist=ctx)
+    shutdown()
+
+
+KILL_EPOCHS = 25
+
+
+@pytest.mark.slow
+def test_killed_worker_restart_continues_from_checkpoint(tmp_path: Path) -> None:
+    """torchrun --max-restarts=1 after a worker crash ends with the weights of an uninterrupted run:
+    no epoch lost, none repeated (each epoch appears once in metrics.jsonl)."""
+    from safetensors.torch import load_file
+
+    from crossalign.train.api import train
+
+    r = torchrun(["--max_restarts=1", __file__, str(tmp_path), "kill"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "killed").exists(), "the worker was never killed: the test did not test a restart"
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(KILL_EPOCHS))
+    cfg = run_config(tmp_path / "one", "infonce")
+    cfg.train.epochs = KILL_EPOCHS
+    ref, _ = train(cfg, resume=False, table=synthetic_table(), dist=SINGLE)
+    a, b = load_file(str(ref / "last.safetensors")), load_file(str(tmp_path / "run" / "last.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5, msg=f"weight {k}")
+
+
+@pytest.mark.slow
+def test_cli_train_nproc_runs_torchrun(tmp_path: Path) -> None:
+    """`crossalign train CONFIG --nproc 2` (torchrun under the hood) trains a real run end to end."""
+    import yaml
+
+    from crossalign.data.manifest import write_manifest
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(48):
+        arr = rng.normal(size=(8, 6)).astype(np.float32)
+        arr[i % 8] += 3.0  # the row index is the signal the caption names
+        np.save(tmp_path / f"s{i}.npy", arr)
+        rows.append({"id": str(i), "text": f"a strong return in lane {i % 8}", "sensor": f"s{i}.npy",
+                     "group": str(i % 8), "split": "val" if i % 6 == 0 else "train"})
+    write_manifest(rows, tmp_path / "manifest.jsonl")
+    cfg = {"model": {"views": [{"column": "text"}, {"column": "sensor", "encoder": "sensor:mlp"}], "dim": 16,
+                     "head": {"hidden": 32}},
+           "train": {"data": str(tmp_path), "out": str(tmp_path / "run"), "epochs": 2, "batch_size": 16,
+                     "progress": False}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "CROSSALIGN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "crossalign", "train", str(tmp_path / "cfg.yaml"), "--nproc", "2",
+                        "--no-evaluate"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "run" / "train_result.json").read_text())["epochs_run"] == 2
+    assert r.stdout.count("best val") == 1  # rank 0 alone reports
+
+
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
+    if len(sys.argv) > 2 and sys.argv[2] == "kill":
+        _kill_worker(Path(sys.argv[1]))
+    else:
+        _worker(Path(sys.argv[1]))
