@@ -143,13 +143,13 @@ def add_to_index(index: str | Path, data: str | Path | Manifest, modalities: Seq
     """Embed more manifest rows with the index's own run and add them without a rebuild."""
     from crossalign.align.embedder import Embedder
 
-    m = _load(data, split)
     with VectorIndex.open(index, writable=True) as ix:
         run = Path(run) if run is not None else _recorded_run(ix)
         ident = run_identity(run)
         if ix.identity is not None and (diff := ix.identity.mismatch(ident)):
             raise IncompatibleRunError(f"{index} was built with run {ix.identity.run_id}, {run} is run "
                                        f"{ident.run_id} ({'; '.join(diff)}); add with the original run")
+        m = _load(data, split)
         embedder = Embedder.from_run(run)
         cols = _resolve_columns(embedder, m, modalities)
         x, items, problems = embed_manifest(embedder, m, cols, batch_size, progress)
