@@ -27,6 +27,8 @@ def _check(enc: Encoder, batch: list, shape: tuple[int, ...]) -> torch.Tensor:
     assert z.shape == (len(batch), *shape)
     assert z.dtype == torch.float32 and torch.isfinite(z).all()
     assert torch.equal(z, enc.encode(batch)), "same input twice must give identical features"
+    # encode() must leave every submodule in eval mode (no dropout / batch statistics afterwards).
+    assert not any(m.training for m in enc.modules())
     return z
 
 

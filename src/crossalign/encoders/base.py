@@ -58,6 +58,13 @@ class Encoder(nn.Module):
 
     spec: EncoderSpec
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Start in eval mode. `encode` restores the mode it found, so with nn.Module's default
+        # (training) the first `encode` call would flip a frozen backbone into training mode
+        # (dropout on, batch-norm batch statistics) for every later direct `forward` call.
+        self.training = False
+
     def encode(self, batch: Sequence[Any]) -> torch.Tensor:
         with torch.inference_mode():
             was = self.training

@@ -53,6 +53,7 @@ class SensorEncoder(Encoder):
         self.spec = EncoderSpec(name=f"sensor:{kind}", modality="sensor", version="scratch/1",
                                 output_shape=(self.dim,), trainable=True, from_scratch=True,
                                 options={"input_shape": list(self.input_shape), "dim": self.dim, "width": width})
+        self.eval()  # like every encoder; the trainer switches it to training mode itself
 
     @property
     def cache_spec(self) -> EncoderSpec:
