@@ -48,6 +48,8 @@ class ModelConfig:
     learn_temperature: bool = True
     siglip_bias: float = -10.0  # initial learnable bias of sigmoid objectives
     train_towers: list[str] = field(default_factory=list)  # pretrained towers fine-tuned end to end
+    # Per trained tower: LoRA adapters or partial unfreezing (align/lora.py TowerTuning fields).
+    tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.views = [v if isinstance(v, ViewSpec) else ViewSpec(**v) for v in self.views]
@@ -64,6 +66,12 @@ class ModelConfig:
             raise ValueError(f"anchor '{self.anchor}' is not one of the views {cols}")
         if self.objective.startswith("tri-") and self.views and len(self.views) != 3:
             raise ValueError("tri-sigmoid objectives take exactly three views (the anchor plus two)")
+        for col, t in self.tower_tuning.items():
+            if col not in self.train_towers:
+                raise ValueError(f"tower_tuning['{col}'] needs '{col}' in train_towers")
+            from crossalign.align.lora import TowerTuning
+
+            TowerTuning(**t)  # validates the fields now, not when the tower is built
         if self.dim < 2 or not 0 < self.temperature < 10:
             raise ValueError("dim >= 2 and 0 < temperature < 10")
 

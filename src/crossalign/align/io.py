@@ -51,6 +51,10 @@ def build_towers(cfg: RunConfig, specs: dict[str, EncoderSpec]) -> dict[str, Enc
         spec = specs[v.column]
         if spec.from_scratch or v.column in cfg.model.train_towers:
             towers[v.column] = build_encoder(spec.name, modality=spec.modality, **spec.options)
+            if v.column in cfg.model.tower_tuning:  # LoRA adapters / partial unfreezing (align/lora.py)
+                from crossalign.align.lora import apply_tuning
+
+                towers[v.column] = apply_tuning(towers[v.column], cfg.model.tower_tuning[v.column])
     return towers
 
 

@@ -1,0 +1,171 @@
+"""Parameter-efficient tower tuning: LoRA adapters (peft) or partial unfreezing of a pretrained
+tower's last blocks, chosen per view in the config:
+
+    model:
+      train_towers: [image]
+      tower_tuning:
+        image: {method: lora, r: 8, alpha: 16, last_blocks: 2}   # or {method: unfreeze, last_blocks: 2}
+
+LoRA (Hu et al. 2021) adds a trainable low-rank update B A to chosen linear / 1x1 conv weights,
+B starting at zero, so training starts exactly from the pretrained tower. Adapters are injected
+in place (`peft.inject_adapter_in_model`), so they live in the run's `model.safetensors` beside
+the heads and `load_run` rebuilds them from the config before loading. `merge_tuning` folds them
+into the base weights for export (`export_merged`): the exported run is a plain fine-tuned tower.
+
+BatchNorm layers of a tuned tower stay in eval mode (frozen ImageNet statistics): batch
+statistics of small contrastive batches would otherwise shift every feature the heads were
+fitted on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from torch import nn
+
+from crossalign.encoders import Encoder
+
+__all__ = ["TowerTuning", "TUNING_TARGETS", "apply_tuning", "merge_tuning", "export_merged", "trainable_summary"]
+
+
+@dataclass
+class TowerTuning:
+    method: Literal["lora", "unfreeze"] = "lora"  # low-rank adapters, or train the blocks' own weights
+    last_blocks: int = 2  # how many of the tower's last blocks (transformer layers, MBConv blocks) take part
+    r: int = 8  # LoRA rank
+    alpha: float = 16.0  # LoRA scaling numerator (update = alpha / r * B A)
+    dropout: float = 0.0  # dropout on the LoRA branch input
+    targets: list[str] = field(default_factory=list)  # module names inside a block; empty: family default
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "unfreeze"):
+            raise ValueError(f"tower_tuning.method must be lora or unfreeze, not {self.method!r}")
+        if self.last_blocks < 1 or self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError("tower_tuning: last_blocks >= 1, r >= 1, alpha > 0, 0 <= dropout < 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Family:
+    root: Callable[[Encoder], nn.Module]  # the torch module holding the blocks
+    blocks: Callable[[nn.Module], list[str]]  # block module names, first to last
+    lora: tuple[str, ...]  # default LoRA targets inside a block
+    after: tuple[str, ...] = ()  # modules after the last block (unfrozen / adapted with it)
+    after_lora: tuple[str, ...] = ()
+
+
+def _hf_root(e: Encoder) -> nn.Module:
+    return e.model  # type: ignore[return-value]
+
+
+def _hf_blocks(m: nn.Module) -> list[str]:
+    return [f"encoder.layer.{i}" for i in range(len(m.encoder.layer))]  # type: ignore[union-attr, arg-type]
+
+
+def _effnet_root(e: Encoder) -> nn.Module:
+    return e.net  # type: ignore[return-value]
+
+
+def _effnet_blocks(m: nn.Module) -> list[str]:
+    return [f"_blocks.{i}" for i in range(len(m._blocks))]  # type: ignore[union-attr, arg-type]
+
+
+# Explicit registry: encoder name -> where its blocks are and what LoRA adapts.
+TUNING_TARGETS: dict[str, _Family] = {
+    "text:minilm": _Family(_hf_root, _hf_blocks, ("attention.self.query", "attention.self.value")),
+    "hf": _Family(_hf_root, _hf_blocks, ("attention.self.query", "attention.self.value")),
+    # Pointwise convs carry most of an MBConv block's weights; depthwise convs are left alone.
+    "image:efficientnet-lite0": _Family(_effnet_root, _effnet_blocks, ("_expand_conv", "_project_conv"),
+                                        after=("_conv_head", "_bn1"), after_lora=("_conv_head",)),
+}
+
+
+def _family(encoder: Encoder) -> _Family:
+    name = encoder.spec.name
+    fam = TUNING_TARGETS.get(name) or (TUNING_TARGETS["hf"] if name.startswith("hf:") else None)
+    if fam is None:
+        raise ValueError(f"tower tuning is not available for encoder '{name}' "
+                         f"(known: {', '.join(TUNING_TARGETS)})")
+    return fam
+
+
+def _freeze_batchnorm(module: nn.Module, _inputs: Any) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _plain_pointwise(root: nn.Module, name: str) -> None:
+    """Swap a 1x1 Conv2d subclass (EfficientNet's static-same-padding conv, whose padding is zero at
+    1x1) for a plain nn.Conv2d with the same weights: peft builds its adapters with the target's own
+    class, and that class cannot be constructed without an image size."""
+    m = root.get_submodule(name)
+    if not isinstance(m, nn.Conv2d) or type(m) is nn.Conv2d or m.kernel_size != (1, 1):
+        return
+    plain = nn.Conv2d(m.in_channels, m.out_channels, 1, stride=m.stride, groups=m.groups, bias=m.bias is not None)
+    plain.load_state_dict(m.state_dict())
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, plain)
+
+
+def apply_tuning(encoder: Encoder, tuning: TowerTuning | dict[str, Any]) -> Encoder:
+    """Freeze the tower except the chosen part: LoRA adapters on, or the weights of, its last blocks."""
+    t = tuning if isinstance(tuning, TowerTuning) else TowerTuning(**tuning)
+    fam = _family(encoder)
+    root = fam.root(encoder)
+    blocks = fam.blocks(root)
+    if t.last_blocks > len(blocks):
+        raise ValueError(f"{encoder.spec.name} has {len(blocks)} blocks; last_blocks={t.last_blocks}")
+    chosen = blocks[-t.last_blocks:]
+    root.requires_grad_(False)
+    if t.method == "unfreeze":
+        for name in [*chosen, *fam.after]:
+            root.get_submodule(name).requires_grad_(True)
+    else:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        inner = tuple(t.targets) or fam.lora
+        names = [f"{b}.{x}" for b in chosen for x in inner] + list(fam.after_lora)
+        for name in names:
+            _plain_pointwise(root, name)
+        cfg = LoraConfig(r=t.r, lora_alpha=t.alpha, lora_dropout=t.dropout, target_modules=names)
+        inject_adapter_in_model(cfg, root)
+        for n, p in root.named_parameters():  # adapters only (peft leaves them trainable; be explicit)
+            p.requires_grad_("lora_" in n)
+    encoder.register_forward_pre_hook(_freeze_batchnorm)
+    encoder.tuning = t  # type: ignore[assignment]
+    return encoder
+
+
+def merge_tuning(encoder: Encoder) -> Encoder:
+    """Fold LoRA adapters into the base weights and remove them (in place); no-op without LoRA."""
+    from peft.tuners.lora import LoraLayer
+
+    root = _family(encoder).root(encoder)
+    for name, m in list(root.named_modules()):
+        if isinstance(m, LoraLayer):
+            m.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(root.get_submodule(parent) if parent else root, child, m.get_base_layer())
+    return encoder
+
+
+def export_merged(run: str | Path, out: str | Path, which: str = "best") -> Path:
+    """A run with LoRA towers -> a plain run (adapters merged, `tower_tuning` dropped) in `out`."""
+    from crossalign.align.io import load_run, save_model
+
+    model, cfg = load_run(run, which)
+    for col in list(cfg.model.tower_tuning):
+        merge_tuning(model.towers[col])  # type: ignore[arg-type]
+    cfg.model.tower_tuning = {}
+    return save_model(model, cfg, out, "model")
+
+
+def trainable_summary(module: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return {"parameters": total, "trainable": trainable}
