@@ -1,0 +1,90 @@
+"""`train_bridge`: a run + scenes-style data -> a bridge folder, through the shared `Trainer`.
+
+Stage 1 trains the projector alone (LM frozen); with `lora_r > 0` stage 2 adds LoRA adapters on
+the LM's attention and trains both. Every step reads cached aligned embeddings, never the towers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from crossalign.bridge.config import BridgeConfig
+from crossalign.bridge.embeddings import AlignedTable, aligned_embeddings
+from crossalign.bridge.lm import LanguageModel
+from crossalign.bridge.model import Bridge
+from crossalign.bridge.prompts import Example, examples_for_row
+from crossalign.bridge.task import BridgeTask
+from crossalign.train.trainer import Trainer, TrainResult
+
+__all__ = ["train_bridge", "build_examples"]
+
+log = logging.getLogger(__name__)
+
+
+def build_examples(table: AlignedTable, rows: np.ndarray, columns: list[str], cfg: BridgeConfig
+                   ) -> tuple[list[Example], np.ndarray]:
+    """Examples over `rows` for every column; returns them with the (n_cols * len(rows), dim) embeddings
+    they index (column c's copy of row r sits at c * len(rows) + r's position)."""
+    exs: list[Example] = []
+    embs = []
+    for ci, col in enumerate(columns):
+        embs.append(table.emb[col][rows])
+        for p, j in enumerate(rows):
+            row = table.row(int(j))
+            for e in examples_for_row(ci * len(rows) + p, row, cfg.tasks, cfg.qa_per_row, cfg.seed):
+                exs.append(e)
+    return exs, np.concatenate(embs)
+
+
+def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: BridgeConfig | None = None, *,
+                 progress: bool = True, lm: LanguageModel | None = None, resume: bool = False
+                 ) -> tuple[Path, dict[str, TrainResult]]:
+    from crossalign.align.embedder import Embedder
+
+    cfg = cfg or BridgeConfig()
+    cfg.run = str(Path(run).resolve())
+    out = Path(out)
+    embedder = Embedder.from_run(run)
+    missing = [c for c in cfg.train_columns if c not in embedder.model.columns]
+    if missing:
+        raise ValueError(f"train_columns {missing} are not views of run {run} ({embedder.model.columns})")
+    table = aligned_embeddings(embedder, data, progress=progress)
+    tr, va = table.where("train"), table.where("val")
+    if len(tr) == 0 or len(va) == 0:
+        raise ValueError(f"{data}: need rows in split 'train' and 'val' (got {len(tr)} and {len(va)})")
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.max_rows and cfg.max_rows < len(tr):
+        tr = np.sort(rng.choice(tr, cfg.max_rows, replace=False))
+    va = va[:cfg.val_rows]
+    train_ex, train_emb = build_examples(table, tr, cfg.train_columns, cfg)
+    val_ex, val_emb = build_examples(table, va, cfg.train_columns[:1], cfg)
+    bridge = Bridge.new(cfg, embedder.model.cfg.dim, lm=lm, embedder=embedder)
+    results: dict[str, TrainResult] = {}
+    t0 = time.time()
+    stages = [("stage1", cfg.epochs, cfg.lr)] + ([("stage2", cfg.lora_epochs, cfg.lr)] if cfg.lora_r else [])
+    for name, epochs, lr in stages:
+        if name == "stage2":
+            bridge.enable_lora()
+        task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr)
+        trainer = Trainer(task, out / name, epochs=epochs, batch_size=min(cfg.batch_size, len(train_ex)), lr=lr,
+                          weight_decay=cfg.weight_decay, warmup=cfg.warmup, seed=cfg.seed, patience=0,
+                          progress=progress)
+        results[name] = trainer.fit(resume=resume)
+        task.load(out / name, "best")
+    bridge.save(out, extra={"train": {
+        "rows": int(len(tr)), "examples": len(train_ex), "columns": cfg.train_columns, "seconds": round(time.time() - t0, 1),
+        **{f"{k}_best_val_loss": r.best_metric for k, r in results.items()}}})
+    (out / "train_history.json").write_text(json.dumps({k: r.history for k, r in results.items()}, indent=2))
+    for name, _, _ in stages:  # keep the log, drop per-stage weight copies once the bridge is saved
+        for f in (out / name).glob("*.safetensors"):
+            f.unlink()
+        (out / name / "last_state.pt").unlink(missing_ok=True)
+    log.info("bridge saved to %s", out)
+    return out, results
+
+
