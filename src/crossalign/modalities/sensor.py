@@ -23,7 +23,10 @@ class SensorReader:
             arr = np.asarray(value)
         else:
             p = resolve_path(value, base_dir)
-            data = file_bytes(value, base_dir)
+            try:  # read the resolved path: file_bytes() would resolve (stat) it a second time
+                data = p.read_bytes()
+            except OSError as e:
+                raise ReadError(value, f"unreadable file: {e}") from e
             arr = _load(data, p.suffix.lower(), value)
         try:
             arr = np.asarray(arr, dtype=np.float32)
