@@ -62,6 +62,13 @@ def _resolve_input(svc: Service, value: Any, default: str | None, param: str) ->
     raise APIError(400, f"{param}: expected a string or a {{type, data}} object, got {type(value).__name__}", param)
 
 
+async def _embed(service: Service, items: list[tuple[str, Any]], param: str) -> np.ndarray:
+    try:
+        return await service.embed(items)
+    except ValueError as e:  # an encoder refusing this request's input (e.g. a sensor array's shape)
+        raise APIError(400, f"{param}: {e}", param, "invalid_value") from None
+
+
 def _usage(items: list[tuple[str, Any]]) -> int:
     # Word count, not tokens of any particular tokenizer: clients only display it.
     return sum(len(r.split()) if isinstance(r, str) else 1 for _, r in items)
@@ -77,7 +84,7 @@ async def _search_body(request: Request) -> tuple[SearchRequest, dict[str, bytes
         if not isinstance(raw, dict):
             raise APIError(400, "body must be a JSON object", code="invalid_json")
         return _validate(raw), {}
-    if ctype == "multipart/form-data":
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=4, max_fields=16)
         except Exception as e:  # malformed multipart or a field past the part-size limit
@@ -97,7 +104,8 @@ async def _search_body(request: Request) -> tuple[SearchRequest, dict[str, bytes
             except json.JSONDecodeError as e:
                 raise APIError(400, f"filters: not valid JSON ({e})", "filters") from None
         return _validate(fields), files
-    raise APIError(415, f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data",
+    raise APIError(415, f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data "
+                   "(or a url-encoded form)",
                    code="unsupported_media_type")
 
 
@@ -155,7 +163,7 @@ def create_app(service: Service) -> FastAPI:
         items = await run_in_threadpool(
             lambda: [_resolve_input(service, v, req.modality, f"input[{i}]" if not isinstance(req.input, str)
                                     else "input") for i, v in enumerate(values)])
-        z = await service.embed(items)
+        z = await _embed(service, items, "input")
         data = [{"object": "embedding", "index": i,
                  "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
                                else v.tolist())} for i, v in enumerate(z)]
@@ -197,7 +205,7 @@ def create_app(service: Service) -> FastAPI:
         if qmod == "text" and isinstance(value, str) and len(value) > s.max_text_chars:
             raise APIError(400, f"text longer than {s.max_text_chars} characters", "text")
         raw = await run_in_threadpool(read_item, qmod, value, qmod)
-        q = await service.embed([(col, raw)])
+        q = await _embed(service, [(col, raw)], qmod)
         hits = await run_in_threadpool(service.search, q, req.k, req.modality, req.filters)
         return {"object": "search.result", "model": service.model_id, "query": {"modality": qmod, "view": col},
                 "k": req.k, "modality": req.modality, "index_generation": ix.generation,

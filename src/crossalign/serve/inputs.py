@@ -41,16 +41,15 @@ def parse_data_url(s: str) -> tuple[str, str] | None:
 
 
 def decode_base64(s: str, param: str) -> bytes:
-    s = s.strip()
+    s = re.sub(r"\s+", "", s)  # MIME-style line breaks are common in base64 from other tools
     if not s:
         raise APIError(400, f"{param}: empty input", param, "empty_input")
+    s = s.replace("-", "+").replace("_", "/")  # accept the URL-safe alphabet too
     try:
         data = base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        try:  # URL-safe alphabet, as some clients send
-            data = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-        except (binascii.Error, ValueError) as e:
-            raise APIError(400, f"{param}: not valid base64 ({e})", param, "invalid_base64") from None
+    except (binascii.Error, ValueError) as e:
+        raise APIError(400, f"{param}: not valid base64 ({e}); send base64 or a data URL", param,
+                       "invalid_base64") from None
     if not data:
         raise APIError(400, f"{param}: empty input", param, "empty_input")
     return data

@@ -32,6 +32,9 @@ class ServeSettings:
     max_inputs: int = 256  # most inputs in one /v1/embeddings request
     max_text_chars: int = 20_000  # longest text input
     reload_interval_s: float = 2.0  # how often to look for a newer index generation (0: never)
+    # Encoders whose output for an item depends on the rest of its batch: Whisper pads a batch to its
+    # longest clip. Their items are encoded one at a time, so an answer never depends on other clients.
+    unbatched_encoders: tuple[str, ...] = ("audio:whisper-tiny", "audio:whisper-base")
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1024 or self.max_batch < 1 or self.max_k < 1 or self.max_inputs < 1:
@@ -74,12 +77,19 @@ class Service:
         order: dict[str, list[int]] = {}
         for i, (col, _) in enumerate(items):
             order.setdefault(col, []).append(i)
-        parts = await asyncio.gather(*(self.batcher.embed(col, [items[i][1] for i in idx])
+        parts = await asyncio.gather(*(self._embed_column(col, [items[i][1] for i in idx])
                                        for col, idx in order.items()))
         out = np.zeros((len(items), self.embedder.model.cfg.dim), np.float32)
         for (col, idx), z in zip(order.items(), parts):
             out[idx] = z
         return out
+
+    async def _embed_column(self, col: str, raws: list[Any]) -> np.ndarray:
+        if self.embedder.model.specs[col].name not in self.settings.unbatched_encoders:
+            return await self.batcher.embed(col, raws)
+        loop = asyncio.get_running_loop()
+        rows = [await loop.run_in_executor(self.executor, self._embed_sync, col, [r]) for r in raws]
+        return np.concatenate(rows)
 
     # ---- index -----------------------------------------------------------------------------------
     def _stamp(self) -> tuple[int, int]:
