@@ -40,10 +40,14 @@ def is_launched() -> bool:
 
 
 def backend_for(device: torch.device | None = None) -> str:
-    """NCCL when this process drives a CUDA device, Gloo otherwise (CPU)."""
+    """Gloo on CPUs; with GPUs both, routed by tensor device ("cpu:gloo,cuda:nccl"), so CUDA
+    tensors go through NCCL and CPU-side collectives (RNG states, flags) still work.
+    `CROSSALIGN_DIST_BACKEND` overrides the choice."""
+    if os.environ.get("CROSSALIGN_DIST_BACKEND"):
+        return os.environ["CROSSALIGN_DIST_BACKEND"]
     if device is None:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
 
 
 def init_from_env(backend: str | None = None) -> DistContext:
