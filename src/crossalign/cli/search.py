@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -151,7 +151,8 @@ def search_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
     (qmod, value), = given.items()
     if k < 1 or k > 10_000:
         raise typer.BadParameter("-k must be between 1 and 10000")
-    with _user_errors():
+    # Some packaged models print while loading; stdout stays clean for --json consumers.
+    with _user_errors(), redirect_stdout(sys.stderr):
         try:
             s = Searcher.open(index, run)
             col = view or qmod
