@@ -26,6 +26,7 @@ class HeadConfig:
     depth: int = 1  # hidden layers in the MLP
     dropout: float = 0.1  # dropout inside the MLP (and on token inputs)
     tokens: Literal["flatten", "mean"] = "flatten"  # how (T, D) token features enter the head
+    token_dim: int = 128  # with tokens="flatten": shared per-token projection D -> token_dim first (0: none)
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "mlp"):

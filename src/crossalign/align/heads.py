@@ -39,8 +39,15 @@ class ProjectionHead(nn.Module):
         self.in_shape, self.cfg = tuple(in_shape), cfg
         self.norm = Standardize(self.in_shape) if standardize else nn.Identity()
         tokens = len(self.in_shape) == 2
+        # A shared per-token projection before flattening keeps position information at a fraction
+        # of the cost of one huge (T*D -> hidden) matrix: (10 x 1297) grids -> 10 x 128.
+        self.token_proj: nn.Module = nn.Identity()
         if tokens and cfg.tokens == "flatten":
-            n_in = math.prod(self.in_shape)
+            if cfg.token_dim > 0:
+                self.token_proj = nn.Linear(self.in_shape[-1], cfg.token_dim)
+                n_in = self.in_shape[0] * cfg.token_dim
+            else:
+                n_in = math.prod(self.in_shape)
         else:
             n_in = self.in_shape[-1]
         self.drop_in = nn.Dropout(cfg.dropout / 2) if tokens else nn.Identity()
@@ -58,6 +65,6 @@ class ProjectionHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x.float())
         if x.dim() == 3:  # (B, T, D) tokens
-            x = self.drop_in(x)
+            x = self.token_proj(self.drop_in(x))  # (B, T, token_dim)
             x = x.flatten(1) if self.cfg.tokens == "flatten" else x.mean(1)  # (B, T*D) or (B, D)
         return F.normalize(self.net(x), dim=-1)
