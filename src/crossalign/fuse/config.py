@@ -43,7 +43,7 @@ class TaskConfig:
     token_views: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_TOKEN_VIEWS))
     align_views: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_ALIGN_VIEWS))
     align_dim: int = 128  # shared space size when not initialised from a run
-    d: int = 128  # fusion width
+    d: int = 64  # fusion width
     heads: int = 4
     layers: int = 2
     dropout: float = 0.1

@@ -98,7 +98,8 @@ def _classes(cfg: TaskConfig, kind: str, m: Manifest) -> list[str]:
 
 
 def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None,
-                 progress: bool = False, encoders: dict[str, Encoder] | None = None) -> PreparedTask:
+                 progress: bool = False, encoders: dict[str, Encoder] | None = None,
+                 classes: list[str] | None = None) -> PreparedTask:
     """Derive/validate rows, encode every view (through the feature cache) and split into tensors.
 
     `align_views`: the pooled views of an alignment run (from --init); default `cfg.align_views`."""
@@ -145,8 +146,11 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
         pos = {int(r): j for j, r in enumerate(rows_ok[key])}
         feats[key] = torch.from_numpy(np.ascontiguousarray(arr[[pos[r] for r in keep]]))
     rows = [m.rows[r] for r in keep]
-    classes = _classes(cfg, kind, m)
+    classes = list(classes) if classes else _classes(cfg, kind, m)  # a saved run fixes its classes
     cix = {c: i for i, c in enumerate(classes)}
+    seen = {str(t) for r in rows for t in (r["tags"] if kind == "tag" else [r["label"]])}
+    if seen - set(cix):
+        raise ValueError(f"{m.path}: labels/tags {sorted(seen - set(cix))} are not among the classes {classes}")
     texts = [str(r.get(cfg.text_column) or "") for r in rows]
     width = t_views[cfg.text_column].options.get("words", 32) if cfg.text_column in t_views else 32
     wmask = word_mask(texts, int(width))

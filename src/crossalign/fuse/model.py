@@ -112,9 +112,16 @@ class FusionModel(nn.Module):
                 present: dict[str, torch.Tensor] | None = None) -> FusionResult:
         """feats: `<col>` pooled and `<col>:tokens` per modality; word_mask (B, W); present: (B,) bool
         per modality (default all present)."""
-        b = word_mask.shape[0]
+        b, width = word_mask.shape
         dev = word_mask.device
         present = present or {}
+        # Words past the longest text of the batch are padding everywhere: skip their compute.
+        used = max(1, int(word_mask.sum(1).max())) if width else 0
+        if used < width:
+            word_mask = word_mask[:, :used]
+            qt = f"{self.query}:tokens"
+            if qt in feats:
+                feats = {**feats, qt: feats[qt][:, :used]}
         streams: dict[str, Stream] = {}
         for c, enc in self.streams.items():
             p = present.get(c, torch.ones(b, dtype=torch.bool, device=dev))
@@ -126,10 +133,15 @@ class FusionModel(nn.Module):
             if self.kind == "tag":  # per-word outputs: drop the aligned global token from the query
                 q = Stream(q.tokens[:, 1:], q.mask[:, 1:], q.present)
         elif self.kind == "tag":
-            q = Stream(self.query_pos.expand(b, -1, -1), word_mask, torch.zeros(b, dtype=torch.bool, device=dev))
+            q = Stream(self.query_pos[:, :used].expand(b, -1, -1), word_mask,
+                       torch.zeros(b, dtype=torch.bool, device=dev))
         else:
             q = Stream(torch.zeros(b, 0, self.d, device=dev), word_mask.new_zeros(b, 0),
                        torch.zeros(b, dtype=torch.bool, device=dev))  # no query tokens: CLS / pooled only
         out = self.fusion(q, streams)
-        x = out.tokens if self.kind == "tag" else out.pooled
-        return FusionResult(self.head(x), out)
+        if self.kind == "classify":
+            return FusionResult(self.head(out.pooled), out)
+        logits = self.head(out.tokens)  # (B, used, C)
+        if used < width:  # back to the caller's width; padding words get zero logits
+            logits = torch.cat([logits, logits.new_zeros(b, width - used, logits.shape[-1])], 1)
+        return FusionResult(logits, out)
