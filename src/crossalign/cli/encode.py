@@ -61,8 +61,7 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
                            modality=v.resolved_modality())
         shape = "x".join(str(s) for s in cf.spec.output_shape)
         typer.echo(f"{v.column}: {enc.spec.name} -> {len(cf.rows)} rows of {shape} "
-                   f"({cf.encoded} encoded, {len(cf.rows) - cf.encoded if cf.encoded <= len(cf.rows) else 0} from cache)"
-                   f" [{cf.spec.cache_key()}]")
+                   f"({cf.encoded} newly encoded, the rest from the cache) [{cf.spec.cache_key()}]")
         for p in cf.problems[:50]:
             typer.echo(f"  skipped {p}")
         if len(cf.problems) > 50:

@@ -164,6 +164,7 @@ def make_scenes(out: Path, n: int = 2000, seed: int = 0, audio: bool = True,
     for sub in ("images", "audio", "radar"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     rows, jobs = [], []
+    reported = 0
     for i in range(n):
         rng = random.Random(f"scenes:{seed}:{i}")  # per-item stream: item i is the same for any n
         objs = sample_scene(rng)
@@ -185,10 +186,12 @@ def make_scenes(out: Path, n: int = 2000, seed: int = 0, audio: bool = True,
         else:
             del row["audio"]  # no column rather than empty values that `data check` would flag
         rows.append(row)
-        if progress:
-            progress(1)
-    if audio:
-        # Speech is the slowest part; run espeak processes two at a time.
-        for k in range(0, len(jobs), 64):
-            speak_many(jobs[k:k + 64])
+        # Speech is the slowest part: synthesise in chunks of 64 (two espeak processes at a time)
+        # as we go, so the progress bar tells the truth.
+        if len(jobs) >= 64 or (i == n - 1 and jobs):
+            speak_many(jobs)
+            jobs = []
+        if progress and not jobs:
+            progress(len(rows) - reported)
+            reported = len(rows)
     return rows

