@@ -36,6 +36,11 @@ __all__ = ["VectorIndex", "CorruptIndexError", "IndexLockedError", "INDEX_FORMAT
 log = logging.getLogger(__name__)
 INDEX_FORMAT = 1
 OnDuplicate = Literal["error", "skip", "replace"]
+# A lone query gains nothing from OpenMP (FAISS parallelises over queries) but pays for waking and
+# syncing a thread team; on a busy machine that made single-query search ~10x slower (measured).
+# omp_set_num_threads is per calling thread, so concurrent server threads do not disturb each other.
+_MAX_THREADS = faiss.omp_get_max_threads()
+_SMALL_BATCH = 4
 
 
 class CorruptIndexError(RuntimeError):
@@ -340,6 +345,7 @@ class VectorIndex:
             have = ", ".join(sorted(self.modalities())) or "nothing"
             raise ValueError(f"this index holds no '{modality}' items (it holds {have})")
         targets = [modality] if modality is not None else list(self.subs)
+        faiss.omp_set_num_threads(1 if len(q) < _SMALL_BATCH else _MAX_THREADS)
         per_query: list[list[tuple[float, int]]] = [[] for _ in range(len(q))]
         tombstones = not supports_remove(self.params) and self.meta.live_count < len(self.meta)
         for m in targets:
