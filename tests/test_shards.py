@@ -139,3 +139,35 @@ def test_cli_encode_nproc_equals_single_process(tmp_path: Path) -> None:
         assert cf.encoded == 0  # everything came from what the CLI wrote
         feats[nproc] = cf.features
     np.testing.assert_allclose(feats[2], feats[1], atol=1e-5)
+
+
+def test_cli_encode_shards_streams_into_store(shards: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
+    from crossalign.encoders import build_encoder
+
+    r = CliRunner().invoke(app, ["encode-shards", str(shards), "--column", "text", "--out", str(tmp_path / "st"),
+                                 "--chunk", "6"])
+    assert r.exit_code == 0, r.output
+    ids, feats = FeatureStore(tmp_path / "st").load()
+    rows = {r["id"]: r["text"] for r in iter_rows(shards)}
+    assert sorted(rows) == ids and feats.shape == (20, 384)
+    assert len(FeatureStore(tmp_path / "st").parts()) == 4  # 20 rows in chunks of 6
+    ref = build_encoder("text:minilm").encode([rows[i] for i in ids]).numpy()
+    np.testing.assert_allclose(feats, ref, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_encode_shards_nproc_equals_single_process(shards: Path, tmp_path: Path) -> None:
+    stores = {}
+    for nproc in (1, 2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        r = subprocess.run([sys.executable, "-m", "crossalign", "encode-shards", str(shards), "--column", "text",
+                            "--out", str(tmp_path / f"st{nproc}"), "--nproc", str(nproc)], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        stores[nproc] = FeatureStore(tmp_path / f"st{nproc}").load()
+    assert stores[1][0] == stores[2][0]
+    assert {p.split("-")[0] for p in FeatureStore(tmp_path / "st2").parts()} == {"r000", "r001"}
+    np.testing.assert_allclose(stores[2][1], stores[1][1], atol=1e-5)

@@ -29,7 +29,7 @@ from crossalign.align.distributed import DistContext
 
 __all__ = ["init_from_env", "is_launched", "backend_for", "sync_gradients", "broadcast_parameters",
            "barrier", "rank_seed", "autocast", "shutdown", "gather_rng_states", "encode_views_share",
-           "encode_rank_share"]
+           "encode_rank_share", "encode_sharded"]
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +197,35 @@ def encode_rank_share(cfg, ctx: DistContext, progress: bool = False) -> int:  # 
 
     return encode_views_share(load_manifest(cfg.train.data), cfg.model.views, ctx,
                               batch_size=cfg.train.encode_batch_size, progress=progress)
+
+
+def encode_sharded(source, view, out, ctx: DistContext, *, chunk: int = 1024,  # type: ignore[no-untyped-def]
+                   batch_size: int = 64, progress: bool = False) -> int:
+    """Stream a sharded manifest's column through an encoder into a FeatureStore at `out`: this
+    rank's shards only, chunk by chunk (memory flat in the collection size). Returns rows stored by
+    this rank; every rank has finished when it returns."""
+    import numpy as np
+
+    from crossalign.data.features import build_view_encoder
+    from crossalign.data.shards import FeatureStore, encode_stream, iter_rows
+    from crossalign.modalities import get_reader
+
+    enc = build_view_encoder(view)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"encode {view.column} [{enc.spec.name}] rank {ctx.rank}", unit="item")
+
+    def embed(raws: list) -> np.ndarray:  # type: ignore[type-arg]
+        # From-scratch towers store their (preprocessed) inputs, as the feature cache does.
+        fn = enc.preprocess if enc.spec.from_scratch else enc.encode
+        return np.concatenate([fn(raws[s:s + batch_size]).numpy() for s in range(0, len(raws), batch_size)])
+
+    n = encode_stream(iter_rows(source, ctx.rank, ctx.world_size), view.column, embed, FeatureStore(out),
+                      read=get_reader(view.resolved_modality()).read, chunk=chunk, rank=ctx.rank,
+                      progress=bar.update if bar is not None else None)
+    if bar is not None:  # a tqdm without total has no truth value
+        bar.close()
+    barrier()
+    return n
