@@ -37,7 +37,9 @@ import numpy as np
 from crossalign.index import IndexParams, VectorIndex
 
 
-def clustered(n: int, dim: int, seed: int, centers: int = 2000, noise: float = 0.35) -> np.ndarray:
+def clustered(n: int, dim: int, seed: int, centers: int = 2000, noise: float = 1.2) -> np.ndarray:
+    # noise 1.2 (as large as the centre itself) makes clusters overlap: IVF at 100k then needs
+    # nprobe ~32 for recall 0.94. With noise 0.8 every method scores ~0.99 and shows nothing.
     rng = np.random.default_rng(0)  # the same centres for data and queries
     c = rng.standard_normal((centers, dim), dtype=np.float32) / np.sqrt(dim)
     rng = np.random.default_rng(seed)
@@ -81,20 +83,34 @@ def bench_exact(tmp: Path, n: int, dim: int, nq: int, k: int, repeat: int) -> di
     assert all([int(h.id) for h in g] == r.tolist() for g, r in zip(got, ref)), "crossalign != raw FAISS"
     single = q[: max(1, nq // 5)]
     threads = faiss.omp_get_max_threads()
-    t: dict[str, list[float]] = {"raw_batched": [], "ca_batched": [], "raw_single": [], "ca_single": [],
-                                 "raw_single_1t": []}
-    for r in range(repeat):  # alternate, swapping who goes first
-        pair = [("raw", lambda: raw.search(q, k), lambda: [raw.search(v[None], k) for v in single]),
-                ("ca", lambda: ix.search(q, k), lambda: [ix.search(v[None], k) for v in single])]
-        for name, batched, one in (pair if r % 2 == 0 else pair[::-1]):
-            t[f"{name}_batched"].append(_timed(batched))
-            t[f"{name}_single"].append(_timed(one))
-        # crossalign runs lone queries on one OpenMP thread; time raw FAISS that way too, to compare
-        # like with like (the ratio uses raw FAISS's better setting).
-        faiss.omp_set_num_threads(1)
-        t["raw_single_1t"].append(_timed(lambda: [raw.search(v[None], k) for v in single]))
+    # Chunks alternate between the two (order swapped each time) and each chunk keeps its fastest
+    # of `repeat` tries: on a shared machine, load bursts then hit both sides alike.
+    t: dict[str, float] = {"raw_batched": 0.0, "ca_batched": 0.0, "raw_single": 0.0, "ca_single": 0.0,
+                           "raw_single_1t": 0.0}
+    for c in range(0, nq, 100):
+        qc = q[c:c + 100]
+        best = {"raw": float("inf"), "ca": float("inf")}
+        for r in range(repeat):
+            for name in (("raw", "ca") if r % 2 == 0 else ("ca", "raw")):
+                fn = (lambda: raw.search(qc, k)) if name == "raw" else (lambda: ix.search(qc, k))
+                best[name] = min(best[name], _timed(fn))
+        t["raw_batched"] += best["raw"]
+        t["ca_batched"] += best["ca"]
+    for c in range(0, len(single), 20):
+        sc = single[c:c + 20]
+        best = {"raw_single": float("inf"), "ca_single": float("inf"), "raw_single_1t": float("inf")}
+        for r in range(repeat):
+            for name in (("raw_single", "ca_single", "raw_single_1t") if r % 2 == 0
+                         else ("raw_single_1t", "ca_single", "raw_single")):
+                # crossalign runs lone queries on one OpenMP thread; raw FAISS is timed with its
+                # default threads and with one, and the ratio uses its better setting.
+                faiss.omp_set_num_threads(1 if name == "raw_single_1t" else threads)
+                idx = ix if name == "ca_single" else raw
+                best[name] = min(best[name], _timed(lambda: [idx.search(v[None], k) for v in sc]))
         faiss.omp_set_num_threads(threads)
-    qps = {key: (nq if "batched" in key else len(single)) / min(v) for key, v in t.items()}
+        for key, v in best.items():
+            t[key] += v
+    qps = {key: (nq if "batched" in key else len(single)) / v for key, v in t.items()}
     return {"n": n, "dim": dim, "queries": nq, "k": k, **{f"{k_}_qps": round(v, 1) for k_, v in qps.items()},
             "ratio_batched": round(qps["ca_batched"] / qps["raw_batched"], 3),
             "ratio_single": round(qps["ca_single"] / max(qps["raw_single"], qps["raw_single_1t"]), 3)}
@@ -111,7 +127,7 @@ def bench_approx(tmp: Path, n: int, dim: int, nq: int, k: int, kinds: list[str],
     rows = []
     for kind in kinds:
         ix, build_s = _build(tmp, f"{kind}-{n}", x, IndexParams(kind=kind))
-        sweep = [("nprobe", v) for v in (4, 8, 16, 32, 64)] if kind == "ivf" else \
+        sweep = [("nprobe", v) for v in (8, 16, 32, 64, 128)] if kind == "ivf" else \
             [("ef_search", v) for v in (16, 32, 64, 128, 256)]
         for knob, v in sweep:
             setattr(ix.params, knob, v)

@@ -75,9 +75,9 @@ def _normalise(x: np.ndarray, dim: int, what: str) -> np.ndarray:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{what}: expected vectors of shape (N, {dim}), got {x.shape}")
-    if not np.isfinite(x).all():
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None].astype(np.float32)  # NaN/inf show here
+    if not np.isfinite(norms).all():
         raise ValueError(f"{what}: vectors contain NaN or infinite values")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
     if (norms == 0).any():
         raise ValueError(f"{what}: zero vector(s) at {np.flatnonzero(norms[:, 0] == 0)[:10].tolist()}")
     return np.ascontiguousarray(x / norms)  # inner product of unit vectors = cosine
