@@ -10,6 +10,7 @@ from typing import Any, Literal
 __all__ = ["BridgeConfig", "load_bridge_config"]
 
 BRIDGE_FORMAT = 1
+META_KEYS = ("dim", "lm_hidden", "train")
 
 
 @dataclass
@@ -70,4 +71,7 @@ def load_bridge_config(folder: str | Path) -> BridgeConfig:
     f = Path(folder) / "bridge.json"
     if not f.exists():
         raise FileNotFoundError(f"{folder}: not a crossalign bridge (no bridge.json)")
-    return BridgeConfig.from_dict(json.loads(f.read_text()))
+    d = json.loads(f.read_text())
+    for k in META_KEYS:  # facts written beside the config (dims, training stats), not settings
+        d.pop(k, None)
+    return BridgeConfig.from_dict(d)

@@ -81,7 +81,12 @@ def _smollm2_cache() -> Path:
 
 
 def _hf_path(ref: str) -> str:
-    return ref
+    if ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists():
+        p = Path(ref).expanduser()
+        if not (p / "config.json").exists():
+            raise FileNotFoundError(f"hf:{ref}: no Hugging Face model folder there (no config.json)")
+        return str(p)
+    return ref  # a hub id: works where the hub (or its local cache) is reachable
 
 
 # Explicit registry: spec prefix -> function returning a folder (or hub id) transformers can load.
