@@ -134,7 +134,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/health", response_model=HealthResponse)
     async def health() -> dict[str, Any]:
-        ix = service.index()
+        ix = await run_in_threadpool(service.index)  # a reload verifies files: keep it off the loop
         return {"status": "ok", "model": service.model_id, "run_id": service.identity.run_id,
                 "dim": service.embedder.model.cfg.dim, "views": service.embedder.modalities,
                 "index": None if ix is None else {"items": len(ix), "by_modality": ix.modalities(),
@@ -182,7 +182,7 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/v1/search", response_model=SearchResponse, openapi_extra=search_body)
     async def search(request: Request) -> dict[str, Any]:
         """Nearest items of the index to one query (text, image, audio or sensor array)."""
-        ix = service.index()
+        ix = await run_in_threadpool(service.index)  # a reload verifies files: keep it off the loop
         if ix is None:
             raise APIError(404, "this server has no index; start it with `crossalign serve RUN --index INDEX`")
         req, files = await _search_body(request)

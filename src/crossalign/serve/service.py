@@ -106,6 +106,7 @@ class Service:
             return self._index
         with self._reload_lock:
             self._last_check = now
+            stamp = self._index_stamp
             try:
                 stamp = self._stamp()
                 if stamp != self._index_stamp:
@@ -116,7 +117,7 @@ class Service:
                     log.info("reloaded index generation %d (%d items)", fresh.generation, len(fresh))
             except (OSError, ValueError, RuntimeError, IncompatibleRunError) as e:
                 log.warning("kept index generation %d: reload failed: %s", self._index.generation, e)
-                self._index_stamp = stamp if "stamp" in locals() else self._index_stamp
+                self._index_stamp = stamp  # do not retry the same broken generation every request
         return self._index
 
     def search(self, query: np.ndarray, k: int, target: str | None, filters: dict[str, Any] | None) -> list[Hit]:
