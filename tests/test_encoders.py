@@ -233,3 +233,31 @@ def test_sensor_preprocess_shape_errors() -> None:
         from crossalign.encoders.sensor import SensorEncoder
 
         SensorEncoder("lstm", (4,))
+
+
+def test_color_features_match_a_plain_reference() -> None:
+    """The scatter-based histogram against the obvious per-pixel one-hot computation."""
+    import colorsys
+
+    from crossalign.encoders.efficientnet import color_features
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((2, 3, 12, 12)).astype(np.float32))  # (B, 3, H, W) in [0, 1]
+    got = color_features(x, grid=2)  # (2, 5, 17)
+    assert got.shape == (2, 5, COLOR_DIM)
+    hue_maps = np.zeros((2, HUE_BINS, 12, 12))
+    for b in range(2):
+        for i in range(12):
+            for j in range(12):
+                r, g, bl = (float(v) for v in x[b, :, i, j])
+                mx, mn = max(r, g, bl), min(r, g, bl)
+                sat = (mx - mn) / max(mx, 1e-6)
+                ang = np.arctan2(np.sqrt(3.0) * (g - bl), 2 * r - g - bl)
+                k = min(int((ang + np.pi) / (2 * np.pi) * HUE_BINS), HUE_BINS - 1)
+                hue_maps[b, k, i, j] = 4.0 * sat
+                assert abs(sat - colorsys.rgb_to_hsv(r, g, bl)[1]) < 1e-5
+    glob = hue_maps.mean((2, 3))  # (2, 12)
+    cell = hue_maps.reshape(2, HUE_BINS, 2, 6, 2, 6).mean((3, 5)).reshape(2, HUE_BINS, 4)  # 2x2 cells
+    np.testing.assert_allclose(got[:, 0, :HUE_BINS].numpy(), glob, atol=1e-5)
+    np.testing.assert_allclose(got[:, 1:, :HUE_BINS].numpy(), cell.transpose(0, 2, 1), atol=1e-5)
+    np.testing.assert_allclose(got[:, 0, HUE_BINS:HUE_BINS + 3].numpy(), x.mean((2, 3)).numpy(), atol=1e-6)

@@ -36,8 +36,11 @@ def color_features(x: torch.Tensor, grid: int) -> torch.Tensor:
     hue = torch.atan2(np.sqrt(3.0) * (g - b), 2 * r - g - b)  # (B, H, W) in (-pi, pi]
     idx = ((hue + np.pi) / (2 * np.pi) * HUE_BINS).long().clamp(0, HUE_BINS - 1)
     # Weight by saturation so grey background and white pixels add nothing to the hue bins.
-    onehot = F.one_hot(idx, HUE_BINS).permute(0, 3, 1, 2).float() * sat.unsqueeze(1)  # (B, 12, H, W)
-    maps = torch.cat([onehot * 4.0, x, x.mean(1, keepdim=True), sat.unsqueeze(1)], 1)  # (B, 17, H, W)
+    # scatter_ into float maps gives the same numbers as a one-hot (int64, permuted) times
+    # saturation, at half the cost: this took ~30 % of the image encoder's time at 224 px.
+    hist = torch.zeros(x.shape[0], HUE_BINS, *x.shape[2:], dtype=x.dtype, device=x.device)
+    hist.scatter_(1, idx.unsqueeze(1), (sat * 4.0).unsqueeze(1))  # (B, 12, H, W)
+    maps = torch.cat([hist, x, x.mean(1, keepdim=True), sat.unsqueeze(1)], 1)  # (B, 17, H, W)
     glob = maps.mean((2, 3)).unsqueeze(1)  # (B, 1, 17)
     if grid <= 0:
         return glob
