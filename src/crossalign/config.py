@@ -110,10 +110,13 @@ class TrainConfig:
     encode_batch_size: int = 32
     progress: bool = True
     grad_cache_chunk: int = 0  # >0: GradCache, towers run this many items at a time (memory), same gradients
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward (GPUs with bf16, and CPUs)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs >= 1, batch_size >= 2, lr > 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be fp32 or bf16, not {self.precision!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError("0 <= warmup < 1")
 

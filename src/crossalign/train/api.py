@@ -79,7 +79,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     t = cfg.train
     trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, len(tr)), lr=t.lr,
                       weight_decay=t.weight_decay, warmup=t.warmup, grad_clip=t.grad_clip, seed=t.seed,
-                      patience=t.patience, progress=progress, stop_after=stop_after,
+                      patience=t.patience, progress=progress, stop_after=stop_after, precision=t.precision,
                       rank=task.dist.rank, world_size=task.dist.world_size)
     result = trainer.fit(resume=resume)
     if task.dist.rank == 0 and (out / "best.safetensors").exists():

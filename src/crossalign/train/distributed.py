@@ -64,7 +64,19 @@ def init_from_env(backend: str | None = None) -> DistContext:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     backend = backend or backend_for()
-    dist.init_process_group(backend=backend)
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restart > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # After torchrun restarts the workers they reach the agent's store again, where the dead
+        # group's address keys still sit; a per-restart prefix keeps the new group from reading them
+        # (seen with torch 2.13: "Gloo connectFullMesh failed ... Connection refused").
+        from datetime import timedelta
+
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                              timeout=timedelta(minutes=5))
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"crossalign/restart-{restart}", store),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+    else:
+        dist.init_process_group(backend=backend)
     ctx = DistContext.from_env()
     log.info("rank %d/%d joined (%s)", ctx.rank, ctx.world_size, backend)
     return ctx

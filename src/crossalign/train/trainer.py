@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from crossalign.train.distributed import broadcast_parameters, sync_gradients
+from crossalign.train.distributed import autocast, broadcast_parameters, gather_rng_states, sync_gradients
 from crossalign.train.schedule import warmup_cosine
 
 __all__ = ["Task", "Trainer", "TrainResult", "set_seed"]
@@ -70,12 +70,13 @@ class Trainer:
     def __init__(self, task: Task, out: str | Path, *, epochs: int, batch_size: int, lr: float,
                  weight_decay: float = 0.05, warmup: float = 0.05, grad_clip: float = 1.0, seed: int = 0,
                  patience: int = 0, progress: bool = True, rank: int = 0, world_size: int = 1,
-                 stop_after: int | None = None):
+                 stop_after: int | None = None, precision: str = "fp32"):
         self.task, self.out = task, Path(out)
         self.epochs, self.batch_size, self.lr, self.wd = epochs, batch_size, lr, weight_decay
         self.warmup, self.grad_clip, self.seed, self.patience = warmup, grad_clip, seed, patience
         self.progress, self.rank, self.world_size = progress, rank, world_size
         self.stop_after = stop_after  # testing aid: simulate an interruption after N epochs
+        self.precision = precision  # "bf16": forward under bf16 autocast where the hardware has it
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _steps_per_epoch(self) -> int:
@@ -115,7 +116,10 @@ class Trainer:
             self.task.load(self.out, "last")
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
-            torch.set_rng_state(st["rng"])
+            ranks = st.get("rng_ranks")  # every rank continues its own dropout stream
+            # clone(): set_rng_state on a row view (non-zero storage offset) segfaults in torch 2.13
+            torch.set_rng_state(ranks[self.rank].clone() if ranks is not None and len(ranks) == self.world_size
+                                else st["rng"])
             start, best, best_epoch, bad = st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"]
             history = json.loads(st["history"])
             log.info("resuming from epoch %d", start)
@@ -146,7 +150,8 @@ class Trainer:
                 if len(idx) < 2:
                     continue
                 opt.zero_grad(set_to_none=True)
-                losses, report = self.task.training_forward(idx)
+                with autocast(self.precision == "bf16"):
+                    losses, report = self.task.training_forward(idx)
                 if losses["loss"].requires_grad:  # GradCache tasks run their own (chunked) backward
                     losses["loss"].backward()
                 if self.world_size > 1:
@@ -172,6 +177,7 @@ class Trainer:
                 best, best_epoch, bad = metric, epoch, 0
             else:
                 bad += 1
+            rng_ranks = gather_rng_states() if self.world_size > 1 else None  # collective: all ranks
             if self.rank == 0:
                 if improved:
                     self.task.save(self.out, "best")
@@ -181,6 +187,8 @@ class Trainer:
                 st = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
                       "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                       "history": json.dumps(history)}
+                if rng_ranks is not None:
+                    st["rng_ranks"] = torch.stack(rng_ranks)
                 tmp = self.out / ".last_state.pt.tmp"
                 torch.save(st, tmp)
                 os.replace(tmp, state_file)
