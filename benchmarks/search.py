@@ -204,13 +204,21 @@ def _load(url: str, path: str, bodies: list[dict[str, Any]], clients: int, max_r
 
 
 def bench_http(run: Path, index: Path, texts: list[str], clients: int, max_requests: int, max_s: float) -> list[dict]:
+    """The service as configured, then with batching off (`--max-batch 1`) for comparison."""
+    out = _serve_and_load(run, index, texts, clients, max_requests, max_s, [], ("/v1/search", "/v1/embeddings"))
+    out += _serve_and_load(run, index, texts, clients, max_requests, max_s, ["--max-batch", "1"], ("/v1/search",))
+    return out
+
+
+def _serve_and_load(run: Path, index: Path, texts: list[str], clients: int, max_requests: int, max_s: float,
+                    extra: list[str], endpoints: tuple[str, ...]) -> list[dict]:
     import httpx
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "crossalign", "serve", str(run), "--index", str(index),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), *extra], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -225,15 +233,18 @@ def bench_http(run: Path, index: Path, texts: list[str], clients: int, max_reque
                 raise RuntimeError(f"server did not start; see {log.name}")
             time.sleep(0.5)
         out = []
-        for path, bodies in (("/v1/search", [{"text": t, "k": 10, "modality": "image"} for t in texts]),
-                             ("/v1/embeddings", [{"input": t, "model": "crossalign"} for t in texts])):
+        loads = {"/v1/search": [{"text": t, "k": 10, "modality": "image"} for t in texts],
+                 "/v1/embeddings": [{"input": t, "model": "crossalign"} for t in texts]}
+        for path in endpoints:
+            bodies = loads[path]
             before = httpx.get(url + "/health").json()["batching"]
             res = _load(url, path, bodies, clients, max_requests, max_s)
             after = httpx.get(url + "/health").json()["batching"]
             calls = after["encoder_calls"] - before["encoder_calls"]
-            res.update(encoder_calls=calls, items_per_call=round((after["items"] - before["items"]) / max(calls, 1), 2))
+            res.update(encoder_calls=calls, items_per_call=round((after["items"] - before["items"]) / max(calls, 1), 2),
+                       server_args=" ".join(extra) or "default")
             out.append(res)
-            print(f"  {path:15s} {res['rps']:7.1f} req/s  p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  "
+            print(f"  {path:15s} [{res['server_args']}] {res['rps']:7.1f} req/s  p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  "
                   f"errors {res['errors']}  ({res['items_per_call']} queries per encoder call)", flush=True)
         return out
     finally:
@@ -321,7 +332,7 @@ def main() -> None:
         print(f"| {key} | {knob}={r[knob]} | recall@10 {r['recall@10']:.3f}, {r['qps']:.0f} q/s = "
               f"{r['speedup']:.1f}x exact |")
     for h in result.get("http", []):
-        print(f"| http {h['endpoint']} | {h['clients']} clients, {h['requests']} req | {h['rps']:.1f} req/s, "
+        print(f"| http {h['endpoint']} ({h['server_args']}) | {h['clients']} clients, {h['requests']} req | {h['rps']:.1f} req/s, "
               f"p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms, {h['errors']} errors |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
