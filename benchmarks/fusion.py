@@ -81,6 +81,9 @@ def main() -> None:
             if k in m:
                 rec[k] = m[k]
         rows.append(rec)
+        # Written after every row, so an interrupted run keeps what it measured.
+        Path(args.out).write_text(json.dumps({"n": args.n, "epochs": args.epochs, "seed": args.seed,
+                                              "complete": False, "rows": rows}, indent=2))
         print(f"  {task:<19} {name:<26} macro-F1 {rec['macro_f1']:.3f}  ({rec['seconds']:.0f} s)", flush=True)
 
     # Report consistency: features prepared once (cache), every row derives from them.
@@ -128,7 +131,8 @@ def main() -> None:
     total = time.time() - t0
     print(f"setup (data + alignment pre-training) {t_setup:.0f} s, total {total:.0f} s")
     Path(args.out).write_text(json.dumps({"n": args.n, "epochs": args.epochs, "seed": args.seed,
-                                          "setup_seconds": t_setup, "total_seconds": total, "rows": rows}, indent=2))
+                                          "setup_seconds": t_setup, "total_seconds": total, "complete": True, "rows": rows},
+                                         indent=2))
 
 
 if __name__ == "__main__":
