@@ -46,8 +46,10 @@ def clustered(n: int, dim: int, seed: int, centers: int = 2000, noise: float = 1
     out = np.empty((n, dim), np.float32)
     for s in range(0, n, 100_000):  # chunks keep the float temporaries small at 1M
         m = min(100_000, n - s)
-        x = c[rng.integers(0, centers, m)] + noise * rng.standard_normal((m, dim), dtype=np.float32) / np.sqrt(dim)
-        out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        x = c[rng.integers(0, centers, m)] + noise * rng.standard_normal(
+            (m, dim), dtype=np.float32
+        ) / np.sqrt(dim)
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
 
@@ -85,23 +87,31 @@ def bench_exact(tmp: Path, n: int, dim: int, nq: int, k: int, repeat: int) -> di
     threads = faiss.omp_get_max_threads()
     # Chunks alternate between the two (order swapped each time) and each chunk keeps its fastest
     # of `repeat` tries: on a shared machine, load bursts then hit both sides alike.
-    t: dict[str, float] = {"raw_batched": 0.0, "ca_batched": 0.0, "raw_single": 0.0, "ca_single": 0.0,
-                           "raw_single_1t": 0.0}
+    t: dict[str, float] = {
+        "raw_batched": 0.0,
+        "ca_batched": 0.0,
+        "raw_single": 0.0,
+        "ca_single": 0.0,
+        "raw_single_1t": 0.0,
+    }
     for c in range(0, nq, 100):
-        qc = q[c:c + 100]
+        qc = q[c : c + 100]
         best = {"raw": float("inf"), "ca": float("inf")}
         for r in range(repeat):
-            for name in (("raw", "ca") if r % 2 == 0 else ("ca", "raw")):
+            for name in ("raw", "ca") if r % 2 == 0 else ("ca", "raw"):
                 fn = (lambda: raw.search(qc, k)) if name == "raw" else (lambda: ix.search(qc, k))
                 best[name] = min(best[name], _timed(fn))
         t["raw_batched"] += best["raw"]
         t["ca_batched"] += best["ca"]
     for c in range(0, len(single), 20):
-        sc = single[c:c + 20]
+        sc = single[c : c + 20]
         best = {"raw_single": float("inf"), "ca_single": float("inf"), "raw_single_1t": float("inf")}
         for r in range(repeat):
-            for name in (("raw_single", "ca_single", "raw_single_1t") if r % 2 == 0
-                         else ("raw_single_1t", "ca_single", "raw_single")):
+            for name in (
+                ("raw_single", "ca_single", "raw_single_1t")
+                if r % 2 == 0
+                else ("raw_single_1t", "ca_single", "raw_single")
+            ):
                 # crossalign runs lone queries on one OpenMP thread; raw FAISS is timed with its
                 # default threads and with one, and the ratio uses its better setting.
                 faiss.omp_set_num_threads(1 if name == "raw_single_1t" else threads)
@@ -111,12 +121,20 @@ def bench_exact(tmp: Path, n: int, dim: int, nq: int, k: int, repeat: int) -> di
         for key, v in best.items():
             t[key] += v
     qps = {key: (nq if "batched" in key else len(single)) / v for key, v in t.items()}
-    return {"n": n, "dim": dim, "queries": nq, "k": k, **{f"{k_}_qps": round(v, 1) for k_, v in qps.items()},
-            "ratio_batched": round(qps["ca_batched"] / qps["raw_batched"], 3),
-            "ratio_single": round(qps["ca_single"] / max(qps["raw_single"], qps["raw_single_1t"]), 3)}
+    return {
+        "n": n,
+        "dim": dim,
+        "queries": nq,
+        "k": k,
+        **{f"{k_}_qps": round(v, 1) for k_, v in qps.items()},
+        "ratio_batched": round(qps["ca_batched"] / qps["raw_batched"], 3),
+        "ratio_single": round(qps["ca_single"] / max(qps["raw_single"], qps["raw_single_1t"]), 3),
+    }
 
 
-def bench_approx(tmp: Path, n: int, dim: int, nq: int, k: int, kinds: list[str], repeat: int) -> list[dict[str, Any]]:
+def bench_approx(
+    tmp: Path, n: int, dim: int, nq: int, k: int, kinds: list[str], repeat: int
+) -> list[dict[str, Any]]:
     x, q = clustered(n, dim, 1), clustered(nq, dim, 2)
     exact = faiss.IndexFlatIP(dim)
     exact.add(x)
@@ -127,18 +145,35 @@ def bench_approx(tmp: Path, n: int, dim: int, nq: int, k: int, kinds: list[str],
     rows = []
     for kind in kinds:
         ix, build_s = _build(tmp, f"{kind}-{n}", x, IndexParams(kind=kind))
-        sweep = [("nprobe", v) for v in (8, 16, 32, 64, 128)] if kind == "ivf" else \
-            [("ef_search", v) for v in (16, 32, 64, 128, 256)]
+        sweep = (
+            [("nprobe", v) for v in (8, 16, 32, 64, 128)]
+            if kind == "ivf"
+            else [("ef_search", v) for v in (16, 32, 64, 128, 256)]
+        )
         for knob, v in sweep:
             setattr(ix.params, knob, v)
             got = ix.search(q, k)
-            recall = float(np.mean([len({int(h.id) for h in g} & set(t.tolist())) / k for g, t in zip(got, truth)]))
+            recall = float(
+                np.mean([len({int(h.id) for h in g} & set(t.tolist())) / k for g, t in zip(got, truth)])
+            )
             s = _best(lambda: ix.search(q, k), repeat)
-            rows.append({"n": n, "kind": kind, knob: v, "recall@10": round(recall, 4), "qps": round(nq / s, 1),
-                         "exact_qps": round(exact_qps, 1), "speedup": round(exact_qps and (nq / s) / exact_qps, 2),
-                         "build_s": round(build_s, 1)})
-            print(f"  {kind:5s} n={n:>8,} {knob}={v:<4d} recall@10={recall:.4f} {nq / s:9.1f} q/s "
-                  f"({rows[-1]['speedup']:.1f}x exact)", flush=True)
+            rows.append(
+                {
+                    "n": n,
+                    "kind": kind,
+                    knob: v,
+                    "recall@10": round(recall, 4),
+                    "qps": round(nq / s, 1),
+                    "exact_qps": round(exact_qps, 1),
+                    "speedup": round(exact_qps and (nq / s) / exact_qps, 2),
+                    "build_s": round(build_s, 1),
+                }
+            )
+            print(
+                f"  {kind:5s} n={n:>8,} {knob}={v:<4d} recall@10={recall:.4f} {nq / s:9.1f} q/s "
+                f"({rows[-1]['speedup']:.1f}x exact)",
+                flush=True,
+            )
         if kind == "ivf":  # what persisting and verifying a collection this size costs
             t = time.perf_counter()
             ix.commit()
@@ -153,14 +188,16 @@ def bench_approx(tmp: Path, n: int, dim: int, nq: int, k: int, kinds: list[str],
 
 # ---- HTTP ---------------------------------------------------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _load(url: str, path: str, bodies: list[dict[str, Any]], clients: int, max_requests: int,
-          max_s: float) -> dict[str, Any]:
+def _load(
+    url: str, path: str, bodies: list[dict[str, Any]], clients: int, max_requests: int, max_s: float
+) -> dict[str, Any]:
     import httpx
 
     lat: list[float] = []
@@ -197,28 +234,64 @@ def _load(url: str, path: str, bodies: list[dict[str, Any]], clients: int, max_r
         th.join()
     wall = time.perf_counter() - t0
     a = np.array(lat) * 1000
-    return {"endpoint": path, "clients": clients, "requests": issued[0], "ok": len(lat),
-            "errors": sum(errors.values()), "error_codes": errors, "wall_s": round(wall, 2),
-            "rps": round(len(lat) / wall, 1), "p50_ms": round(float(np.percentile(a, 50)), 1) if len(a) else None,
-            "p99_ms": round(float(np.percentile(a, 99)), 1) if len(a) else None}
+    return {
+        "endpoint": path,
+        "clients": clients,
+        "requests": issued[0],
+        "ok": len(lat),
+        "errors": sum(errors.values()),
+        "error_codes": errors,
+        "wall_s": round(wall, 2),
+        "rps": round(len(lat) / wall, 1),
+        "p50_ms": round(float(np.percentile(a, 50)), 1) if len(a) else None,
+        "p99_ms": round(float(np.percentile(a, 99)), 1) if len(a) else None,
+    }
 
 
-def bench_http(run: Path, index: Path, texts: list[str], clients: int, max_requests: int, max_s: float) -> list[dict]:
+def bench_http(
+    run: Path, index: Path, texts: list[str], clients: int, max_requests: int, max_s: float
+) -> list[dict]:
     """The service as configured, then with batching off (`--max-batch 1`) for comparison."""
-    out = _serve_and_load(run, index, texts, clients, max_requests, max_s, [], ("/v1/search", "/v1/embeddings"))
-    out += _serve_and_load(run, index, texts, clients, max_requests, max_s, ["--max-batch", "1"], ("/v1/search",))
+    out = _serve_and_load(
+        run, index, texts, clients, max_requests, max_s, [], ("/v1/search", "/v1/embeddings")
+    )
+    out += _serve_and_load(
+        run, index, texts, clients, max_requests, max_s, ["--max-batch", "1"], ("/v1/search",)
+    )
     return out
 
 
-def _serve_and_load(run: Path, index: Path, texts: list[str], clients: int, max_requests: int, max_s: float,
-                    extra: list[str], endpoints: tuple[str, ...]) -> list[dict]:
+def _serve_and_load(
+    run: Path,
+    index: Path,
+    texts: list[str],
+    clients: int,
+    max_requests: int,
+    max_s: float,
+    extra: list[str],
+    endpoints: tuple[str, ...],
+) -> list[dict]:
     import httpx
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "crossalign", "serve", str(run), "--index", str(index),
-                             "--port", str(port), *extra], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crossalign",
+            "serve",
+            str(run),
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -233,19 +306,27 @@ def _serve_and_load(run: Path, index: Path, texts: list[str], clients: int, max_
                 raise RuntimeError(f"server did not start; see {log.name}")
             time.sleep(0.5)
         out = []
-        loads = {"/v1/search": [{"text": t, "k": 10, "modality": "image"} for t in texts],
-                 "/v1/embeddings": [{"input": t, "model": "crossalign"} for t in texts]}
+        loads = {
+            "/v1/search": [{"text": t, "k": 10, "modality": "image"} for t in texts],
+            "/v1/embeddings": [{"input": t, "model": "crossalign"} for t in texts],
+        }
         for path in endpoints:
             bodies = loads[path]
             before = httpx.get(url + "/health").json()["batching"]
             res = _load(url, path, bodies, clients, max_requests, max_s)
             after = httpx.get(url + "/health").json()["batching"]
             calls = after["encoder_calls"] - before["encoder_calls"]
-            res.update(encoder_calls=calls, items_per_call=round((after["items"] - before["items"]) / max(calls, 1), 2),
-                       server_args=" ".join(extra) or "default")
+            res.update(
+                encoder_calls=calls,
+                items_per_call=round((after["items"] - before["items"]) / max(calls, 1), 2),
+                server_args=" ".join(extra) or "default",
+            )
             out.append(res)
-            print(f"  {path:15s} [{res['server_args']}] {res['rps']:7.1f} req/s  p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  "
-                  f"errors {res['errors']}  ({res['items_per_call']} queries per encoder call)", flush=True)
+            print(
+                f"  {path:15s} [{res['server_args']}] {res['rps']:7.1f} req/s  p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  "
+                f"errors {res['errors']}  ({res['items_per_call']} queries per encoder call)",
+                flush=True,
+            )
         return out
     finally:
         proc.terminate()
@@ -274,14 +355,18 @@ def _http_setup(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, list[s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="100000,1000000", help="collection sizes for the approximate benchmark")
+    ap.add_argument(
+        "--sizes", default="100000,1000000", help="collection sizes for the approximate benchmark"
+    )
     ap.add_argument("--exact-n", type=int, default=100_000, help="collection size for exact vs raw FAISS")
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--kinds", default="ivf,hnsw", help="approximate kinds to measure")
     ap.add_argument("--skip-exact", action="store_true", help="skip the crossalign-vs-raw comparison")
-    ap.add_argument("--hnsw-max", type=int, default=100_000, help="largest size HNSW is built at (slow on few cores)")
+    ap.add_argument(
+        "--hnsw-max", type=int, default=100_000, help="largest size HNSW is built at (slow on few cores)"
+    )
     ap.add_argument("--run", default="runs/demo/run", help="run for the HTTP benchmark")
     ap.add_argument("--data", default=None, help="manifest for the HTTP index (default: RUN/../data)")
     ap.add_argument("--index", default=None, help="existing index for the HTTP benchmark")
@@ -292,19 +377,32 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/search.json")
     args = ap.parse_args()
     k = 10
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                          "faiss": faiss.__version__, "omp_threads": faiss.omp_get_max_threads()},
-                              "args": vars(args)}
+    result: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "faiss": faiss.__version__,
+            "omp_threads": faiss.omp_get_max_threads(),
+        },
+        "args": vars(args),
+    }
     with tempfile.TemporaryDirectory(prefix="ca-search-bench-") as td:
         tmp = Path(td)
         ex: dict[str, Any] = {}
         if not args.skip_exact:
-            print(f"exact search, n={args.exact_n:,}, dim={args.dim}, {args.queries} queries, k={k}", flush=True)
+            print(
+                f"exact search, n={args.exact_n:,}, dim={args.dim}, {args.queries} queries, k={k}", flush=True
+            )
             ex = result["exact"] = bench_exact(tmp, args.exact_n, args.dim, args.queries, k, args.repeat)
-            print(f"  batched: crossalign {ex['ca_batched_qps']:.0f} q/s, raw FAISS {ex['raw_batched_qps']:.0f} q/s, "
-                  f"ratio {ex['ratio_batched']:.3f}")
-            print(f"  single:  crossalign {ex['ca_single_qps']:.0f} q/s, raw FAISS {ex['raw_single_qps']:.0f} q/s "
-                  f"({ex['raw_single_1t_qps']:.0f} on 1 thread), ratio {ex['ratio_single']:.3f}", flush=True)
+            print(
+                f"  batched: crossalign {ex['ca_batched_qps']:.0f} q/s, raw FAISS {ex['raw_batched_qps']:.0f} q/s, "
+                f"ratio {ex['ratio_batched']:.3f}"
+            )
+            print(
+                f"  single:  crossalign {ex['ca_single_qps']:.0f} q/s, raw FAISS {ex['raw_single_qps']:.0f} q/s "
+                f"({ex['raw_single_1t_qps']:.0f} on 1 thread), ratio {ex['ratio_single']:.3f}",
+                flush=True,
+            )
         result["approx"] = []
         for n in [int(s) for s in args.sizes.split(",") if s]:
             kinds = [kd for kd in args.kinds.split(",") if kd and (kd != "hnsw" or n <= args.hnsw_max)]
@@ -323,17 +421,25 @@ def main() -> None:
                 result["http"] = bench_http(*setup, args.clients, args.http_requests, args.http_seconds)
     print("\n| benchmark | setting | result |\n|---|---|---|")
     if ex:
-        print(f"| exact vs raw FAISS (n={ex['n']:,}) | batched | {ex['ratio_batched']:.3f} ({ex['ca_batched_qps']:.0f} "
-              f"vs {ex['raw_batched_qps']:.0f} q/s) |")
-        print(f"| exact vs raw FAISS (n={ex['n']:,}) | 1 query/call | {ex['ratio_single']:.3f} "
-              f"({ex['ca_single_qps']:.0f} vs {max(ex['raw_single_qps'], ex['raw_single_1t_qps']):.0f} q/s) |")
+        print(
+            f"| exact vs raw FAISS (n={ex['n']:,}) | batched | {ex['ratio_batched']:.3f} ({ex['ca_batched_qps']:.0f} "
+            f"vs {ex['raw_batched_qps']:.0f} q/s) |"
+        )
+        print(
+            f"| exact vs raw FAISS (n={ex['n']:,}) | 1 query/call | {ex['ratio_single']:.3f} "
+            f"({ex['ca_single_qps']:.0f} vs {max(ex['raw_single_qps'], ex['raw_single_1t_qps']):.0f} q/s) |"
+        )
     for key, r in best.items():
         knob = "nprobe" if "nprobe" in r else "ef_search"
-        print(f"| {key} | {knob}={r[knob]} | recall@10 {r['recall@10']:.3f}, {r['qps']:.0f} q/s = "
-              f"{r['speedup']:.1f}x exact |")
+        print(
+            f"| {key} | {knob}={r[knob]} | recall@10 {r['recall@10']:.3f}, {r['qps']:.0f} q/s = "
+            f"{r['speedup']:.1f}x exact |"
+        )
     for h in result.get("http", []):
-        print(f"| http {h['endpoint']} ({h['server_args']}) | {h['clients']} clients, {h['requests']} req | {h['rps']:.1f} req/s, "
-              f"p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms, {h['errors']} errors |")
+        print(
+            f"| http {h['endpoint']} ({h['server_args']}) | {h['clients']} clients, {h['requests']} req | {h['rps']:.1f} req/s, "
+            f"p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms, {h['errors']} errors |"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")

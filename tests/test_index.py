@@ -15,8 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossalign.index import (CorruptIndexError, IncompatibleRunError, IndexLockedError, IndexParams, Searcher,
-                              VectorIndex, add_to_index, build_index, delete_from_index, run_identity)
+from crossalign.index import (
+    CorruptIndexError,
+    IncompatibleRunError,
+    IndexLockedError,
+    IndexParams,
+    Searcher,
+    VectorIndex,
+    add_to_index,
+    build_index,
+    delete_from_index,
+    run_identity,
+)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -30,8 +40,15 @@ def _clustered(n: int, dim: int, seed: int, centers: int = 50) -> np.ndarray:
 
 
 def _items(n: int, offset: int = 0) -> list[dict]:
-    return [{"id": f"r{i + offset}", "modality": "image" if i % 2 == 0 else "audio", "label": i % 3,
-             "source": f"/data/{i + offset}.png"} for i in range(n)]
+    return [
+        {
+            "id": f"r{i + offset}",
+            "modality": "image" if i % 2 == 0 else "audio",
+            "label": i % 3,
+            "source": f"/data/{i + offset}.png",
+        }
+        for i in range(n)
+    ]
 
 
 def _make(path: Path, n: int = 600, dim: int = 24, kind: str = "flat", seed: int = 0) -> np.ndarray:
@@ -52,7 +69,9 @@ def test_flat_matches_brute_force_with_modality_and_filters(tmp_path: Path) -> N
         ref = np.argsort(-(q @ x[rows].T), axis=1)[:, :7]
         for qi in range(len(q)):
             assert [h.id for h in hits[qi]] == [f"r{rows[j]}" for j in ref[qi]]
-            np.testing.assert_allclose([h.score for h in hits[qi]], (q[qi] @ x[rows[ref[qi]]].T), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                [h.score for h in hits[qi]], (q[qi] @ x[rows[ref[qi]]].T), rtol=1e-5, atol=1e-5
+            )
     hits = ix.search(q, k=5, modality="image", filters={"label": [1, "2"]})
     allowed = img[img % 3 != 0]
     ref = np.argsort(-(q @ x[allowed].T), axis=1)[:, :5]
@@ -169,14 +188,20 @@ def test_kill_mid_write_leaves_a_valid_index(tmp_path: Path) -> None:
     index reopens, verifies, and holds exactly a committed state."""
     p = tmp_path / "ix"
     with VectorIndex.create(p, 64) as ix:
-        ix.add(np.eye(64, dtype=np.float32)[:2], [{"id": "seed0", "modality": "image"},
-                                                  {"id": "seed1", "modality": "image"}])
+        ix.add(
+            np.eye(64, dtype=np.float32)[:2],
+            [{"id": "seed0", "modality": "image"}, {"id": "seed1", "modality": "image"}],
+        )
         ix.commit()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for round_, delay in enumerate((0.9, 1.3, 1.7)):
         before = len(VectorIndex.open(p))
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(p), str(round_ * 1000)], stdout=subprocess.PIPE,
-                                text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(p), str(round_ * 1000)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
@@ -196,6 +221,7 @@ def test_kill_mid_write_leaves_a_valid_index(tmp_path: Path) -> None:
 
 
 # ---- with a trained run -------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def scenes_index(tiny_run: Path, scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

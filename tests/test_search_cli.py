@@ -22,8 +22,19 @@ def _run(*args: Any) -> Any:
 @pytest.fixture(scope="module")
 def cli_index(tiny_run: Path, scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "idx"
-    r = _run("index", "build", tiny_run, "--data", scenes_small, "--modalities", "image,audio", "--out", out,
-             "--split", "test")
+    r = _run(
+        "index",
+        "build",
+        tiny_run,
+        "--data",
+        scenes_small,
+        "--modalities",
+        "image,audio",
+        "--out",
+        out,
+        "--split",
+        "test",
+    )
     assert r.exit_code == 0, r.output
     assert "indexed (flat)" in r.output and "image" in r.output and "audio" in r.output
     return out
@@ -38,7 +49,9 @@ def test_rows(scenes_small: Path) -> list[dict[str, Any]]:
 
 
 def test_text_and_audio_to_image_search(cli_index: Path, test_rows: list[dict[str, Any]]) -> None:
-    r = _run("search", cli_index, "--text", "two small red circles", "-k", "4", "--modality", "image", "--json")
+    r = _run(
+        "search", cli_index, "--text", "two small red circles", "-k", "4", "--modality", "image", "--json"
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["query"] == {"modality": "text", "value": "two small red circles"}
@@ -54,7 +67,9 @@ def test_text_and_audio_to_image_search(cli_index: Path, test_rows: list[dict[st
     r = _run("search", cli_index, "--image", row["image"], "-k", "1", "--json")
     top = json.loads(r.stdout)["results"][0]
     assert top["id"] == row["id"] and top["score"] > 0.99 and top["source"] == row["image"]
-    r = _run("search", cli_index, "--text", "a red star", "-k", "40", "--json", "--filter", f"label={row['label']}")
+    r = _run(
+        "search", cli_index, "--text", "a red star", "-k", "40", "--json", "--filter", f"label={row['label']}"
+    )
     res = json.loads(r.stdout)["results"]
     assert res and all(h["label"] == row["label"] for h in res)
     assert len(res) == 2 * sum(1 for x in test_rows if x["label"] == row["label"])  # image + audio of each
@@ -74,8 +89,19 @@ def test_info_add_delete(cli_index: Path, scenes_small: Path, tmp_path: Path) ->
     assert n1 > n0
     r = _run("index", "add", idx, "--data", scenes_small, "--modalities", "image", "--split", "val")
     assert r.exit_code == 2 and "already in" in r.output
-    r = _run("index", "add", idx, "--data", scenes_small, "--modalities", "image", "--split", "val",
-             "--on-duplicate", "skip")
+    r = _run(
+        "index",
+        "add",
+        idx,
+        "--data",
+        scenes_small,
+        "--modalities",
+        "image",
+        "--split",
+        "val",
+        "--on-duplicate",
+        "skip",
+    )
     assert r.exit_code == 0 and "added 0" in r.stdout
     some = json.loads(_run("search", idx, "--text", "x", "-k", "1", "--json").stdout)["results"][0]["id"]
     r = _run("index", "delete", idx, some)
@@ -85,15 +111,18 @@ def test_info_add_delete(cli_index: Path, scenes_small: Path, tmp_path: Path) ->
     assert r.exit_code == 1 and "not found: no-such-id" in r.output
 
 
-@pytest.mark.parametrize("args,needle", [
-    ((), "exactly one query"),
-    (("--text", "a", "--image", "x.png"), "exactly one query"),
-    (("--text", "a", "-k", "0"), "-k"),
-    (("--image", "/no/such/file.png"), "file not found"),
-    (("--text", "a", "--modality", "text"), "holds no 'text'"),
-    (("--text", "a", "--view", "audio"), "not a text view"),
-    (("--text", "a", "--filter", "nokeyvalue"), "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        ((), "exactly one query"),
+        (("--text", "a", "--image", "x.png"), "exactly one query"),
+        (("--text", "a", "-k", "0"), "-k"),
+        (("--image", "/no/such/file.png"), "file not found"),
+        (("--text", "a", "--modality", "text"), "holds no 'text'"),
+        (("--text", "a", "--view", "audio"), "not a text view"),
+        (("--text", "a", "--filter", "nokeyvalue"), "KEY=VALUE"),
+    ],
+)
 def test_search_errors(cli_index: Path, args: tuple[str, ...], needle: str) -> None:
     r = _run("search", cli_index, *args)
     assert r.exit_code == 2 and needle in r.output, r.output
@@ -102,13 +131,17 @@ def test_search_errors(cli_index: Path, args: tuple[str, ...], needle: str) -> N
 def test_missing_or_damaged_index(tmp_path: Path, tiny_run: Path, scenes_small: Path) -> None:
     r = _run("search", tmp_path / "nothing", "--text", "a")
     assert r.exit_code == 2 and "no index here" in r.output
-    r = _run("index", "build", tiny_run, "--data", scenes_small, "--modalities", "smell", "--out", tmp_path / "i")
+    r = _run(
+        "index", "build", tiny_run, "--data", scenes_small, "--modalities", "smell", "--out", tmp_path / "i"
+    )
     assert r.exit_code == 2 and "smell" in r.output
     r = _run("index", "build", tiny_run, "--data", scenes_small, "--out", tmp_path / "j", "--kind", "annoy")
     assert r.exit_code == 2 and "unknown index kind" in r.output
 
 
-def test_incompatible_run_refused_by_search_and_serve(cli_index: Path, tiny_run: Path, tmp_path: Path) -> None:
+def test_incompatible_run_refused_by_search_and_serve(
+    cli_index: Path, tiny_run: Path, tmp_path: Path
+) -> None:
     import json as _json
 
     other = tmp_path / "other"

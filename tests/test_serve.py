@@ -31,15 +31,34 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_run: Path, scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def served(
+    tiny_run: Path, scenes_small: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     idx = tmp_path_factory.mktemp("serve") / "index"
     build_index(tiny_run, scenes_small, idx, ["image", "audio", "sensor", "text"])
     port = _free_port()
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
     with open(log, "w") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "crossalign", "serve", str(tiny_run), "--index", str(idx),
-                                 "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-k", "50"],
-                                stdout=logf, stderr=subprocess.STDOUT, env=os.environ.copy())
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "crossalign",
+                "serve",
+                str(tiny_run),
+                "--index",
+                str(idx),
+                "--port",
+                str(port),
+                "--max-upload-mb",
+                str(MAX_UPLOAD_MB),
+                "--max-k",
+                "50",
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -53,7 +72,14 @@ def served(tiny_run: Path, scenes_small: Path, tmp_path_factory: pytest.TempPath
             assert time.monotonic() < deadline, "server did not come up: " + log.read_text()[-3000:]
             time.sleep(0.5)
         with httpx.Client(base_url=url, timeout=60) as client:
-            yield {"url": url, "client": client, "index": idx, "run": tiny_run, "data": scenes_small, "log": log}
+            yield {
+                "url": url,
+                "client": client,
+                "index": idx,
+                "run": tiny_run,
+                "data": scenes_small,
+                "log": log,
+            }
     finally:
         proc.terminate()
         try:
@@ -81,7 +107,12 @@ def _b64(b: bytes) -> str:
 def test_health_models_docs(served: dict[str, Any]) -> None:
     c = served["client"]
     h = c.get("/health").json()
-    assert h["status"] == "ok" and h["views"] == {"image": "image", "text": "text", "audio": "audio", "sensor": "sensor"}
+    assert h["status"] == "ok" and h["views"] == {
+        "image": "image",
+        "text": "text",
+        "audio": "audio",
+        "sensor": "sensor",
+    }
     assert h["index"]["by_modality"] == {"image": 80, "audio": 80, "sensor": 80, "text": 80}
     assert c.get("/v1/models").json()["data"][0]["id"] == h["model"]
     assert "swagger" in c.get("/docs").text.lower()
@@ -117,8 +148,14 @@ def test_embeddings_extension_other_modalities(served: dict[str, Any]) -> None:
     c, row = served["client"], _rows(served)[5]
     img, wav = _file(served, row, "image"), _file(served, row, "audio")
     radar = np.load(row["_base"] / row["sensor"]).tolist()
-    body = {"input": [f"data:image/png;base64,{_b64(img)}", {"type": "audio", "data": _b64(wav)},
-                      {"sensor": radar}, row["text"]]}
+    body = {
+        "input": [
+            f"data:image/png;base64,{_b64(img)}",
+            {"type": "audio", "data": _b64(wav)},
+            {"sensor": radar},
+            row["text"],
+        ]
+    }
     r = c.post("/v1/embeddings", json=body)
     assert r.status_code == 200, r.text
     z = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
@@ -145,24 +182,33 @@ def test_search_json_and_multipart(served: dict[str, Any]) -> None:
     assert [h["score"] for h in res] == sorted((h["score"] for h in res), reverse=True)
     img = _file(served, row, "image")
     by_b64 = c.post("/v1/search", json={"image": _b64(img), "k": 3, "modality": "image"}).json()["results"]
-    by_upload = c.post("/v1/search", files={"image": ("q.png", img, "image/png")},
-                       data={"k": "3", "modality": "image"}).json()["results"]
+    by_upload = c.post(
+        "/v1/search", files={"image": ("q.png", img, "image/png")}, data={"k": "3", "modality": "image"}
+    ).json()["results"]
     assert by_b64[0]["id"] == by_upload[0]["id"] == row["id"] and by_b64[0]["score"] > 0.99
     assert [h["id"] for h in by_b64] == [h["id"] for h in by_upload]
     wav = _file(served, row, "audio")
-    r = c.post("/v1/search", files={"audio": ("q.wav", wav, "audio/wav")}, data={"k": "3", "modality": "audio"})
+    r = c.post(
+        "/v1/search", files={"audio": ("q.wav", wav, "audio/wav")}, data={"k": "3", "modality": "audio"}
+    )
     assert r.status_code == 200 and r.json()["results"][0]["id"] == row["id"]
     npy = io.BytesIO()
     np.save(npy, np.load(row["_base"] / row["sensor"]))
-    r = c.post("/v1/search", files={"sensor": ("q.npy", npy.getvalue())}, data={"k": "2", "modality": "sensor"})
+    r = c.post(
+        "/v1/search", files={"sensor": ("q.npy", npy.getvalue())}, data={"k": "2", "modality": "sensor"}
+    )
     assert r.status_code == 200 and r.json()["results"][0]["id"] == row["id"]
     # Metadata filters, in JSON and as a multipart JSON field.
     label = row["label"]
-    r = c.post("/v1/search", json={"text": "a shape", "k": 50, "modality": "image", "filters": {"label": label}})
+    r = c.post(
+        "/v1/search", json={"text": "a shape", "k": 50, "modality": "image", "filters": {"label": label}}
+    )
     res = r.json()["results"]
     assert res and all(h["label"] == label for h in res)
     assert len(res) == sum(1 for x in rows if x["label"] == label)
-    r = c.post("/v1/search", data={"text": "a shape", "k": "3", "filters": json.dumps({"split": ["val", "test"]})})
+    r = c.post(
+        "/v1/search", data={"text": "a shape", "k": "3", "filters": json.dumps({"split": ["val", "test"]})}
+    )
     assert r.status_code == 200 and all(h["split"] in ("val", "test") for h in r.json()["results"])
 
 
@@ -191,8 +237,15 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
     ("search", {"files": {"video": ("x.mp4", b"123", "video/mp4")}}, 400, "unexpected file field"),
     ("search", {"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, "JSON"),
     ("search", {"content": b"text=hi", "headers": {"content-type": "text/plain"}}, 415, "content type"),
-    ("search", {"content": b"x" * (MAX_UPLOAD_MB * 1024 * 1024 + 10),
-                "headers": {"content-type": "application/json"}}, 413, "limit"),
+    (
+        "search",
+        {
+            "content": b"x" * (MAX_UPLOAD_MB * 1024 * 1024 + 10),
+            "headers": {"content-type": "application/json"},
+        },
+        413,
+        "limit",
+    ),
     ("embed", {"json": {"input": []}}, 400, "empty"),
     ("embed", {"json": {"input": ["ok", ""]}}, 400, "input[1]"),
     ("embed", {"json": {}}, 400, "input"),
@@ -205,9 +258,12 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize("endpoint,kwargs,status,needle", BAD, ids=[f"{e}-{n}-{i}" for i, (e, _, _, n) in enumerate(BAD)])
-def test_bad_inputs_get_clear_4xx(served: dict[str, Any], endpoint: str, kwargs: dict[str, Any], status: int,
-                                  needle: str) -> None:
+@pytest.mark.parametrize(
+    "endpoint,kwargs,status,needle", BAD, ids=[f"{e}-{n}-{i}" for i, (e, _, _, n) in enumerate(BAD)]
+)
+def test_bad_inputs_get_clear_4xx(
+    served: dict[str, Any], endpoint: str, kwargs: dict[str, Any], status: int, needle: str
+) -> None:
     path = "/v1/search" if endpoint == "search" else "/v1/embeddings"
     r = served["client"].post(path, **kwargs)
     assert r.status_code == status, r.text
@@ -245,10 +301,19 @@ def test_server_never_reads_paths_a_client_names(served: dict[str, Any]) -> None
 
 def test_concurrent_clients_are_batched_and_correct(served: dict[str, Any]) -> None:
     c = served["client"]
-    queries = [f"a {size} {color} {shape}" for size in ("small", "large") for color in ("red", "blue")
-               for shape in ("circle", "square", "star", "triangle")]  # 16 distinct texts
-    seq = {q: [h["id"] for h in c.post("/v1/search", json={"text": q, "k": 5, "modality": "image"}).json()["results"]]
-           for q in queries}
+    queries = [
+        f"a {size} {color} {shape}"
+        for size in ("small", "large")
+        for color in ("red", "blue")
+        for shape in ("circle", "square", "star", "triangle")
+    ]  # 16 distinct texts
+    seq = {
+        q: [
+            h["id"]
+            for h in c.post("/v1/search", json={"text": q, "k": 5, "modality": "image"}).json()["results"]
+        ]
+        for q in queries
+    }
     calls0 = c.get("/health").json()["batching"]["encoder_calls"]
 
     def client(i: int) -> list[tuple[str, list[str], int]]:

@@ -10,7 +10,9 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-index_app = typer.Typer(no_args_is_help=True, help="Build and maintain a persistent search index of a collection.")
+index_app = typer.Typer(
+    no_args_is_help=True, help="Build and maintain a persistent search index of a collection."
+)
 
 _KIND_HELP = "flat (exact, default) | hnsw | ivf (approximate, for large collections)"
 
@@ -22,8 +24,15 @@ def _user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-            CorruptIndexError, IndexLockedError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        PermissionError,
+        CorruptIndexError,
+        IndexLockedError,
+    ) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
 
@@ -52,51 +61,75 @@ def _report(rep, verb: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @index_app.command("build")
-def build_cmd(run: Annotated[Path, typer.Argument(help="trained run folder")],
-              data: Annotated[Path, typer.Option(help="manifest (or its folder) of the collection")],
-              out: Annotated[Path, typer.Option(help="index folder to write")],
-              modalities: Annotated[Optional[str], typer.Option(
-                  help="comma-separated modalities or view columns to index (default: all views of the run)")] = None,
-              split: Annotated[Optional[str], typer.Option(help="only rows of this split (e.g. test)")] = None,
-              kind: Annotated[str, typer.Option(help=_KIND_HELP)] = "flat",
-              nlist: Annotated[int, typer.Option(help="IVF cells (0: ~sqrt(N))")] = 0,
-              nprobe: Annotated[int, typer.Option(help="IVF cells searched per query")] = 16,
-              hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree")] = 32,
-              ef_search: Annotated[int, typer.Option(help="HNSW search beam")] = 128,
-              overwrite: Annotated[bool, typer.Option(help="replace an existing index (atomically)")] = False,
-              batch_size: Annotated[int, typer.Option(help="items per encoder call")] = 32) -> None:
+def build_cmd(
+    run: Annotated[Path, typer.Argument(help="trained run folder")],
+    data: Annotated[Path, typer.Option(help="manifest (or its folder) of the collection")],
+    out: Annotated[Path, typer.Option(help="index folder to write")],
+    modalities: Annotated[
+        Optional[str],
+        typer.Option(
+            help="comma-separated modalities or view columns to index (default: all views of the run)"
+        ),
+    ] = None,
+    split: Annotated[Optional[str], typer.Option(help="only rows of this split (e.g. test)")] = None,
+    kind: Annotated[str, typer.Option(help=_KIND_HELP)] = "flat",
+    nlist: Annotated[int, typer.Option(help="IVF cells (0: ~sqrt(N))")] = 0,
+    nprobe: Annotated[int, typer.Option(help="IVF cells searched per query")] = 16,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree")] = 32,
+    ef_search: Annotated[int, typer.Option(help="HNSW search beam")] = 128,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing index (atomically)")] = False,
+    batch_size: Annotated[int, typer.Option(help="items per encoder call")] = 32,
+) -> None:
     """Embed a collection with a trained run into a new persistent index."""
     from crossalign.index import IndexParams, build_index
 
     with _user_errors():
         params = IndexParams(kind=kind, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
-        rep = build_index(run, data, out, _split_list(modalities), split, params, overwrite, batch_size, progress=True)
+        rep = build_index(
+            run, data, out, _split_list(modalities), split, params, overwrite, batch_size, progress=True
+        )
     _report(rep, f"indexed ({kind})")
 
 
 @index_app.command("add")
-def add_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
-            data: Annotated[Path, typer.Option(help="manifest with the new rows")],
-            modalities: Annotated[Optional[str], typer.Option(help="modalities or columns (default: all)")] = None,
-            split: Annotated[Optional[str], typer.Option(help="only rows of this split")] = None,
-            run: Annotated[Optional[Path], typer.Option(help="run folder (default: the one that built the index)")] = None,
-            on_duplicate: Annotated[str, typer.Option(help="an id already indexed: error | skip | replace")] = "error",
-            batch_size: Annotated[int, typer.Option(help="items per encoder call")] = 32) -> None:
+def add_cmd(
+    index: Annotated[Path, typer.Argument(help="index folder")],
+    data: Annotated[Path, typer.Option(help="manifest with the new rows")],
+    modalities: Annotated[Optional[str], typer.Option(help="modalities or columns (default: all)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="only rows of this split")] = None,
+    run: Annotated[
+        Optional[Path], typer.Option(help="run folder (default: the one that built the index)")
+    ] = None,
+    on_duplicate: Annotated[
+        str, typer.Option(help="an id already indexed: error | skip | replace")
+    ] = "error",
+    batch_size: Annotated[int, typer.Option(help="items per encoder call")] = 32,
+) -> None:
     """Add manifest rows to an index without rebuilding it."""
     from crossalign.index import add_to_index
 
     if on_duplicate not in ("error", "skip", "replace"):
         raise typer.BadParameter("--on-duplicate must be error, skip or replace")
     with _user_errors():
-        rep = add_to_index(index, data, _split_list(modalities), split, run, on_duplicate,  # type: ignore[arg-type]
-                           batch_size, progress=True)
+        rep = add_to_index(
+            index,
+            data,
+            _split_list(modalities),
+            split,
+            run,
+            on_duplicate,  # type: ignore[arg-type]
+            batch_size,
+            progress=True,
+        )
     _report(rep, "added")
 
 
 @index_app.command("delete")
-def delete_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
-               ids: Annotated[list[str], typer.Argument(help="item ids to delete")],
-               modality: Annotated[Optional[str], typer.Option(help="only this modality of each id")] = None) -> None:
+def delete_cmd(
+    index: Annotated[Path, typer.Argument(help="index folder")],
+    ids: Annotated[list[str], typer.Argument(help="item ids to delete")],
+    modality: Annotated[Optional[str], typer.Option(help="only this modality of each id")] = None,
+) -> None:
     """Delete items by id (all their modalities unless --modality)."""
     from crossalign.index import delete_from_index
 
@@ -109,8 +142,10 @@ def delete_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
 
 
 @index_app.command("info")
-def info_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
-             as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+def info_cmd(
+    index: Annotated[Path, typer.Argument(help="index folder")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
     """What an index holds and which run built it (verifies its files)."""
     from crossalign.index import VectorIndex
 
@@ -121,34 +156,50 @@ def info_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
         typer.echo(json.dumps(info, indent=2))
         return
     run = info["run"] or {}
-    typer.echo(f"{info['path']}: {info['items']} items "
-               f"({', '.join(f'{m} {n}' for m, n in info['by_modality'].items())}), dim {info['dim']}, "
-               f"{info['kind']}, generation {info['generation']}, {info['bytes_on_disk'] / 1e6:.1f} MB")
+    typer.echo(
+        f"{info['path']}: {info['items']} items "
+        f"({', '.join(f'{m} {n}' for m, n in info['by_modality'].items())}), dim {info['dim']}, "
+        f"{info['kind']}, generation {info['generation']}, {info['bytes_on_disk'] / 1e6:.1f} MB"
+    )
     typer.echo(f"run {run.get('run_id')} at {run.get('path')}; updated {info['updated']}")
     for col, spec in (run.get("encoders") or {}).items():
         typer.echo(f"  {col}: {spec['name']} @ {spec['version']}")
 
 
-def search_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
-               text: Annotated[Optional[str], typer.Option(help="query text")] = None,
-               image: Annotated[Optional[Path], typer.Option(help="query image file")] = None,
-               audio: Annotated[Optional[Path], typer.Option(help="query audio file")] = None,
-               sensor: Annotated[Optional[Path], typer.Option(help="query array file (.npy/.npz/.csv)")] = None,
-               k: Annotated[int, typer.Option("-k", "--k", help="results to return")] = 10,
-               modality: Annotated[Optional[str], typer.Option(help="only results of this modality")] = None,
-               view: Annotated[Optional[str], typer.Option(
-                   help="query view column when a run has several of one modality (e.g. text_zh)")] = None,
-               filter: Annotated[Optional[list[str]], typer.Option(
-                   "--filter", help="KEY=VALUE metadata filter, repeatable (label=3, group=g7, split=test)")] = None,
-               run: Annotated[Optional[Path], typer.Option(help="run folder (default: the one that built the index)")] = None,
-               as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False) -> None:
+def search_cmd(
+    index: Annotated[Path, typer.Argument(help="index folder")],
+    text: Annotated[Optional[str], typer.Option(help="query text")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="query image file")] = None,
+    audio: Annotated[Optional[Path], typer.Option(help="query audio file")] = None,
+    sensor: Annotated[Optional[Path], typer.Option(help="query array file (.npy/.npz/.csv)")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="results to return")] = 10,
+    modality: Annotated[Optional[str], typer.Option(help="only results of this modality")] = None,
+    view: Annotated[
+        Optional[str],
+        typer.Option(help="query view column when a run has several of one modality (e.g. text_zh)"),
+    ] = None,
+    filter: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--filter", help="KEY=VALUE metadata filter, repeatable (label=3, group=g7, split=test)"
+        ),
+    ] = None,
+    run: Annotated[
+        Optional[Path], typer.Option(help="run folder (default: the one that built the index)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
     """Query an index with text, an image, audio or a sensor array; prints ranked results with scores."""
     from crossalign.index import IncompatibleRunError, Searcher
 
-    given = {m: v for m, v in (("text", text), ("image", image), ("audio", audio), ("sensor", sensor)) if v is not None}
+    given = {
+        m: v
+        for m, v in (("text", text), ("image", image), ("audio", audio), ("sensor", sensor))
+        if v is not None
+    }
     if len(given) != 1:
         raise typer.BadParameter("give exactly one query: --text, --image, --audio or --sensor")
-    (qmod, value), = given.items()
+    ((qmod, value),) = given.items()
     if k < 1 or k > 10_000:
         raise typer.BadParameter("-k must be between 1 and 10000")
     # Some packaged models print while loading; stdout stays clean for --json consumers.
@@ -158,40 +209,58 @@ def search_cmd(index: Annotated[Path, typer.Argument(help="index folder")],
             col = view or qmod
             if s.embedder.modalities.get(s.column_for(col)) != qmod:
                 raise ValueError(f"view '{col}' is not a {qmod} view of the run")
-            hits = s.search(col, str(value) if qmod == "text" else Path(value), k, modality, _parse_filters(filter),
-                            base_dir=Path.cwd())
+            hits = s.search(
+                col,
+                str(value) if qmod == "text" else Path(value),
+                k,
+                modality,
+                _parse_filters(filter),
+                base_dir=Path.cwd(),
+            )
         except IncompatibleRunError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(3) from None
     if as_json:
-        json.dump({"query": {"modality": qmod, "value": str(value)}, "results": [h.to_dict() for h in hits]},
-                  sys.stdout, ensure_ascii=False, indent=2)
+        json.dump(
+            {"query": {"modality": qmod, "value": str(value)}, "results": [h.to_dict() for h in hits]},
+            sys.stdout,
+            ensure_ascii=False,
+            indent=2,
+        )
         sys.stdout.write("\n")
         return
     if not hits:
         typer.echo("no results")
     width = max((len(h.id) for h in hits), default=2)
     for h in hits:
-        src = (h.source or "")
+        src = h.source or ""
         src = src if len(src) <= 90 else src[:87] + "..."
         lab = f" label={h.label}" if h.label is not None else ""
         typer.echo(f"{h.rank:>3}  {h.score:+.4f}  {h.id:<{width}}  {h.modality:<6}{lab}  {src}")
 
 
-def serve_cmd(run: Annotated[Path, typer.Argument(help="trained run folder")],
-              index: Annotated[Optional[Path], typer.Option(help="index folder for /v1/search")] = None,
-              host: Annotated[str, typer.Option(help="interface to bind (127.0.0.1: this machine only)")] = "127.0.0.1",
-              port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-              max_upload_mb: Annotated[float, typer.Option(help="largest request body accepted")] = 10.0,
-              max_batch: Annotated[int, typer.Option(help="most items per encoder call when batching requests")] = 32,
-              batch_wait_ms: Annotated[float, typer.Option(help="how long a request waits for others to batch with")] = 5.0,
-              max_k: Annotated[int, typer.Option(help="largest k a client may ask for")] = 1000) -> None:
+def serve_cmd(
+    run: Annotated[Path, typer.Argument(help="trained run folder")],
+    index: Annotated[Optional[Path], typer.Option(help="index folder for /v1/search")] = None,
+    host: Annotated[str, typer.Option(help="interface to bind (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="largest request body accepted")] = 10.0,
+    max_batch: Annotated[int, typer.Option(help="most items per encoder call when batching requests")] = 32,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="how long a request waits for others to batch with")
+    ] = 5.0,
+    max_k: Annotated[int, typer.Option(help="largest k a client may ask for")] = 1000,
+) -> None:
     """HTTP service: OpenAI-compatible /v1/embeddings, /v1/search, /health, docs at /docs."""
     from crossalign.serve import ServeSettings, run_server
 
     with _user_errors():
-        settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_batch=max_batch,
-                                 batch_wait_ms=batch_wait_ms, max_k=max_k)
+        settings = ServeSettings(
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms,
+            max_k=max_k,
+        )
         run_server(run, index, host=host, port=port, settings=settings)
 
 

@@ -10,6 +10,20 @@ from crossalign.index.meta import Hit
 from crossalign.index.query import Searcher, check_compatible
 from crossalign.index.store import CorruptIndexError, IndexLockedError, VectorIndex
 
-__all__ = ["VectorIndex", "IndexParams", "KINDS", "Hit", "RunIdentity", "run_identity", "IncompatibleRunError",
-           "CorruptIndexError", "IndexLockedError", "build_index", "add_to_index", "delete_from_index",
-           "BuildReport", "Searcher", "check_compatible"]
+__all__ = [
+    "VectorIndex",
+    "IndexParams",
+    "KINDS",
+    "Hit",
+    "RunIdentity",
+    "run_identity",
+    "IncompatibleRunError",
+    "CorruptIndexError",
+    "IndexLockedError",
+    "build_index",
+    "add_to_index",
+    "delete_from_index",
+    "BuildReport",
+    "Searcher",
+    "check_compatible",
+]

@@ -30,7 +30,13 @@ class IndexParams:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown index kind '{self.kind}'; choose one of {', '.join(KINDS)}")
-        if self.hnsw_m < 4 or self.ef_construction < 1 or self.ef_search < 1 or self.nprobe < 1 or self.nlist < 0:
+        if (
+            self.hnsw_m < 4
+            or self.ef_construction < 1
+            or self.ef_search < 1
+            or self.nprobe < 1
+            or self.nlist < 0
+        ):
             raise ValueError("hnsw_m >= 4, ef_construction/ef_search/nprobe >= 1, nlist >= 0")
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,10 +93,16 @@ def search_params(params: IndexParams, k: int, sel: Any | None, filtered: bool) 
     if params.kind == "hnsw":
         # A filter hides many graph nodes; a wider beam keeps recall up when it does.
         ef = max(params.ef_search, k, 4 * k if filtered else 0)
-        return faiss.SearchParametersHNSW(efSearch=ef, sel=sel) if sel is not None else \
-            faiss.SearchParametersHNSW(efSearch=ef)
+        return (
+            faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+            if sel is not None
+            else faiss.SearchParametersHNSW(efSearch=ef)
+        )
     if params.kind == "ivf":
         nprobe = params.nprobe * (2 if filtered else 1)
-        return faiss.SearchParametersIVF(nprobe=nprobe, sel=sel) if sel is not None else \
-            faiss.SearchParametersIVF(nprobe=nprobe)
+        return (
+            faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
+            if sel is not None
+            else faiss.SearchParametersIVF(nprobe=nprobe)
+        )
     return faiss.SearchParameters(sel=sel) if sel is not None else None

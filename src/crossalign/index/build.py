@@ -42,19 +42,34 @@ def _item(m: Manifest, i: int, col: str, modality: str) -> dict[str, Any]:
     else:
         p = Path(value).expanduser()
         source = str(p if p.is_absolute() else (m.base_dir / p).resolve())
-    extra = {k: v for k, v in row.items()
-             if not k.startswith("_") and k not in ("id", "group", "label", "split", col)
-             and isinstance(v, (str, int, float, bool)) and column_modality(k) in (None, "text")
-             and not (isinstance(v, str) and len(v) > _EXTRA_MAX_CHARS)}
-    return {"id": str(row.get("id", m.row_number(i))), "modality": modality, "column": col, "source": source,
-            "group": row.get("group"), "label": row.get("label"), "split": row.get("split"), "extra": extra}
+    extra = {
+        k: v
+        for k, v in row.items()
+        if not k.startswith("_")
+        and k not in ("id", "group", "label", "split", col)
+        and isinstance(v, (str, int, float, bool))
+        and column_modality(k) in (None, "text")
+        and not (isinstance(v, str) and len(v) > _EXTRA_MAX_CHARS)
+    }
+    return {
+        "id": str(row.get("id", m.row_number(i))),
+        "modality": modality,
+        "column": col,
+        "source": source,
+        "group": row.get("group"),
+        "label": row.get("label"),
+        "split": row.get("split"),
+        "extra": extra,
+    }
 
 
 def _resolve_columns(embedder: "Embedder", m: Manifest, modalities: Sequence[str] | None) -> list[str]:
     if not modalities:
         cols = [c for c in embedder.model.columns if c in m.columns]
         if not cols:
-            raise ValueError(f"{m.path}: none of the run's views ({', '.join(embedder.model.columns)}) are columns")
+            raise ValueError(
+                f"{m.path}: none of the run's views ({', '.join(embedder.model.columns)}) are columns"
+            )
         return cols
     cols = []
     for name in modalities:
@@ -65,8 +80,13 @@ def _resolve_columns(embedder: "Embedder", m: Manifest, modalities: Sequence[str
     return list(dict.fromkeys(cols))
 
 
-def embed_manifest(embedder: "Embedder", manifest: Manifest, columns: Sequence[str], batch_size: int = 32,
-                   progress: bool = False) -> tuple[np.ndarray, list[dict[str, Any]], list[Problem]]:
+def embed_manifest(
+    embedder: "Embedder",
+    manifest: Manifest,
+    columns: Sequence[str],
+    batch_size: int = 32,
+    progress: bool = False,
+) -> tuple[np.ndarray, list[dict[str, Any]], list[Problem]]:
     """Embed every readable value of `columns` -> (vectors (N, dim), items, problems).
 
     Each column is encoded on its own, so a row with a broken audio file still indexes its image.
@@ -91,7 +111,9 @@ def embed_manifest(embedder: "Embedder", manifest: Manifest, columns: Sequence[s
                     problems.append(Problem(manifest.row_number(i), col, str(e)))
             z = embedder.embed_raw(col, raws, batch_size)
         else:
-            table = encode_views(manifest, [copy.deepcopy(views[col])], batch_size=batch_size, progress=progress)
+            table = encode_views(
+                manifest, [copy.deepcopy(views[col])], batch_size=batch_size, progress=progress
+            )
             problems.extend(table.problems)
             rows = table.rows.tolist()
             z = embedder.embed_features(col, table.features[col])
@@ -110,9 +132,17 @@ def _load(data: str | Path | Manifest, split: str | None) -> Manifest:
     return m
 
 
-def build_index(run: str | Path, data: str | Path | Manifest, out: str | Path, modalities: Sequence[str] | None = None,
-                split: str | None = None, params: IndexParams | None = None, overwrite: bool = False,
-                batch_size: int = 32, progress: bool = False) -> BuildReport:
+def build_index(
+    run: str | Path,
+    data: str | Path | Manifest,
+    out: str | Path,
+    modalities: Sequence[str] | None = None,
+    split: str | None = None,
+    params: IndexParams | None = None,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> BuildReport:
     """Embed `modalities` (names or columns; default: every view of the run in the manifest) of a
     manifest with a trained run and write a new index at `out`."""
     from crossalign.align.embedder import Embedder
@@ -137,9 +167,16 @@ def _count(items: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def add_to_index(index: str | Path, data: str | Path | Manifest, modalities: Sequence[str] | None = None,
-                 split: str | None = None, run: str | Path | None = None, on_duplicate: OnDuplicate = "error",
-                 batch_size: int = 32, progress: bool = False) -> BuildReport:
+def add_to_index(
+    index: str | Path,
+    data: str | Path | Manifest,
+    modalities: Sequence[str] | None = None,
+    split: str | None = None,
+    run: str | Path | None = None,
+    on_duplicate: OnDuplicate = "error",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> BuildReport:
     """Embed more manifest rows with the index's own run and add them without a rebuild."""
     from crossalign.align.embedder import Embedder
 
@@ -147,8 +184,10 @@ def add_to_index(index: str | Path, data: str | Path | Manifest, modalities: Seq
         run = Path(run) if run is not None else _recorded_run(ix)
         ident = run_identity(run)
         if ix.identity is not None and (diff := ix.identity.mismatch(ident)):
-            raise IncompatibleRunError(f"{index} was built with run {ix.identity.run_id}, {run} is run "
-                                       f"{ident.run_id} ({'; '.join(diff)}); add with the original run")
+            raise IncompatibleRunError(
+                f"{index} was built with run {ix.identity.run_id}, {run} is run "
+                f"{ident.run_id} ({'; '.join(diff)}); add with the original run"
+            )
         m = _load(data, split)
         embedder = Embedder.from_run(run)
         cols = _resolve_columns(embedder, m, modalities)
@@ -163,11 +202,15 @@ def _recorded_run(ix: VectorIndex) -> Path:
         raise ValueError(f"{ix.path}: the index records no run; pass one explicitly (--run)")
     p = Path(ix.identity.path)
     if not (p / "config.json").exists():
-        raise FileNotFoundError(f"{ix.path} was built with the run at {p}, which is gone; pass its new location (--run)")
+        raise FileNotFoundError(
+            f"{ix.path} was built with the run at {p}, which is gone; pass its new location (--run)"
+        )
     return p
 
 
-def delete_from_index(index: str | Path, ids: Sequence[str], modality: str | None = None) -> tuple[int, list[str]]:
+def delete_from_index(
+    index: str | Path, ids: Sequence[str], modality: str | None = None
+) -> tuple[int, list[str]]:
     """Delete items by id (every modality of that id unless `modality`). -> (deleted, ids not found)."""
     with VectorIndex.open(index, writable=True) as ix:
         n, missing = ix.delete(ids, modality)

@@ -64,10 +64,15 @@ class RunIdentity:
                 if a is None or b is None:
                     out.append(f"view '{col}' only in one run")
                 elif a != b:
-                    out.append(f"view '{col}' encoder {a.get('name')}@{a.get('version')} vs "
-                               f"{b.get('name')}@{b.get('version')}" + (
-                                   "" if (a.get("name"), a.get("version")) != (b.get("name"), b.get("version"))
-                                   else " (options differ)"))
+                    out.append(
+                        f"view '{col}' encoder {a.get('name')}@{a.get('version')} vs "
+                        f"{b.get('name')}@{b.get('version')}"
+                        + (
+                            ""
+                            if (a.get("name"), a.get("version")) != (b.get("name"), b.get("version"))
+                            else " (options differ)"
+                        )
+                    )
         if self.config_hash != other.config_hash:
             out.append("model config differs")
         if self.weights_hash != other.weights_hash:

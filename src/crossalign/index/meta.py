@@ -34,8 +34,10 @@ class Hit:
     extra: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f: getattr(self, f) for f in ("rank", "score", "id", "modality", "column", "source", "group",
-                                            "label", "split")}
+        d = {
+            f: getattr(self, f)
+            for f in ("rank", "score", "id", "modality", "column", "source", "group", "label", "split")
+        }
         d["extra"] = self.extra or {}
         return d
 
@@ -99,13 +101,29 @@ class MetaTable:
     def rows_of_ids(self, ids: Iterable[str], modality: str | None = None) -> np.ndarray:
         want = {str(i) for i in ids}
         mods = self.cols["modality"]
-        return np.array([r for r, i in enumerate(self.cols["id"]) if i in want and not self.deleted[r]
-                         and (modality is None or mods[r] == modality)], dtype=np.int64)
+        return np.array(
+            [
+                r
+                for r, i in enumerate(self.cols["id"])
+                if i in want and not self.deleted[r] and (modality is None or mods[r] == modality)
+            ],
+            dtype=np.int64,
+        )
 
     def hit(self, row: int, rank: int, score: float) -> Hit:
         c = self.cols
-        return Hit(rank, score, c["id"][row], c["modality"][row], c["column"][row], c["source"][row],
-                   c["group"][row], c["label"][row], c["split"][row], self.extra[row])
+        return Hit(
+            rank,
+            score,
+            c["id"][row],
+            c["modality"][row],
+            c["column"][row],
+            c["source"][row],
+            c["group"][row],
+            c["label"][row],
+            c["split"][row],
+            self.extra[row],
+        )
 
     def modalities(self) -> dict[str, int]:
         out: dict[str, int] = {}

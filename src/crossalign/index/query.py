@@ -27,7 +27,8 @@ def check_compatible(ix: VectorIndex, run: str | Path) -> None:
         raise IncompatibleRunError(
             f"index {ix.path} was built with run {ix.identity.run_id} ({ix.identity.path}); the run at {run} is "
             f"{ident.run_id} and embeds differently: {'; '.join(diff)}. Query with the original run (--run), or "
-            f"rebuild the index with this one (crossalign index build {run} ... --overwrite).")
+            f"rebuild the index with this one (crossalign index build {run} ... --overwrite)."
+        )
 
 
 class Searcher:
@@ -36,7 +37,9 @@ class Searcher:
     def __init__(self, index: VectorIndex | None, embedder: "Embedder", check: bool = True):
         if check and index is not None:
             if embedder.run_dir is None:
-                raise IncompatibleRunError("the embedder has no run folder, so its identity cannot be checked")
+                raise IncompatibleRunError(
+                    "the embedder has no run folder, so its identity cannot be checked"
+                )
             check_compatible(index, embedder.run_dir)
         self.index, self.embedder = index, embedder
         self._checked: set[str] = set()
@@ -65,8 +68,10 @@ class Searcher:
         want = self.embedder.model.specs[col].version  # from the run's encoders.json
         have = self.embedder._encoder(col).spec.version  # noqa: SLF001 - the embedder builds and owns it
         if want is not None and have != want:
-            raise IncompatibleRunError(f"view '{col}': the run (and its index) used encoder version {want}, the "
-                                       f"installed encoder is {have}; retrain the run and rebuild the index")
+            raise IncompatibleRunError(
+                f"view '{col}': the run (and its index) used encoder version {want}, the "
+                f"installed encoder is {have}; retrain the run and rebuild the index"
+            )
         self._checked.add(col)
 
     def embed_raw(self, modality_or_column: str, raws: Sequence[Any]) -> np.ndarray:
@@ -75,12 +80,21 @@ class Searcher:
         self.check_encoder(col)
         return self.embedder.embed_raw(col, raws)
 
-    def embed(self, modality_or_column: str, values: Sequence[Any], base_dir: Path | None = None) -> np.ndarray:
+    def embed(
+        self, modality_or_column: str, values: Sequence[Any], base_dir: Path | None = None
+    ) -> np.ndarray:
         col = self.column_for(modality_or_column)
         return self.embed_raw(col, self.embedder.read(col, values, base_dir))
 
-    def search(self, modality_or_column: str, value: Any, k: int = 10, target: str | None = None,
-               filters: dict[str, Any] | None = None, base_dir: Path | None = None) -> list[Hit]:
+    def search(
+        self,
+        modality_or_column: str,
+        value: Any,
+        k: int = 10,
+        target: str | None = None,
+        filters: dict[str, Any] | None = None,
+        base_dir: Path | None = None,
+    ) -> list[Hit]:
         """One query value (text, a file path, a PIL image, Audio, an array) -> ranked hits."""
         if self.index is None:
             raise ValueError("no index to search")

@@ -1,16 +1,7 @@
 """A persistent vector index: FAISS sub-indexes (one per modality) + metadata, in generations.
 
-On disk (a folder):
-    index.json            the commit record: format, run identity, dim, metric, params, counts,
-                          the current generation's folder and a sha256 + size of each of its files
-    gen-000007/           immutable once committed
-        vectors-image.faiss, vectors-audio.faiss, ...   (FAISS ids = metadata row numbers)
-        meta.jsonl        one line per row (deleted rows stay, flagged, so ids never shift)
-    .lock                 writers hold an exclusive flock while they change the index
-
-A commit writes a fresh generation folder, fsyncs it, then atomically replaces index.json
-(write to a temporary file, fsync, rename). A kill at any point leaves index.json naming the
-previous, complete generation; `open` verifies checksums and counts and refuses damaged files.
+Reading and writing generations (atomic commit, verification) lives in `persist.py`; this module
+is the in-memory index: add, delete, search, and the writer lock.
 """
 
 from __future__ import annotations
@@ -19,7 +10,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -27,14 +17,20 @@ from typing import Any, Literal, Sequence
 import faiss
 import numpy as np
 
-from crossalign.index.backends import IndexParams, new_faiss_index, search_params, supports_remove, train_if_needed
-from crossalign.index.identity import RunIdentity, file_sha256
+from crossalign.index.backends import (
+    IndexParams,
+    new_faiss_index,
+    search_params,
+    supports_remove,
+    train_if_needed,
+)
+from crossalign.index.identity import RunIdentity
 from crossalign.index.meta import FIELDS, Hit, MetaTable
+from crossalign.index.persist import INDEX_FORMAT, CorruptIndexError, read_generation, write_generation
 
 __all__ = ["VectorIndex", "CorruptIndexError", "IndexLockedError", "INDEX_FORMAT"]
 
 log = logging.getLogger(__name__)
-INDEX_FORMAT = 1
 OnDuplicate = Literal["error", "skip", "replace"]
 # A lone query gains nothing from OpenMP (FAISS parallelises over queries) but pays for waking and
 # syncing a thread team; on a busy machine that made single-query search ~10x slower (measured).
@@ -43,30 +39,8 @@ _MAX_THREADS = faiss.omp_get_max_threads()
 _SMALL_BATCH = 4
 
 
-class CorruptIndexError(RuntimeError):
-    """An index folder failed verification (missing, truncated or altered files)."""
-
-
 class IndexLockedError(RuntimeError):
     """Another process is writing the index."""
-
-
-def _fsync_path(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
 
 
 def _normalise(x: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -75,7 +49,9 @@ def _normalise(x: np.ndarray, dim: int, what: str) -> np.ndarray:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{what}: expected vectors of shape (N, {dim}), got {x.shape}")
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None].astype(np.float32)  # NaN/inf show here
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None].astype(
+        np.float32
+    )  # NaN/inf show here
     if not np.isfinite(norms).all():
         raise ValueError(f"{what}: vectors contain NaN or infinite values")
     if (norms == 0).any():
@@ -87,9 +63,18 @@ class VectorIndex:
     """Open with `VectorIndex.open(path)` (read-only) or `open(path, writable=True)` / `create(...)`
     (holds the writer lock until `close()`); changes become durable with `commit()`."""
 
-    def __init__(self, path: Path, dim: int, params: IndexParams, identity: RunIdentity | None, meta: MetaTable,
-                 subs: dict[str, faiss.Index], generation: int, record: dict[str, Any] | None = None,
-                 lock_fd: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        dim: int,
+        params: IndexParams,
+        identity: RunIdentity | None,
+        meta: MetaTable,
+        subs: dict[str, faiss.Index],
+        generation: int,
+        record: dict[str, Any] | None = None,
+        lock_fd: int | None = None,
+    ):
         self.path, self.dim, self.params, self.identity = path, dim, params, identity
         self.meta, self.subs, self.generation = meta, subs, generation
         self.record = record or {}
@@ -109,12 +94,21 @@ class VectorIndex:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise IndexLockedError(f"{path}: another process is writing this index (waited {wait_s:.0f}s)")
+                    raise IndexLockedError(
+                        f"{path}: another process is writing this index (waited {wait_s:.0f}s)"
+                    )
                 time.sleep(0.05)
 
     @classmethod
-    def create(cls, path: str | Path, dim: int, params: IndexParams | None = None,
-               identity: RunIdentity | None = None, overwrite: bool = False, lock_wait_s: float = 30.0) -> "VectorIndex":
+    def create(
+        cls,
+        path: str | Path,
+        dim: int,
+        params: IndexParams | None = None,
+        identity: RunIdentity | None = None,
+        overwrite: bool = False,
+        lock_wait_s: float = 30.0,
+    ) -> "VectorIndex":
         """A new, empty, writable index. With `overwrite`, an existing index at `path` is replaced by
         the next commit (atomically: until then readers keep seeing the old one)."""
         path = Path(path).expanduser()
@@ -122,9 +116,14 @@ class VectorIndex:
             raise NotADirectoryError(f"{path}: exists and is not a folder")
         if (path / "index.json").exists() and not overwrite:
             raise FileExistsError(f"{path}: an index already exists (use overwrite / --overwrite)")
-        if path.exists() and not (path / "index.json").exists() and any(
-                p.name != ".lock" and not p.name.startswith("gen-") for p in path.iterdir()):
-            raise FileExistsError(f"{path}: folder is not empty and holds no index; refusing to write into it")
+        if (
+            path.exists()
+            and not (path / "index.json").exists()
+            and any(p.name != ".lock" and not p.name.startswith("gen-") for p in path.iterdir())
+        ):
+            raise FileExistsError(
+                f"{path}: folder is not empty and holds no index; refusing to write into it"
+            )
         fd = cls._lock(path, lock_wait_s)
         gen = 0
         if (path / "index.json").exists():
@@ -135,11 +134,14 @@ class VectorIndex:
         return cls(path, dim, params or IndexParams(), identity, MetaTable(), {}, gen, lock_fd=fd)
 
     @classmethod
-    def open(cls, path: str | Path, writable: bool = False, verify: bool = True,
-             lock_wait_s: float = 30.0) -> "VectorIndex":
+    def open(
+        cls, path: str | Path, writable: bool = False, verify: bool = True, lock_wait_s: float = 30.0
+    ) -> "VectorIndex":
         path = Path(path).expanduser()
         if not (path / "index.json").exists():
-            raise FileNotFoundError(f"{path}: no index here (no index.json); build one with `crossalign index build`")
+            raise FileNotFoundError(
+                f"{path}: no index here (no index.json); build one with `crossalign index build`"
+            )
         fd = cls._lock(path, lock_wait_s) if writable else None
         try:
             for attempt in range(3):  # a concurrent writer may retire the generation we are reading
@@ -157,31 +159,8 @@ class VectorIndex:
 
     @classmethod
     def _load(cls, path: Path, verify: bool, fd: int | None) -> "VectorIndex":
-        try:
-            rec = json.loads((path / "index.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CorruptIndexError(f"{path / 'index.json'}: unreadable ({e})") from e
-        if rec.get("format") != INDEX_FORMAT:
-            raise CorruptIndexError(f"{path}: index format {rec.get('format')!r}, this crossalign reads {INDEX_FORMAT}")
-        gdir = path / rec["dir"]
-        for fname, info in rec["files"].items():
-            f = gdir / fname
-            if not f.exists():
-                raise CorruptIndexError(f"{f}: missing (index generation {rec['generation']} is incomplete)")
-            if f.stat().st_size != info["bytes"] or (verify and file_sha256(f) != info["sha256"]):
-                raise CorruptIndexError(f"{f}: size or checksum does not match index.json (file damaged after "
-                                        f"it was written); rebuild with `crossalign index build --overwrite`")
-        meta = MetaTable.read(gdir / "meta.jsonl")
+        rec, meta, subs = read_generation(path, verify)
         params = IndexParams.from_dict(rec["params"])
-        subs = {m: faiss.read_index(str(gdir / info["file"])) for m, info in rec["subindexes"].items()}
-        if len(meta) != rec["counts"]["rows"]:
-            raise CorruptIndexError(f"{gdir / 'meta.jsonl'}: {len(meta)} rows, index.json says {rec['counts']['rows']}")
-        mods, dele = meta.cols["modality"], meta.deleted
-        for m, idx in subs.items():
-            expect = sum(1 for mm, d in zip(mods, dele) if mm == m and (not d or not supports_remove(params)))
-            if idx.ntotal != expect or idx.d != rec["dim"]:
-                raise CorruptIndexError(f"{gdir / rec['subindexes'][m]['file']}: holds {idx.ntotal} vectors of dim "
-                                        f"{idx.d}, metadata expects {expect} of dim {rec['dim']}")
         ident = RunIdentity.from_dict(rec["run"]) if rec.get("run") else None
         return cls(path, int(rec["dim"]), params, ident, meta, subs, int(rec["generation"]), rec, fd)
 
@@ -208,11 +187,16 @@ class VectorIndex:
     def _key_map(self) -> dict[str, int]:
         if self._keys is None:
             c = self.meta.cols
-            self._keys = {f"{col}\0{i}": r for r, (col, i, d) in enumerate(zip(c["column"], c["id"], self.meta.deleted))
-                          if not d}
+            self._keys = {
+                f"{col}\0{i}": r
+                for r, (col, i, d) in enumerate(zip(c["column"], c["id"], self.meta.deleted))
+                if not d
+            }
         return self._keys
 
-    def add(self, vectors: np.ndarray, items: Sequence[dict[str, Any]], on_duplicate: OnDuplicate = "error") -> int:
+    def add(
+        self, vectors: np.ndarray, items: Sequence[dict[str, Any]], on_duplicate: OnDuplicate = "error"
+    ) -> int:
         """Add items (dicts with at least `id` and `modality`; `column` defaults to the modality).
         An item whose (column, id) is already present is an error, skipped or replaced. Returns the
         number of items added."""
@@ -227,7 +211,9 @@ class VectorIndex:
             it.setdefault("column", it["modality"])
             unknown = set(it) - set(FIELDS) - {"extra"}
             if unknown:
-                raise ValueError(f"add: item {n} has unknown fields {sorted(unknown)}; put them under 'extra'")
+                raise ValueError(
+                    f"add: item {n} has unknown fields {sorted(unknown)}; put them under 'extra'"
+                )
         keys = self._key_map() if len(self.meta) else {}
         batch: dict[str, int] = {}
         keep, replace_rows = [], []
@@ -238,8 +224,10 @@ class VectorIndex:
             batch[k] = n
             if k in keys:
                 if on_duplicate == "error":
-                    raise ValueError(f"add: id '{it['id']}' ({it['column']}) is already in {self.path}; "
-                                     f"use on_duplicate='skip' or 'replace' (--on-duplicate)")
+                    raise ValueError(
+                        f"add: id '{it['id']}' ({it['column']}) is already in {self.path}; "
+                        f"use on_duplicate='skip' or 'replace' (--on-duplicate)"
+                    )
                 if on_duplicate == "skip":
                     continue
                 replace_rows.append(keys[k])
@@ -287,46 +275,18 @@ class VectorIndex:
     def commit(self) -> int:
         """Write a new generation and make it current atomically. Returns its number."""
         self._require_writable()
-        gen = self.generation + 1
-        gdir = self.path / f"gen-{gen:06d}"
-        if gdir.exists():
-            shutil.rmtree(gdir)  # left over by a writer killed before its commit
-        gdir.mkdir(parents=True)
-        files: dict[str, dict[str, Any]] = {}
-        subinfo: dict[str, dict[str, Any]] = {}
-        for m, idx in self.subs.items():
-            fname = f"vectors-{m}.faiss"
-            faiss.write_index(idx, str(gdir / fname))
-            subinfo[m] = {"file": fname, "ntotal": int(idx.ntotal)}
-            files[fname] = {}
-        self.meta.write(gdir / "meta.jsonl")
-        files["meta.jsonl"] = {}
-        for fname in files:
-            f = gdir / fname
-            _fsync_path(f)
-            files[fname] = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
-        _fsync_path(gdir)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        rec = {"format": INDEX_FORMAT, "generation": gen, "dir": gdir.name,
-               "created": self.record.get("created", now), "updated": now,
-               "dim": self.dim, "metric": "inner_product (cosine of L2-normalised vectors)",
-               "params": self.params.to_dict(), "run": self.identity.to_dict() if self.identity else None,
-               "counts": {"items": self.meta.live_count, "rows": len(self.meta), "by_modality": self.meta.modalities()},
-               "subindexes": subinfo, "files": files}
-        _atomic_write_json(self.path / "index.json", rec)
-        previous, self.generation, self.record = self.generation, gen, rec
-        self._collect_garbage(keep={gen, previous})
-        return gen
-
-    def _collect_garbage(self, keep: set[int]) -> None:
-        # The previous generation stays one more round, for readers that opened it a moment ago.
-        for d in self.path.glob("gen-*"):
-            try:
-                n = int(d.name[4:])
-            except ValueError:
-                continue
-            if n not in keep and d.is_dir():
-                shutil.rmtree(d, ignore_errors=True)
+        header = {
+            "created": self.record.get("created", now),
+            "updated": now,
+            "dim": self.dim,
+            "metric": "inner_product (cosine of L2-normalised vectors)",
+            "params": self.params.to_dict(),
+            "run": self.identity.to_dict() if self.identity else None,
+        }
+        rec = write_generation(self.path, self.generation + 1, self.subs, self.meta, header)
+        self.generation, self.record = rec["generation"], rec
+        return self.generation
 
     # ---- reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -335,8 +295,13 @@ class VectorIndex:
     def modalities(self) -> dict[str, int]:
         return self.meta.modalities()
 
-    def search(self, queries: np.ndarray, k: int = 10, modality: str | None = None,
-               filters: dict[str, Any] | None = None) -> list[list[Hit]]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        modality: str | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[list[Hit]]:
         """Top-k items per query vector, best first, over one target modality or all of them."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -372,9 +337,20 @@ class VectorIndex:
         return out
 
     def info(self) -> dict[str, Any]:
-        size = sum(f.stat().st_size for f in (self.path / self.record.get("dir", "-")).glob("*") if f.is_file())
-        return {"path": str(self.path), "generation": self.generation, "items": len(self),
-                "by_modality": self.modalities(), "deleted_rows": len(self.meta) - len(self), "dim": self.dim,
-                "kind": self.params.kind, "params": self.params.to_dict(), "bytes_on_disk": size,
-                "created": self.record.get("created"), "updated": self.record.get("updated"),
-                "run": self.identity.to_dict() if self.identity else None}
+        size = sum(
+            f.stat().st_size for f in (self.path / self.record.get("dir", "-")).glob("*") if f.is_file()
+        )
+        return {
+            "path": str(self.path),
+            "generation": self.generation,
+            "items": len(self),
+            "by_modality": self.modalities(),
+            "deleted_rows": len(self.meta) - len(self),
+            "dim": self.dim,
+            "kind": self.params.kind,
+            "params": self.params.to_dict(),
+            "bytes_on_disk": size,
+            "created": self.record.get("created"),
+            "updated": self.record.get("updated"),
+            "run": self.identity.to_dict() if self.identity else None,
+        }

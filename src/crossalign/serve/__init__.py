@@ -13,13 +13,21 @@ __all__ = ["create_app", "Service", "ServeSettings", "run_server"]
 log = logging.getLogger(__name__)
 
 
-def run_server(run: str | Path, index: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
-               settings: ServeSettings | None = None, log_level: str = "info") -> None:
+def run_server(
+    run: str | Path,
+    index: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServeSettings | None = None,
+    log_level: str = "info",
+) -> None:
     """Load the run (and index), then serve until interrupted."""
     import uvicorn
 
     service = Service(run, index, settings)
     app = create_app(service)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: the service has no authentication; put it behind a proxy that has", host)
+        log.warning(
+            "listening on %s: the service has no authentication; put it behind a proxy that has", host
+        )
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30)

@@ -18,7 +18,13 @@ from crossalign.modalities import MODALITIES
 from crossalign.serve.errors import APIError, install_error_handlers
 from crossalign.serve.inputs import parse_data_url, read_item
 from crossalign.serve.limits import BodySizeLimit
-from crossalign.serve.schemas import EmbeddingsRequest, EmbeddingsResponse, HealthResponse, SearchRequest, SearchResponse
+from crossalign.serve.schemas import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    HealthResponse,
+    SearchRequest,
+    SearchResponse,
+)
 from crossalign.serve.service import Service
 
 __all__ = ["create_app"]
@@ -35,16 +41,21 @@ def _column(svc: Service, name: str, param: str) -> str:
 
 def _resolve_input(svc: Service, value: Any, default: str | None, param: str) -> tuple[str, Any]:
     """One /v1/embeddings input -> (view column, raw item)."""
-    if isinstance(value, bool) or isinstance(value, (int, float)) or (
-            isinstance(value, list) and value and all(isinstance(v, int) for v in value)):
-        raise APIError(400, f"{param}: token-id inputs are not supported; send text", param, "unsupported_input")
+    if (
+        isinstance(value, bool)
+        or isinstance(value, (int, float))
+        or (isinstance(value, list) and value and all(isinstance(v, int) for v in value))
+    ):
+        raise APIError(
+            400, f"{param}: token-id inputs are not supported; send text", param, "unsupported_input"
+        )
     if isinstance(value, dict):
         if "type" in value:
             kind, data = value.get("type"), value.get("data", value.get(value.get("type", ""), None))
         elif len(value) == 1:
-            (kind, data), = value.items()
+            ((kind, data),) = value.items()
         else:
-            raise APIError(400, f"{param}: an object input is {{\"type\": MODALITY, \"data\": ...}}", param)
+            raise APIError(400, f'{param}: an object input is {{"type": MODALITY, "data": ...}}', param)
         if not isinstance(kind, str):
             raise APIError(400, f"{param}: 'type' must be a modality name", param, "unknown_modality")
         col = _column(svc, kind, param)
@@ -59,7 +70,9 @@ def _resolve_input(svc: Service, value: Any, default: str | None, param: str) ->
         if modality == "text" and len(value) > svc.settings.max_text_chars:
             raise APIError(400, f"{param}: text longer than {svc.settings.max_text_chars} characters", param)
         return col, read_item(modality, value, param)
-    raise APIError(400, f"{param}: expected a string or a {{type, data}} object, got {type(value).__name__}", param)
+    raise APIError(
+        400, f"{param}: expected a string or a {{type, data}} object, got {type(value).__name__}", param
+    )
 
 
 async def _embed(service: Service, items: list[tuple[str, Any]], param: str) -> np.ndarray:
@@ -104,9 +117,12 @@ async def _search_body(request: Request) -> tuple[SearchRequest, dict[str, bytes
             except json.JSONDecodeError as e:
                 raise APIError(400, f"filters: not valid JSON ({e})", "filters") from None
         return _validate(fields), files
-    raise APIError(415, f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data "
-                   "(or a url-encoded form)",
-                   code="unsupported_media_type")
+    raise APIError(
+        415,
+        f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data "
+        "(or a url-encoded form)",
+        code="unsupported_media_type",
+    )
 
 
 def _validate(raw: dict[str, Any]) -> SearchRequest:
@@ -126,8 +142,12 @@ def create_app(service: Service) -> FastAPI:
         await service.batcher.close()
         service.close()
 
-    app = FastAPI(title="crossalign", version=__version__, lifespan=lifespan,
-                  description="Embeddings (OpenAI-compatible) and cross-modal search over a crossalign index.")
+    app = FastAPI(
+        title="crossalign",
+        version=__version__,
+        lifespan=lifespan,
+        description="Embeddings (OpenAI-compatible) and cross-modal search over a crossalign index.",
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_upload_bytes)
     s = service.settings
@@ -135,17 +155,34 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/health", response_model=HealthResponse)
     async def health() -> dict[str, Any]:
         ix = await run_in_threadpool(service.index)  # a reload verifies files: keep it off the loop
-        return {"status": "ok", "model": service.model_id, "run_id": service.identity.run_id,
-                "dim": service.embedder.model.cfg.dim, "views": service.embedder.modalities,
-                "index": None if ix is None else {"items": len(ix), "by_modality": ix.modalities(),
-                                                  "generation": ix.generation, "kind": ix.params.kind},
-                "batching": {"max_batch": s.max_batch, "wait_ms": s.batch_wait_ms,
-                             "encoder_calls": service.batcher.batches, "items": service.batcher.items}}
+        return {
+            "status": "ok",
+            "model": service.model_id,
+            "run_id": service.identity.run_id,
+            "dim": service.embedder.model.cfg.dim,
+            "views": service.embedder.modalities,
+            "index": None
+            if ix is None
+            else {
+                "items": len(ix),
+                "by_modality": ix.modalities(),
+                "generation": ix.generation,
+                "kind": ix.params.kind,
+            },
+            "batching": {
+                "max_batch": s.max_batch,
+                "wait_ms": s.batch_wait_ms,
+                "encoder_calls": service.batcher.batches,
+                "items": service.batcher.items,
+            },
+        }
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": service.model_id, "object": "model", "created": 0,
-                                            "owned_by": "crossalign"}]}
+        return {
+            "object": "list",
+            "data": [{"id": service.model_id, "object": "model", "created": 0, "owned_by": "crossalign"}],
+        }
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
     async def embeddings(req: EmbeddingsRequest) -> dict[str, Any]:
@@ -158,47 +195,93 @@ def create_app(service: Service) -> FastAPI:
             raise APIError(400, f"input: {len(values)} items, at most {s.max_inputs} per request", "input")
         dim = service.embedder.model.cfg.dim
         if req.dimensions is not None and req.dimensions != dim:
-            raise APIError(400, f"dimensions: this model returns {dim}-d embeddings (omit it or pass {dim})",
-                           "dimensions")
+            raise APIError(
+                400,
+                f"dimensions: this model returns {dim}-d embeddings (omit it or pass {dim})",
+                "dimensions",
+            )
         items = await run_in_threadpool(
-            lambda: [_resolve_input(service, v, req.modality, f"input[{i}]" if not isinstance(req.input, str)
-                                    else "input") for i, v in enumerate(values)])
+            lambda: [
+                _resolve_input(
+                    service, v, req.modality, f"input[{i}]" if not isinstance(req.input, str) else "input"
+                )
+                for i, v in enumerate(values)
+            ]
+        )
         z = await _embed(service, items, "input")
-        data = [{"object": "embedding", "index": i,
-                 "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
-                               else v.tolist())} for i, v in enumerate(z)]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": (
+                    base64.b64encode(v.astype("<f4").tobytes()).decode()
+                    if req.encoding_format == "base64"
+                    else v.tolist()
+                ),
+            }
+            for i, v in enumerate(z)
+        ]
         n = _usage(items)
-        return {"object": "list", "data": data, "model": service.model_id,
-                "usage": {"prompt_tokens": n, "total_tokens": n}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": service.model_id,
+            "usage": {"prompt_tokens": n, "total_tokens": n},
+        }
 
-    search_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": SearchRequest.model_json_schema()},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "text": {"type": "string"}, "image": {"type": "string", "format": "binary"},
-            "audio": {"type": "string", "format": "binary"}, "sensor": {"type": "string", "format": "binary"},
-            "k": {"type": "integer", "default": 10}, "modality": {"type": "string"}, "view": {"type": "string"},
-            "filters": {"type": "string", "description": "JSON object"}}}}}}}
+    search_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": SearchRequest.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "text": {"type": "string"},
+                            "image": {"type": "string", "format": "binary"},
+                            "audio": {"type": "string", "format": "binary"},
+                            "sensor": {"type": "string", "format": "binary"},
+                            "k": {"type": "integer", "default": 10},
+                            "modality": {"type": "string"},
+                            "view": {"type": "string"},
+                            "filters": {"type": "string", "description": "JSON object"},
+                        },
+                    }
+                },
+            },
+        }
+    }
 
     @app.post("/v1/search", response_model=SearchResponse, openapi_extra=search_body)
     async def search(request: Request) -> dict[str, Any]:
         """Nearest items of the index to one query (text, image, audio or sensor array)."""
         ix = await run_in_threadpool(service.index)  # a reload verifies files: keep it off the loop
         if ix is None:
-            raise APIError(404, "this server has no index; start it with `crossalign serve RUN --index INDEX`")
+            raise APIError(
+                404, "this server has no index; start it with `crossalign serve RUN --index INDEX`"
+            )
         req, files = await _search_body(request)
         given = {f: getattr(req, f) for f in _QUERY_FIELDS if getattr(req, f) is not None}
         given.update(files)
         if len(given) != 1:
-            raise APIError(400, "give exactly one query: text, image, audio or sensor "
-                                f"(got {', '.join(given) or 'none'})", code="invalid_query")
-        (qmod, value), = given.items()
+            raise APIError(
+                400,
+                f"give exactly one query: text, image, audio or sensor (got {', '.join(given) or 'none'})",
+                code="invalid_query",
+            )
+        ((qmod, value),) = given.items()
         if not 1 <= req.k <= s.max_k:
             raise APIError(400, f"k must be between 1 and {s.max_k}, got {req.k}", "k", "k_out_of_range")
         if req.modality is not None and req.modality not in ix.modalities():
             known = req.modality in MODALITIES
-            raise APIError(400, f"modality: {'the index holds no' if known else 'unknown modality'} "
-                                f"'{req.modality}' (it holds {', '.join(ix.modalities()) or 'nothing'})",
-                           "modality", "unknown_modality")
+            raise APIError(
+                400,
+                f"modality: {'the index holds no' if known else 'unknown modality'} "
+                f"'{req.modality}' (it holds {', '.join(ix.modalities()) or 'nothing'})",
+                "modality",
+                "unknown_modality",
+            )
         col = _column(service, req.view or qmod, "view" if req.view else qmod)
         if service.embedder.modalities[col] != qmod:
             raise APIError(400, f"view '{col}' is not a {qmod} view of the run", "view")
@@ -207,8 +290,14 @@ def create_app(service: Service) -> FastAPI:
         raw = await run_in_threadpool(read_item, qmod, value, qmod)
         q = await _embed(service, [(col, raw)], qmod)
         hits = await run_in_threadpool(service.search, q, req.k, req.modality, req.filters)
-        return {"object": "search.result", "model": service.model_id, "query": {"modality": qmod, "view": col},
-                "k": req.k, "modality": req.modality, "index_generation": ix.generation,
-                "results": [h.to_dict() for h in hits]}
+        return {
+            "object": "search.result",
+            "model": service.model_id,
+            "query": {"modality": qmod, "view": col},
+            "k": req.k,
+            "modality": req.modality,
+            "index_generation": ix.generation,
+            "results": [h.to_dict() for h in hits],
+        }
 
     return app

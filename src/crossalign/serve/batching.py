@@ -21,8 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class MicroBatcher:
-    def __init__(self, fn: Callable[[str, list[Any]], np.ndarray], executor: ThreadPoolExecutor,
-                 max_batch: int = 32, max_wait_s: float = 0.005):
+    def __init__(
+        self,
+        fn: Callable[[str, list[Any]], np.ndarray],
+        executor: ThreadPoolExecutor,
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+    ):
         self.fn, self.executor = fn, executor
         self.max_batch, self.max_wait_s = max(1, max_batch), max(0.0, max_wait_s)
         self._queues: dict[str, asyncio.Queue[tuple[list[Any], asyncio.Future[np.ndarray]]]] = {}
@@ -76,7 +81,7 @@ class MicroBatcher:
         start = 0
         for raws, fut in group:
             if not fut.done():  # the client may have gone away
-                fut.set_result(z[start:start + len(raws)])
+                fut.set_result(z[start : start + len(raws)])
             start += len(raws)
 
     async def close(self) -> None:

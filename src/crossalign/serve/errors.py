@@ -23,7 +23,9 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
-def error_body(message: str, status: int, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, status: int, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -44,7 +46,9 @@ def install_error_handlers(app: FastAPI) -> None:
         errs = e.errors()
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         where = _loc(tuple(first.get("loc", ())))
-        msg = f"{where}: {first.get('msg')}" + (f" (and {len(errs) - 1} more problems)" if len(errs) > 1 else "")
+        msg = f"{where}: {first.get('msg')}" + (
+            f" (and {len(errs) - 1} more problems)" if len(errs) > 1 else ""
+        )
         return JSONResponse(error_body(msg, 400, where, "invalid_value"), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

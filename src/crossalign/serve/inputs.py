@@ -33,11 +33,14 @@ def parse_data_url(s: str) -> tuple[str, str] | None:
     mime = m.group("mime").lower()
     major = mime.split("/")[0]
     if major in MODALITY_OF_MIME:
-        return MODALITY_OF_MIME[major], s[m.end():]
+        return MODALITY_OF_MIME[major], s[m.end() :]
     if mime in _NPY_MIMES:
-        return "sensor", s[m.end():]
-    raise APIError(400, f"unsupported data URL type '{mime}' (use image/*, audio/* or application/x-npy)",
-                   code="unsupported_media_type")
+        return "sensor", s[m.end() :]
+    raise APIError(
+        400,
+        f"unsupported data URL type '{mime}' (use image/*, audio/* or application/x-npy)",
+        code="unsupported_media_type",
+    )
 
 
 def decode_base64(s: str, param: str) -> bytes:
@@ -48,8 +51,9 @@ def decode_base64(s: str, param: str) -> bytes:
     try:
         data = base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
     except (binascii.Error, ValueError) as e:
-        raise APIError(400, f"{param}: not valid base64 ({e}); send base64 or a data URL", param,
-                       "invalid_base64") from None
+        raise APIError(
+            400, f"{param}: not valid base64 ({e}); send base64 or a data URL", param, "invalid_base64"
+        ) from None
     if not data:
         raise APIError(400, f"{param}: empty input", param, "empty_input")
     return data
@@ -69,7 +73,9 @@ def _sensor_array(value: Any, param: str) -> np.ndarray:
             return np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError) as e:
             raise APIError(400, f"{param}: not a numeric array ({e})", param, "invalid_array") from None
-    raise APIError(400, f"{param}: a sensor input is a nested list of numbers or base64 .npy", param, "invalid_array")
+    raise APIError(
+        400, f"{param}: a sensor input is a nested list of numbers or base64 .npy", param, "invalid_array"
+    )
 
 
 def read_item(modality: str, value: Any, param: str) -> Any:
@@ -84,7 +90,9 @@ def read_item(modality: str, value: Any, param: str) -> Any:
         if isinstance(value, str):
             parsed = parse_data_url(value)
             if parsed and parsed[0] != modality:
-                raise APIError(400, f"{param}: data URL holds {parsed[0]}, expected {modality}", param, "invalid_value")
+                raise APIError(
+                    400, f"{param}: data URL holds {parsed[0]}, expected {modality}", param, "invalid_value"
+                )
             value = decode_base64(parsed[1] if parsed else value, param)
         if not isinstance(value, (bytes, bytearray)):
             raise APIError(400, f"{param}: {modality} must be base64, a data URL or an uploaded file", param)
@@ -100,5 +108,9 @@ def read_item(modality: str, value: Any, param: str) -> Any:
     except APIError:
         raise
     except Exception as e:  # ReadError, and anything a decoder throws on hostile bytes (bombs, ...)
-        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(uploaded bytes)", getattr(e, "reason", None) or str(e))
-        raise APIError(400, f"{param}: unreadable {modality}: {reason}", param, "invalid_" + modality) from None
+        reason = re.sub(
+            r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(uploaded bytes)", getattr(e, "reason", None) or str(e)
+        )
+        raise APIError(
+            400, f"{param}: unreadable {modality}: {reason}", param, "invalid_" + modality
+        ) from None

@@ -23,16 +23,36 @@ class BodySizeLimit:
 
     async def _reject(self, send: Callable[[Message], Awaitable[None]]) -> None:
         mb = self.max_bytes / (1024 * 1024)
-        body = json.dumps({"error": {"message": f"request body exceeds the server's limit of {mb:g} MB "
-                                                f"(serve --max-upload-mb)", "type": "invalid_request_error",
-                                     "param": None, "code": "payload_too_large"}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"request body exceeds the server's limit of {mb:g} MB "
+                    f"(serve --max-upload-mb)",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "payload_too_large",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -18,12 +18,16 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    input: Union[str, list[Any]] = Field(description="text, or a list of texts / data URLs / {type, data} objects")
+    input: Union[str, list[Any]] = Field(
+        description="text, or a list of texts / data URLs / {type, data} objects"
+    )
     model: Optional[str] = Field(None, description="any name; the response reports the served run's model id")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Optional[int] = Field(None, description="must be omitted or equal the run's dimension")
     user: Optional[str] = None
-    modality: Optional[str] = Field(None, description="extension: modality (or view column) of plain string inputs")
+    modality: Optional[str] = Field(
+        None, description="extension: modality (or view column) of plain string inputs"
+    )
 
 
 class EmbeddingItem(BaseModel):
@@ -53,12 +57,15 @@ class SearchRequest(BaseModel):
     text: Optional[str] = None
     image: Optional[str] = Field(None, description="base64 or data URL")
     audio: Optional[str] = Field(None, description="base64 or data URL (wav, flac, ogg)")
-    sensor: Optional[Union[list[Any], str]] = Field(None, description="nested list of numbers, or base64 .npy")
+    sensor: Optional[Union[list[Any], str]] = Field(
+        None, description="nested list of numbers, or base64 .npy"
+    )
     k: int = Field(10, description="results to return (1..max_k)")
     modality: Optional[str] = Field(None, description="only results of this modality")
     view: Optional[str] = Field(None, description="query view column when the run has several (text_zh)")
     filters: Optional[dict[str, Union[Scalar, list[Scalar]]]] = Field(
-        None, description="metadata equality filters, a list means any of: {\"label\": [\"red circle\"]}")
+        None, description='metadata equality filters, a list means any of: {"label": ["red circle"]}'
+    )
 
 
 class SearchHit(BaseModel):

@@ -42,7 +42,9 @@ class ServeSettings:
 
 
 class Service:
-    def __init__(self, run: str | Path, index: str | Path | None = None, settings: ServeSettings | None = None):
+    def __init__(
+        self, run: str | Path, index: str | Path | None = None, settings: ServeSettings | None = None
+    ):
         self.settings = settings or ServeSettings()
         self.run = Path(run)
         self.identity = run_identity(run)
@@ -60,8 +62,9 @@ class Service:
         # The searcher owns the encoder-version check; it reads the index through self.index.
         self._searcher = Searcher(self._index, self.embedder, check=False)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossalign-encode")
-        self.batcher = MicroBatcher(self._embed_sync, self.executor, self.settings.max_batch,
-                                    self.settings.batch_wait_ms / 1000)
+        self.batcher = MicroBatcher(
+            self._embed_sync, self.executor, self.settings.max_batch, self.settings.batch_wait_ms / 1000
+        )
 
     # ---- embeddings ------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -77,8 +80,9 @@ class Service:
         order: dict[str, list[int]] = {}
         for i, (col, _) in enumerate(items):
             order.setdefault(col, []).append(i)
-        parts = await asyncio.gather(*(self._embed_column(col, [items[i][1] for i in idx])
-                                       for col, idx in order.items()))
+        parts = await asyncio.gather(
+            *(self._embed_column(col, [items[i][1] for i in idx]) for col, idx in order.items())
+        )
         out = np.zeros((len(items), self.embedder.model.cfg.dim), np.float32)
         for (col, idx), z in zip(order.items(), parts):
             out[idx] = z
@@ -120,7 +124,9 @@ class Service:
                 self._index_stamp = stamp  # do not retry the same broken generation every request
         return self._index
 
-    def search(self, query: np.ndarray, k: int, target: str | None, filters: dict[str, Any] | None) -> list[Hit]:
+    def search(
+        self, query: np.ndarray, k: int, target: str | None, filters: dict[str, Any] | None
+    ) -> list[Hit]:
         ix = self.index()
         assert ix is not None
         return ix.search(query, k, target, filters)[0]
