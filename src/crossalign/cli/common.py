@@ -7,8 +7,6 @@ from typing import Any, Optional
 
 import typer
 
-from crossalign.config import RunConfig, load_config
-
 __all__ = ["config_from_args", "DEFAULT_VIEW_OPTIONS"]
 
 # What `--modalities image,text,audio,sensor` means when no YAML says otherwise.
@@ -20,7 +18,9 @@ DEFAULT_VIEW_OPTIONS: dict[str, dict[str, Any]] = {
 
 def config_from_args(config: Optional[Path], data: Optional[Path], modalities: Optional[str],
                      out: Optional[Path], epochs: Optional[int] = None, objective: Optional[str] = None,
-                     seed: Optional[int] = None) -> RunConfig:
+                     seed: Optional[int] = None) -> "RunConfig":  # noqa: F821
+    from crossalign.config import RunConfig, load_config  # lazy: keeps `crossalign --help` fast
+
     if config is not None:
         cfg = load_config(config)
     else:
