@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
+from fastapi import Request  # module level: FastAPI resolves the (string) annotation from these globals
+
 from crossalign.bridge.model import Bridge
 from crossalign.bridge.prompts import CAPTION_PROMPT
 
@@ -56,7 +58,6 @@ def add_ask_route(app: Any, bridge: Bridge, path: str = "/v1/ask") -> None:
     """Register `POST /v1/ask` on a FastAPI app, answering with `bridge`."""
     import threading
 
-    from fastapi import Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import StreamingResponse
 

@@ -17,15 +17,16 @@ __all__ = ["BridgeTask"]
 
 class BridgeTask:
     greater_is_better = False
-    primary = "loss"
+    primary = "mean_loss"  # not "loss": the trainer already shows the training loss under that name
 
     def __init__(self, bridge: Bridge, train: list[Example], train_emb: np.ndarray, val: list[Example],
-                 val_emb: np.ndarray, lora_lr: float | None = None):
+                 val_emb: np.ndarray, lora_lr: float | None = None, bar: Any = None):
         """`*_emb[e.row]` is the aligned embedding an example is conditioned on."""
         self.bridge, self.train, self.val = bridge, train, val
         self.train_emb = torch.from_numpy(np.ascontiguousarray(train_emb, dtype=np.float32))
         self.val_emb = torch.from_numpy(np.ascontiguousarray(val_emb, dtype=np.float32))
         self.lora_lr = lora_lr
+        self.bar = bar  # per-step progress: an epoch of LM steps on CPU takes minutes
         # The trainer clips and optimises `model`'s parameters through `param_groups`; the LM itself
         # is frozen apart from LoRA adapters, which live inside it.
         self.model = torch.nn.ModuleDict({"projector": bridge.projector, "lm": bridge.lm.model})
@@ -48,6 +49,9 @@ class BridgeTask:
         self.bridge.lm.model.eval()  # frozen LM: no dropout even while the projector trains
         exs = [self.train[int(i)] for i in idx]
         loss = self._loss(exs, self.train_emb)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{float(loss):.3f}")
         return {"loss": loss}, {"caption_share": sum(e.kind == "caption" for e in exs) / len(exs)}
 
     @torch.no_grad()
@@ -59,7 +63,7 @@ class BridgeTask:
                 losses = [float(self._loss(exs[s:s + 16], self.val_emb)) * len(exs[s:s + 16])
                           for s in range(0, len(exs), 16)]
                 out[f"{kind}_loss"] = sum(losses) / len(exs)
-        out["loss"] = float(np.mean(list(out.values()))) if out else float("nan")
+        out["mean_loss"] = float(np.mean(list(out.values()))) if out else float("nan")
         return out
 
     def save(self, folder: Path, name: str) -> None:

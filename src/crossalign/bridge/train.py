@@ -70,11 +70,18 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     for name, epochs, lr in stages:
         if name == "stage2":
             bridge.enable_lora()
-        task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr)
-        trainer = Trainer(task, out / name, epochs=epochs, batch_size=min(cfg.batch_size, len(train_ex)), lr=lr,
-                          weight_decay=cfg.weight_decay, warmup=cfg.warmup, seed=cfg.seed, patience=0,
-                          progress=progress)
+        bs = min(cfg.batch_size, len(train_ex))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=epochs * max(1, len(train_ex) // bs), desc=f"bridge {name}", unit="step")
+        task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr, bar=bar)
+        trainer = Trainer(task, out / name, epochs=epochs, batch_size=bs, lr=lr, weight_decay=cfg.weight_decay,
+                          warmup=cfg.warmup, seed=cfg.seed, patience=0, progress=False)
         results[name] = trainer.fit(resume=resume)
+        if bar is not None:
+            bar.close()
         task.load(out / name, "best")
     bridge.save(out, extra={"train": {
         "rows": int(len(tr)), "examples": len(train_ex), "columns": cfg.train_columns, "seconds": round(time.time() - t0, 1),
