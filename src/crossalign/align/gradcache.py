@@ -21,12 +21,13 @@ are restored after step 1 so each chunk updates them once, as a plain forward wo
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["grad_cache_step", "chunk_slices"]
+__all__ = ["chunk_slices", "grad_cache_step"]
 
 EmbedFn = Callable[[str, Any], torch.Tensor]
 LossFn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]

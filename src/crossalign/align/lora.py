@@ -19,15 +19,16 @@ fitted on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from torch import nn
 
 from crossalign.encoders import Encoder
 
-__all__ = ["TowerTuning", "TUNING_TARGETS", "apply_tuning", "merge_tuning", "export_merged", "trainable_summary"]
+__all__ = ["TUNING_TARGETS", "TowerTuning", "apply_tuning", "export_merged", "merge_tuning", "trainable_summary"]
 
 
 @dataclass

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ import typer
 def encode_shards(source: Annotated[str, typer.Argument(help="folder, glob or file of .jsonl/.parquet/.tar shards")],
                   column: Annotated[str, typer.Option(help="column to encode (tar: image, text, audio, sensor)")],
                   out: Annotated[Path, typer.Option(help="feature store folder (part-*.npy + part-*.ids)")],
-                  encoder: Annotated[Optional[str], typer.Option(help="encoder name (default: the modality's)")] = None,
+                  encoder: Annotated[str | None, typer.Option(help="encoder name (default: the modality's)")] = None,
                   chunk: Annotated[int, typer.Option(help="rows held in memory at a time")] = 1024,
                   nproc: Annotated[int, typer.Option(help="worker processes (torchrun on this machine)")] = 1) -> None:
     """Stream a sharded manifest through an encoder into a feature store; memory stays flat."""

@@ -21,15 +21,16 @@ import json
 import os
 import tarfile
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from crossalign.data.manifest import Manifest
 
-__all__ = ["shard_files", "iter_rows", "rank_share", "FeatureStore", "encode_stream", "TAR_COLUMNS"]
+__all__ = ["TAR_COLUMNS", "FeatureStore", "encode_stream", "iter_rows", "rank_share", "shard_files"]
 
 TAR_COLUMNS = {"jpg": "image", "jpeg": "image", "png": "image", "webp": "image", "wav": "audio",
                "flac": "audio", "mp3": "audio", "npy": "sensor", "txt": "text"}

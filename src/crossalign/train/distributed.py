@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -27,9 +27,21 @@ from torch import nn
 
 from crossalign.align.distributed import DistContext
 
-__all__ = ["init_from_env", "is_launched", "backend_for", "sync_gradients", "broadcast_parameters",
-           "barrier", "rank_seed", "autocast", "shutdown", "gather_rng_states", "encode_views_share",
-           "encode_rank_share", "encode_sharded"]
+__all__ = [
+    "autocast",
+    "backend_for",
+    "barrier",
+    "broadcast_parameters",
+    "encode_rank_share",
+    "encode_sharded",
+    "encode_views_share",
+    "gather_rng_states",
+    "init_from_env",
+    "is_launched",
+    "rank_seed",
+    "shutdown",
+    "sync_gradients",
+]
 
 log = logging.getLogger(__name__)
 

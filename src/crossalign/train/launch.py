@@ -12,10 +12,10 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-__all__ = ["torchrun_command", "launch", "strip_option", "relaunch_self"]
+__all__ = ["launch", "relaunch_self", "strip_option", "torchrun_command"]
 
 log = logging.getLogger(__name__)
 
