@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,17 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _promote(folder: Path, src: str, dst: str) -> None:
+    """Make `<dst>*` files a copy of the `<src>*` ones (atomically each) and drop older checkpoints."""
+    for f in folder.glob(f"{src}*"):
+        tmp = folder / f".{dst}{f.name[len(src):]}.tmp"
+        shutil.copyfile(f, tmp)
+        os.replace(tmp, folder / f"{dst}{f.name[len(src):]}")
+    for old in folder.glob("ckpt-*"):
+        if not old.name.startswith(src):
+            old.unlink(missing_ok=True)
+
+
 class Trainer:
     def __init__(self, task: Task, out: str | Path, *, epochs: int, batch_size: int, lr: float,
                  weight_decay: float = 0.05, warmup: float = 0.05, grad_clip: float = 1.0, seed: int = 0,
@@ -111,9 +123,10 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(self.warmup * total)))
         start, best, best_epoch, bad, history = 0, None, -1, 0, []
         state_file = self.out / "last_state.pt"
-        if resume and state_file.exists() and (self.out / "last.safetensors").exists():
+        if resume and state_file.exists():
             st = torch.load(state_file, weights_only=True)
-            self.task.load(self.out, "last")
+            # The state names the weights of its own epoch, so the two can never be an epoch apart.
+            self.task.load(self.out, st.get("ckpt", "last"))
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
             ranks = st.get("rng_ranks")  # every rank continues its own dropout stream
@@ -181,17 +194,21 @@ class Trainer:
             if self.rank == 0:
                 if improved:
                     self.task.save(self.out, "best")
-                self.task.save(self.out, "last")
+                # Epoch-named weights first, then the state that names them (atomic), then `last`:
+                # a kill at any point leaves a state whose weights are complete and of its epoch.
+                ckpt = f"ckpt-{epoch:05d}"
+                self.task.save(self.out, ckpt)
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 st = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-                      "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                      "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad, "ckpt": ckpt,
                       "history": json.dumps(history)}
                 if rng_ranks is not None:
                     st["rng_ranks"] = torch.stack(rng_ranks)
                 tmp = self.out / ".last_state.pt.tmp"
                 torch.save(st, tmp)
                 os.replace(tmp, state_file)
+                _promote(self.out, ckpt, "last")
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{train.get('train/loss', float('nan')):.3f}",
