@@ -109,7 +109,7 @@ def main() -> None:
         one("masked-attribute", "fused, no align pre-training", ma, init=False)
 
     print()
-    hdr = f"| task | row | train rows | macro-F1 | contradicted F1 | entity micro-F1 | accuracy | seconds |"
+    hdr = "| task | row | train rows | macro-F1 | contradicted F1 | entity micro-F1 | accuracy | seconds |"
     print(hdr)
     print("|" + "---|" * 8)
     for r in rows:

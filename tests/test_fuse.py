@@ -67,7 +67,7 @@ def test_missing_modality_is_ignored(name: str) -> None:
     torch.testing.assert_close(a.tokens[absent], b.tokens[absent])
     assert not torch.allclose(a.pooled[~absent], b.pooled[~absent])  # present items do depend on it
     if name == "cross-attention":
-        s, e = dict((n, (s, e)) for n, s, e in a.key_layout)["audio"]
+        s, e = {n: (s, e) for n, s, e in a.key_layout}["audio"]
         assert a.attention[absent][..., s:e].abs().max() == 0
     if name == "gated":
         assert a.gates[absent][:, 2].abs().max() == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,15 +18,15 @@ def register(root: typer.Typer) -> None:
 @app.command("train")
 def train(
     task: Annotated[str, typer.Option(help="report-consistency | masked-attribute | CONFIG.yaml (your own task)")],
-    data: Annotated[Optional[Path], typer.Option(help="scenes manifest/folder, or a manifest with label/tags")] = None,
+    data: Annotated[Path | None, typer.Option(help="scenes manifest/folder, or a manifest with label/tags")] = None,
     out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/task"),
-    init: Annotated[Optional[Path], typer.Option(help="alignment run that initialises the projections")] = None,
-    fusion: Annotated[Optional[str], typer.Option(help="concat | gated | cross-attention")] = None,
-    modalities: Annotated[Optional[str], typer.Option(help="comma-separated columns, e.g. text,image")] = None,
-    epochs: Annotated[Optional[int], typer.Option()] = None,
-    align_weight: Annotated[Optional[float], typer.Option(help="weight of the alignment loss (0: task only)")] = None,
-    label_fraction: Annotated[Optional[float], typer.Option(help="share of training labels to use")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
+    init: Annotated[Path | None, typer.Option(help="alignment run that initialises the projections")] = None,
+    fusion: Annotated[str | None, typer.Option(help="concat | gated | cross-attention")] = None,
+    modalities: Annotated[str | None, typer.Option(help="comma-separated columns, e.g. text,image")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    align_weight: Annotated[float | None, typer.Option(help="weight of the alignment loss (0: task only)")] = None,
+    label_fraction: Annotated[float | None, typer.Option(help="share of training labels to use")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Train a fused model (multi-task: task loss + alignment loss) and print its test report."""
     from crossalign.fuse.config import TaskConfig, load_task_config
@@ -55,9 +55,9 @@ def train(
 @app.command("eval")
 def evaluate(
     run: Annotated[Path, typer.Option(help="task run folder")],
-    data: Annotated[Optional[Path], typer.Option(help="data to evaluate (default: the training data)")] = None,
+    data: Annotated[Path | None, typer.Option(help="data to evaluate (default: the training data)")] = None,
     split: Annotated[str, typer.Option()] = "test",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the metrics here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the metrics here")] = None,
 ) -> None:
     """sklearn classification report (token + entity level for tagging) and the score with each
     modality removed."""
@@ -83,17 +83,18 @@ def _styled(word: str, tag: str | None) -> str:
 @app.command("predict")
 def predict(
     run: Annotated[Path, typer.Option(help="task run folder")],
-    text: Annotated[Optional[str], typer.Option(help="text input")] = None,
-    image: Annotated[Optional[Path], typer.Option(help="image file")] = None,
-    audio: Annotated[Optional[Path], typer.Option(help="audio file")] = None,
-    sensor: Annotated[Optional[Path], typer.Option(help="sensor array (.npy/.csv)")] = None,
+    text: Annotated[str | None, typer.Option(help="text input")] = None,
+    image: Annotated[Path | None, typer.Option(help="image file")] = None,
+    audio: Annotated[Path | None, typer.Option(help="audio file")] = None,
+    sensor: Annotated[Path | None, typer.Option(help="sensor array (.npy/.csv)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False,
 ) -> None:
     """Tag the words of one text (contradicted words in red brackets) or classify one item, from
     whichever modalities are given; the others count as missing."""
     from dataclasses import asdict
 
-    from crossalign.fuse.run import load_task_run, predict as _predict
+    from crossalign.fuse.run import load_task_run
+    from crossalign.fuse.run import predict as _predict
 
     r = load_task_run(run)
     given = {"text": text, "image": str(image) if image else None, "audio": str(audio) if audio else None,

@@ -12,9 +12,24 @@ from crossalign.fuse.metrics import classification_metrics, entity_metrics, task
 from crossalign.fuse.modules import FUSIONS, FusionOutput, Stream, build_fusion
 from crossalign.fuse.tasks import BUILTIN_TASKS, make_task_rows, write_task_manifest
 
-__all__ = ["TaskConfig", "load_task_config", "FUSIONS", "FusionOutput", "Stream", "build_fusion",
-           "BUILTIN_TASKS", "make_task_rows", "write_task_manifest", "classification_metrics",
-           "entity_metrics", "task_metrics", "train_task", "load_task_run", "evaluate_run", "predict"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "FUSIONS",
+    "FusionOutput",
+    "Stream",
+    "TaskConfig",
+    "build_fusion",
+    "classification_metrics",
+    "entity_metrics",
+    "evaluate_run",
+    "load_task_config",
+    "load_task_run",
+    "make_task_rows",
+    "predict",
+    "task_metrics",
+    "train_task",
+    "write_task_manifest",
+]
 
 
 def __getattr__(name: str):  # heavier parts (torch models, trainer) load on first use

@@ -10,7 +10,7 @@ import yaml
 
 from crossalign.data.features import ViewSpec
 
-__all__ = ["TaskConfig", "DEFAULT_ALIGN_VIEWS", "DEFAULT_TOKEN_VIEWS", "load_task_config"]
+__all__ = ["DEFAULT_ALIGN_VIEWS", "DEFAULT_TOKEN_VIEWS", "TaskConfig", "load_task_config"]
 
 # Pooled views for the alignment model when no run is given to --init (a run brings its own).
 DEFAULT_ALIGN_VIEWS: dict[str, dict[str, Any]] = {
@@ -85,7 +85,7 @@ class TaskConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TaskConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TaskConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

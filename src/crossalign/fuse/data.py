@@ -16,10 +16,16 @@ from crossalign.data.features import ViewSpec, build_view_encoder
 from crossalign.data.manifest import Manifest, load_manifest
 from crossalign.encoders import Encoder, EncoderSpec
 from crossalign.fuse.config import TaskConfig
-from crossalign.fuse.tasks import (BUILTIN_TASKS, CONSISTENCY_TAGS, MASKED_VALUES, TAG_OUTSIDE,
-                                   validate_user_rows, write_task_manifest)
+from crossalign.fuse.tasks import (
+    BUILTIN_TASKS,
+    CONSISTENCY_TAGS,
+    MASKED_VALUES,
+    TAG_OUTSIDE,
+    validate_user_rows,
+    write_task_manifest,
+)
 
-__all__ = ["TaskData", "PreparedTask", "prepare_task", "derive", "task_modalities", "IGNORE", "word_mask"]
+__all__ = ["IGNORE", "PreparedTask", "TaskData", "derive", "prepare_task", "task_modalities", "word_mask"]
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # target of padding words (cross-entropy ignore_index)
@@ -41,7 +47,7 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, idx: np.ndarray | torch.Tensor) -> "TaskData":
+    def subset(self, idx: np.ndarray | torch.Tensor) -> TaskData:
         t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         return TaskData({k: v[t] for k, v in self.feats.items()}, self.word_mask[t], self.targets[t],
                         self.groups[t] if self.groups is not None else None,

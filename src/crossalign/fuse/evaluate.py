@@ -12,7 +12,7 @@ from crossalign.fuse.data import TaskData
 from crossalign.fuse.metrics import task_metrics
 from crossalign.fuse.model import FusionModel
 
-__all__ = ["predict_batches", "evaluate_task"]
+__all__ = ["evaluate_task", "predict_batches"]
 
 
 @torch.inference_mode()

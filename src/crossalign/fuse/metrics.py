@@ -8,13 +8,14 @@ found only when its span and type both match exactly.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from crossalign.fuse.tasks import TAG_OUTSIDE
 
-__all__ = ["classification_metrics", "entity_spans", "entity_metrics", "task_metrics"]
+__all__ = ["classification_metrics", "entity_metrics", "entity_spans", "task_metrics"]
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str],

@@ -14,7 +14,7 @@ from crossalign.align.model import AlignmentModel
 from crossalign.encoders import EncoderSpec
 from crossalign.fuse.modules import FusionOutput, Stream, build_fusion
 
-__all__ = ["StreamEncoder", "FusionModel", "FusionResult"]
+__all__ = ["FusionModel", "FusionResult", "StreamEncoder"]
 
 
 class StreamEncoder(nn.Module):

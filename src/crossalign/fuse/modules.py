@@ -9,14 +9,22 @@ is left out of the fusion for that item, so any subset of modalities can be miss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["Stream", "FusionOutput", "ConcatFusion", "GatedFusion", "CrossAttentionFusion", "FUSIONS",
-           "build_fusion", "masked_mean"]
+__all__ = [
+    "FUSIONS",
+    "ConcatFusion",
+    "CrossAttentionFusion",
+    "FusionOutput",
+    "GatedFusion",
+    "Stream",
+    "build_fusion",
+    "masked_mean",
+]
 
 
 @dataclass

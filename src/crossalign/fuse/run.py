@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -20,7 +21,7 @@ from crossalign.fuse.data import word_mask
 from crossalign.fuse.model import FusionModel
 from crossalign.modalities import get_reader
 
-__all__ = ["TaskRun", "load_task_run", "evaluate_run", "predict", "Prediction"]
+__all__ = ["Prediction", "TaskRun", "evaluate_run", "load_task_run", "predict"]
 
 
 @dataclass

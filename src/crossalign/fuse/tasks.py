@@ -22,10 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from crossalign.data.manifest import Manifest, write_manifest
-from crossalign.data.scenes import COLORS, POSITIONS, SHAPES, SIZES, caption_en, SceneObject
+from crossalign.data.scenes import COLORS, POSITIONS, SHAPES, SIZES, SceneObject, caption_en
 
-__all__ = ["BUILTIN_TASKS", "TAG_OUTSIDE", "CONSISTENCY_TAGS", "MASK_TOKEN", "MASKED_VALUES",
-           "scene_words", "make_task_rows", "write_task_manifest", "validate_user_rows"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "CONSISTENCY_TAGS",
+    "MASKED_VALUES",
+    "MASK_TOKEN",
+    "TAG_OUTSIDE",
+    "make_task_rows",
+    "scene_words",
+    "validate_user_rows",
+    "write_task_manifest",
+]
 
 TAG_OUTSIDE = "O"
 CONSISTENCY_TAGS = [TAG_OUTSIDE, "consistent", "contradicted"]
@@ -125,7 +134,7 @@ def make_task_rows(manifest: Manifest, task: str, seed: int = 0) -> list[dict[st
                     changed += 1
             new.update(text=" ".join(words), tags=tags, label=f"{changed} contradicted")
         else:
-            k, attr, w = rng.choice([s for s in slots if s[1] in ("size", "color", "shape")])
+            _, attr, w = rng.choice([s for s in slots if s[1] in ("size", "color", "shape")])
             label = words[w]
             words[w] = MASK_TOKEN
             new.update(text=" ".join(words), label=label, masked_attr=attr)

@@ -27,7 +27,7 @@ from crossalign.fuse.metrics import task_metrics
 from crossalign.fuse.model import FusionModel
 from crossalign.train.trainer import Trainer, TrainResult, set_seed
 
-__all__ = ["FusionTask", "train_task", "build_align_model", "TASK_FORMAT"]
+__all__ = ["TASK_FORMAT", "FusionTask", "build_align_model", "train_task"]
 
 log = logging.getLogger(__name__)
 TASK_FORMAT = 1
