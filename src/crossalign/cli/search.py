@@ -250,8 +250,9 @@ def serve_cmd(
         float, typer.Option(help="how long a request waits for others to batch with")
     ] = 5.0,
     max_k: Annotated[int, typer.Option(help="largest k a client may ask for")] = 1000,
+    bridge: Annotated[Optional[Path], typer.Option(help="LLM bridge folder for POST /v1/ask (default: RUN/bridge if present)")] = None,
 ) -> None:
-    """HTTP service: OpenAI-compatible /v1/embeddings, /v1/search, /health, docs at /docs."""
+    """HTTP service: OpenAI-compatible /v1/embeddings, /v1/search, /v1/ask, /health, docs at /docs."""
     from crossalign.serve import ServeSettings, run_server
 
     with _user_errors():
@@ -261,7 +262,7 @@ def serve_cmd(
             batch_wait_ms=batch_wait_ms,
             max_k=max_k,
         )
-        run_server(run, index, host=host, port=port, settings=settings)
+        run_server(run, index, host=host, port=port, settings=settings, bridge=bridge)
 
 
 def register(app: typer.Typer) -> None:

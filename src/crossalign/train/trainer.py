@@ -211,8 +211,8 @@ class Trainer:
                 _promote(self.out, ckpt, "last")
             if bar:
                 bar.update(1)
-                bar.set_postfix(loss=f"{train.get('train/loss', float('nan')):.3f}",
-                                **{self.task.primary: f"{metric:.3f}"})
+                bar.set_postfix({"loss": f"{train.get('train/loss', float('nan')):.3f}",
+                                 f"val {self.task.primary}": f"{metric:.3f}"})
             if self.patience and bad >= self.patience:
                 stopped = True
                 break
