@@ -25,7 +25,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "objective": "infonce",
         "temperature": 0.07,
     },
-    "train": {"epochs": 40, "batch_size": 256, "lr": 0.001, "weight_decay": 0.05, "patience": 8, "seed": 0},
+    "train": {"epochs": 20, "batch_size": 128, "lr": 0.001, "weight_decay": 0.05, "patience": 6, "seed": 0},
 }
 
 
@@ -71,7 +71,7 @@ def run_demo(out: str | Path = "runs/demo", n: int = 2000, epochs: int | None = 
     (run / "metrics.json").write_text(json.dumps(m, indent=2))
     results = {"crossalign": m}
     if baselines:
-        results.update(run_baselines(table, cfg.model.columns, methods=["cca", "procrustes", "random"], seed=seed))
+        results.update(run_baselines(table, cfg.model.columns, methods=["cca", "procrustes", "ridge", "random"], seed=seed))
         (run / "benchmark.json").write_text(json.dumps(results, indent=2))
     times["eval"] = time.time() - t
     log("[5/5] plots")
