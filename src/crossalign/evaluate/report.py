@@ -34,15 +34,16 @@ def view_table(m: dict[str, float], columns: Sequence[str]) -> Table:
 
 
 def methods_table(results: dict[str, dict[str, float]], directions: Sequence[str], metric: str = "R@1") -> Table:
+    """Directions as rows, methods as columns (fits a terminal however many views there are)."""
     t = Table(title=f"test {metric} by method (same features, same splits)")
-    t.add_column("method")
+    t.add_column("direction")
+    for name in results:
+        t.add_column(name, justify="right")
     for d in directions:
-        t.add_column(d, justify="right")
-    t.add_column("mean", justify="right")
-    for name, m in results.items():
-        vals = [m.get(f"{d}/{metric}", float("nan")) for d in directions]
-        mean = sum(vals) / len(vals) if vals else float("nan")
-        t.add_row(name, *[f"{v:.3f}" for v in vals], f"{mean:.3f}")
+        t.add_row(d, *[f"{m.get(f'{d}/{metric}', float('nan')):.3f}" for m in results.values()])
+    means = [sum(m.get(f"{d}/{metric}", float("nan")) for d in directions) / max(len(directions), 1)
+             for m in results.values()]
+    t.add_row("mean", *[f"{v:.3f}" for v in means], style="bold")
     return t
 
 
