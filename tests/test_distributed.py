@@ -124,6 +124,10 @@ def torchrun(args: list[str], nproc: int = 2, timeout: int = 240, **kw: Any) -> 
 def two_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     r = torchrun([__file__, str(out)])
+    if r.returncode != 0 and "terminate called without an active exception" in r.stderr:
+        # Seen once on a 2-core machine under heavy load: a Gloo worker aborted in teardown. Retry once;
+        # a second failure, or any other failure, fails the test.
+        r = torchrun([__file__, str(out)])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 

@@ -96,6 +96,10 @@ def init_from_env(backend: str | None = None) -> DistContext:
 
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        # Let every rank finish its last collective before any tears the group down: a rank that
+        # destroys its Gloo pairs while a peer still uses them can abort that peer at exit.
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
