@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from crossalign.modalities import MODALITIES
 
-__all__ = ["Manifest", "load_manifest", "write_manifest", "column_modality", "RESERVED_COLUMNS"]
+__all__ = ["Manifest", "load_manifest", "iter_jsonl", "write_manifest", "column_modality", "RESERVED_COLUMNS"]
 
 RESERVED_COLUMNS = {"id", "group", "label", "split", "tags", "meta"}
 
@@ -83,6 +83,21 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream a JSONL file's objects, each with its 1-based line number as `_row`."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: row {n}: invalid JSON ({e.msg})") from e
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(obj).__name__}")
+            yield obj | {"_row": n}
+
+
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     if path.is_dir():
@@ -97,18 +112,7 @@ def load_manifest(path: str | Path) -> Manifest:
     suffix = path.suffix.lower()
     rows: list[dict[str, Any]] = []
     if suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: row {n}: invalid JSON ({e.msg})") from e
-                if not isinstance(obj, dict):
-                    raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(obj).__name__}")
-                obj["_row"] = n
-                rows.append(obj)
+        rows.extend(iter_jsonl(path))
     elif suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as f:
             for n, rec in enumerate(csv.DictReader(f), 1):

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from crossalign.data.manifest import Manifest
+from crossalign.data.manifest import Manifest, iter_jsonl
 
 __all__ = ["TAR_COLUMNS", "FeatureStore", "encode_stream", "iter_rows", "rank_share", "shard_files"]
 
@@ -61,17 +61,7 @@ def shard_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: row {n}: invalid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(obj).__name__}")
-            yield obj | {"_row": n}
+    return iter_jsonl(path)
 
 
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
