@@ -45,7 +45,13 @@ class _Reducer:
         return self.pca.transform((x.reshape(len(x), -1) - self.mu) / self.sd)
 
 
-Fit = Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
+Reduce = Callable[[np.ndarray, int], _Reducer]
+Fit = Callable[[np.ndarray, np.ndarray, int, Reduce],
+               Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
+
+
+def _fresh(seed: int) -> Reduce:
+    return lambda x, k: _Reducer(k, seed).fit(x)
 
 
 def _inv_sqrt(c: np.ndarray) -> np.ndarray:
@@ -53,10 +59,10 @@ def _inv_sqrt(c: np.ndarray) -> np.ndarray:
     return (v / np.sqrt(np.clip(w, 1e-12, None))) @ v.T
 
 
-def _cca(a: np.ndarray, b: np.ndarray, seed: int, n: int = 48, reg: float = 1e-3):  # type: ignore[no-untyped-def]
+def _cca(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None, n: int = 48, reg: float = 1e-3):  # type: ignore[no-untyped-def]
     """Canonical directions maximise corr(A wa, B wb): with Ca^-1/2 Cab Cb^-1/2 = U S V^T,
     wa = Ca^-1/2 U and wb = Cb^-1/2 V (Hotelling 1936); a small ridge keeps the covariances invertible."""
-    ra, rb = _Reducer(128, seed).fit(a), _Reducer(128, seed).fit(b)
+    ra, rb = (reduce or _fresh(seed))(a, 128), (reduce or _fresh(seed))(b, 128)
     xa, xb = ra(a), rb(b)
     ma, mb = xa.mean(0), xb.mean(0)
     xa, xb = xa - ma, xb - mb
@@ -70,34 +76,34 @@ def _cca(a: np.ndarray, b: np.ndarray, seed: int, n: int = 48, reg: float = 1e-3
     return lambda x, y: (_l2((ra(x) - ma) @ pa), _l2((rb(y) - mb) @ pb))
 
 
-def _cca_sklearn(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+def _cca_sklearn(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
     from sklearn.cross_decomposition import CCA
 
-    ra, rb = _Reducer(128, seed).fit(a), _Reducer(128, seed).fit(b)
+    ra, rb = (reduce or _fresh(seed))(a, 128), (reduce or _fresh(seed))(b, 128)
     n = min(48, ra.pca.n_components_, rb.pca.n_components_)
     cca = CCA(n_components=n, max_iter=1000).fit(ra(a), rb(b))
     return lambda x, y: tuple(map(_l2, cca.transform(ra(x), rb(y))))
 
 
-def _procrustes(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+def _procrustes(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
     from scipy.linalg import orthogonal_procrustes
 
     k = 128
-    ra, rb = _Reducer(k, seed).fit(a), _Reducer(k, seed).fit(b)
+    ra, rb = (reduce or _fresh(seed))(a, k), (reduce or _fresh(seed))(b, k)
     k = min(ra.pca.n_components_, rb.pca.n_components_)
     r, _ = orthogonal_procrustes(ra(a)[:, :k], rb(b)[:, :k])
     return lambda x, y: (_l2(ra(x)[:, :k] @ r), _l2(rb(y)[:, :k]))
 
 
-def _ridge(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+def _ridge(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
     from sklearn.linear_model import Ridge
 
-    ra, rb = _Reducer(256, seed).fit(a), _Reducer(128, seed).fit(b)
+    ra, rb = (reduce or _fresh(seed))(a, 256), (reduce or _fresh(seed))(b, 128)
     reg = Ridge(alpha=10.0).fit(ra(a), rb(b))
     return lambda x, y: (_l2(reg.predict(ra(x))), _l2(rb(y)))
 
 
-def _random(a: np.ndarray, b: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
+def _random(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
     pa = rng.standard_normal((int(np.prod(a.shape[1:])), 256)).astype(np.float32)
     pb = rng.standard_normal((int(np.prod(b.shape[1:])), 256)).astype(np.float32)
@@ -114,11 +120,21 @@ def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "t
     tr, te = table.split(train_split), table.split(test_split)
     groups = te.groups()
     out: dict[str, dict[str, float]] = {}
+    # A view's PCA is the same for every pair and method: fit it once per (view, size).
+    memo: dict[tuple[str, int], _Reducer] = {}
+    by_id = {id(tr.features[c]): c for c in columns}
+
+    def reduce(x: np.ndarray, k: int) -> _Reducer:
+        key = (by_id[id(x)], k)
+        if key not in memo:
+            memo[key] = _Reducer(k, seed).fit(x)
+        return memo[key]
+
     for name in methods or list(BASELINES):
         res: dict[str, float] = {}
         for i, a in enumerate(columns):
             for b in columns[i + 1:]:
-                project = BASELINES[name](tr.features[a], tr.features[b], seed)
+                project = BASELINES[name](tr.features[a], tr.features[b], seed, reduce)
                 za, zb = project(te.features[a], te.features[b])
                 for q, d, key in ((za, zb, f"{a}->{b}"), (zb, za, f"{b}->{a}")):
                     for k, v in retrieval_metrics(q, d, groups).items():
