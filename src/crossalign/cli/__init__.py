@@ -24,5 +24,9 @@ for _mod in ("train", "evaluate", "demo", "search", "bridge", "task", "scale"):
 
 
 def main() -> None:
+    import warnings
+
+    # Library deprecation notices (transformers, torch.distributed) are for developers, not CLI users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
