@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from numeric import assert_close_scaled
 
 from crossalign.align.distributed import SINGLE, DistContext
 from crossalign.align.objectives import build_objective
@@ -146,7 +147,7 @@ def test_objective_matches_single_process(two_process: Path, name: str, use_grou
     assert got_loss == pytest.approx(loss, rel=1e-5, abs=1e-6)
     assert set(got) == set(grads)
     for k in grads:
-        torch.testing.assert_close(got[k], grads[k], rtol=1e-5, atol=1e-6, msg=f"{name}: gradient of {k}")
+        assert_close_scaled(got[k], grads[k], rtol=1e-4, msg=f"{name}: gradient of {k}")
 
 
 def test_chunked_siglip_equals_siglip_single_process() -> None:
@@ -170,7 +171,7 @@ def test_training_two_processes_equals_one(two_process: Path, tmp_path: Path, ob
     b = load_file(str(two_process / f"run-{objective}" / "last.safetensors"))
     assert set(a) == set(b)
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=2e-5, msg=f"weight {k}")
+        assert_close_scaled(b[k], a[k], rtol=2e-4, msg=f"weight {k}")
     val = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
     val2 = [json.loads(line) for line in (two_process / f"run-{objective}" / "metrics.jsonl").read_text().splitlines()]
     assert [v["val/mean/R@1"] for v in val] == pytest.approx([v["val/mean/R@1"] for v in val2], abs=1e-6)
@@ -258,7 +259,7 @@ def test_killed_worker_restart_continues_from_checkpoint(tmp_path: Path) -> None
     a = load_file(str(tmp_path / "plain" / "run" / "last.safetensors"))
     b = load_file(str(tmp_path / "run" / "last.safetensors"))
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5, msg=f"weight {k}")
+        assert_close_scaled(b[k], a[k], rtol=5e-4, msg=f"weight {k}")
 
 
 @pytest.mark.slow
