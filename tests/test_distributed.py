@@ -146,8 +146,9 @@ def test_objective_matches_single_process(two_process: Path, name: str, use_grou
                     "numbers of them, so the mean of rank means is not the global mean (documented limit)")
     assert got_loss == pytest.approx(loss, rel=1e-5, abs=1e-6)
     assert set(got) == set(grads)
+    top = max(float(v.abs().max()) for v in grads.values())
     for k in grads:
-        assert_close_scaled(got[k], grads[k], rtol=1e-4, msg=f"{name}: gradient of {k}")
+        assert_close_scaled(got[k], grads[k], rtol=1e-4, msg=f"{name}: gradient of {k}", floor=1e-2 * top)
 
 
 def test_chunked_siglip_equals_siglip_single_process() -> None:

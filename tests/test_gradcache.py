@@ -65,8 +65,9 @@ def test_gradcache_equals_plain_batch_with_trainable_minilm(objective: str) -> N
     assert float(cached["loss"]) == pytest.approx(float(plain["loss"]), rel=1e-5)
     assert not cached["loss"].requires_grad  # the trainer must not backward it again
     assert set(got) == set(ref) and any(k.startswith("towers.text") for k in got)
+    top = max(float(v.abs().max()) for v in ref.values())
     for k in ref:
-        assert_close_scaled(got[k], ref[k], rtol=1e-4, msg=f"gradient of {k}")
+        assert_close_scaled(got[k], ref[k], rtol=1e-4, msg=f"gradient of {k}", floor=1e-2 * top)
 
 
 def test_gradcache_replays_dropout_masks() -> None:
