@@ -15,13 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossalign.align.distributed import SINGLE, DistContext
+from crossalign.align.pairwise import Pairs, sigmoid_block_sum, weighted_total
 from crossalign.align.siglip_chunked import SigLIPChunked
 
 __all__ = ["InfoNCE", "SigLIP", "TriSigmoid", "CosineEmbedding", "OBJECTIVE_REGISTRY", "build_objective",
            "positive_mask"]
-
-Pairs = list[tuple[str, str, float]]
-
 
 def positive_mask(local_groups: torch.Tensor | None, all_groups: torch.Tensor | None, b: int, n: int,
                   offset: int, device: torch.device) -> torch.Tensor:
@@ -42,21 +40,14 @@ class _Pairwise(nn.Module):
     def forward(self, emb: dict[str, torch.Tensor], *, pairs: Pairs, groups: torch.Tensor | None = None,
                 logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
                 dist: DistContext = SINGLE) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
         first = next(iter(emb.values()))
         bsz = first.shape[0]
         all_groups = dist.gather_nograd(groups) if groups is not None else None
         gathered = {k: dist.gather(v) for k, v in emb.items()}
         pos = positive_mask(groups, all_groups, bsz, bsz * dist.world_size, dist.offset(bsz), first.device)
-        total = first.new_zeros(())
-        wsum = 0.0
-        for a, b, w in pairs:
-            term = self.pair_loss(emb[a], gathered[b], emb[b], gathered[a], pos, logit_scale, logit_bias)
-            out[f"loss/{a}-{b}"] = term.detach()
-            total = total + w * term
-            wsum += w
-        out["loss"] = total / max(wsum, 1e-12)
-        return out
+        terms = {(a, b): self.pair_loss(emb[a], gathered[b], emb[b], gathered[a], pos, logit_scale, logit_bias)
+                 for a, b, _ in pairs}
+        return weighted_total(terms, pairs, first.new_zeros(()))
 
 
 class InfoNCE(_Pairwise):
@@ -70,8 +61,9 @@ class InfoNCE(_Pairwise):
     """
 
     def pair_loss(self, a, b_all, b, a_all, pos, scale, bias):  # type: ignore[override]
-        target = pos.float() / pos.float().sum(1, keepdim=True)  # (B, N)
         la = scale * a @ b_all.T  # (B, N) rows: local a, cols: all b
+        posf = pos.to(la.dtype)  # targets in the logits' dtype (bf16 autocast keeps them exact enough)
+        target = posf / posf.sum(1, keepdim=True)  # (B, N)
         lb = scale * b @ a_all.T  # (B, N)
         ce_a = -(target * F.log_softmax(la, 1)).sum(1).mean()
         ce_b = -(target * F.log_softmax(lb, 1)).sum(1).mean()
@@ -87,11 +79,8 @@ class SigLIP(_Pairwise):
     """
 
     def pair_loss(self, a, b_all, b, a_all, pos, scale, bias):  # type: ignore[override]
-        labels = pos.float() * 2 - 1  # (B, N)
         bias = bias if bias is not None else torch.zeros((), device=a.device)
-        la = scale * a @ b_all.T + bias
-        lb = scale * b @ a_all.T + bias
-        return -(F.logsigmoid(labels * la).sum() + F.logsigmoid(labels * lb).sum()) / (2 * a.shape[0])
+        return -sigmoid_block_sum(a, b_all, b, a_all, pos, scale, bias) / (2 * a.shape[0])
 
 
 class CosineEmbedding(_Pairwise):
@@ -107,9 +96,9 @@ class CosineEmbedding(_Pairwise):
 
     def pair_loss(self, a, b_all, b, a_all, pos, scale, bias):  # type: ignore[override]
         sim = a @ b_all.T  # (B, N)
-        posf = pos.float()
+        posf = pos.to(sim.dtype)
         pos_term = ((1 - sim) * posf).sum() / posf.sum()
-        neg = (~pos).float()
+        neg = (~pos).to(sim.dtype)
         neg_term = ((sim - self.margin).clamp(min=0) * neg).sum() / neg.sum().clamp(min=1)
         return pos_term + neg_term
 
@@ -120,9 +109,12 @@ class TriSigmoid(nn.Module):
         L = -sum_i log sigmoid(x_T^i . x_I^i + x_S^i . x_I^i)         (negatives=False)
 
     where pairs = [(I, T, w), (I, S, w)] name the anchor I first. Alone it is minimised by collapsing
-    every embedding onto one point, so `negatives=True` (the default in configs) adds SigLIP-style
-    negatives: for i != j, -log sigmoid(-(s (x_T^i . x_I^j + x_S^i . x_I^j) + b)), with learnable
-    scale s and bias b, so mismatched triples are pushed apart.
+    every embedding onto one point. `negatives=True` (`tri-sigmoid-neg`) is a different, SigLIP-style
+    formula, not the seed formula plus extra terms: every logit, positives included, becomes
+    z_ij = s (x_T^i . x_I^j + x_S^i . x_I^j) + b with learnable scale s and bias b, and the loss is
+    -sum_ij log sigmoid(y_ij z_ij) with y = +1 for positives and -1 otherwise, so mismatched triples
+    are pushed apart. Only `tri-sigmoid-neg` is group-aware; plain `tri-sigmoid` scores each row's
+    own triple and ignores groups.
 
     In: emb with the three views (B, D). Out: {"loss", "loss/pos", "loss/neg"}; the sum is divided by
     the batch size as in SigLIP.
@@ -149,7 +141,7 @@ class TriSigmoid(nn.Module):
         pos = positive_mask(groups, all_groups, bsz, xi_all.shape[0], dist.offset(bsz), xi.device)
         bias = logit_bias if logit_bias is not None else torch.zeros((), device=xi.device)
         z = logit_scale * (xt @ xi_all.T + xs @ xi_all.T) + bias  # (B, N)
-        labels = pos.float() * 2 - 1
+        labels = pos.to(z.dtype) * 2 - 1
         ls = F.logsigmoid(labels * z)
         lpos = -(ls * pos).sum() / bsz
         lneg = -(ls * ~pos).sum() / bsz

@@ -1,6 +1,6 @@
 """SigLIP without the global logit matrix: the chunked / neighbour-exchange variant (Zhai et al.
-2023, SigLIP, section 3.3 "efficient chunked implementation"; open_clip `SigLipLoss` with
-`bidir=False`).
+2023, SigLIP, section 3.3 "efficient chunked implementation"; the neighbour exchange follows
+open_clip's `SigLipLoss`, which sends columns one way around the ring).
 
 The sigmoid loss is a sum of independent per-pair terms, so it can be computed block by block.
 Each rank scores its local rows against its own local columns, then passes its columns to the next
@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as tdist
-import torch.nn.functional as F
 from torch import nn
 
 from crossalign.align.distributed import SINGLE, DistContext
+from crossalign.align.pairwise import Pairs, sigmoid_block_sum, weighted_total
 
 __all__ = ["SigLIPChunked", "neighbour_exchange"]
-
-Pairs = list[tuple[str, str, float]]
 
 
 def _exchange(x: torch.Tensor, to_rank: int, from_rank: int) -> torch.Tensor:
@@ -74,11 +72,9 @@ class SigLIPChunked(nn.Module):
         sums = {(a, b): first.new_zeros(()) for a, b, _ in pairs}
 
         def score(held: dict[str, torch.Tensor], pos: torch.Tensor) -> None:
-            labels = pos.float() * 2 - 1  # (B, B): +1 positives, -1 negatives
-            for a, b, _ in pairs:
-                la = logit_scale * emb[a] @ held[b].T + bias  # (B, B) local a vs held b
-                lb = logit_scale * emb[b] @ held[a].T + bias
-                sums[(a, b)] = sums[(a, b)] + F.logsigmoid(labels * la).sum() + F.logsigmoid(labels * lb).sum()
+            for a, b, _ in pairs:  # pos (B, B): local rows vs the held block's columns
+                sums[(a, b)] = sums[(a, b)] + sigmoid_block_sum(emb[a], held[b], emb[b], held[a], pos,
+                                                                logit_scale, bias)
 
         score(emb, eye if groups is None else groups.view(-1, 1) == groups.view(1, -1))
         # Ring: after step s this rank holds the columns of rank (rank - s) mod world.
@@ -93,13 +89,5 @@ class SigLIPChunked(nn.Module):
             pos = (torch.zeros_like(eye) if groups is None
                    else groups.view(-1, 1) == held_groups.view(1, -1))  # type: ignore[union-attr]
             score(held, pos)
-        out: dict[str, torch.Tensor] = {}
-        total = first.new_zeros(())
-        wsum = 0.0
-        for a, b, w in pairs:
-            term = -sums[(a, b)] / (2 * bsz)
-            out[f"loss/{a}-{b}"] = term.detach()
-            total = total + w * term
-            wsum += w
-        out["loss"] = total / max(wsum, 1e-12)
-        return out
+        terms = {k: -v / (2 * bsz) for k, v in sums.items()}
+        return weighted_total(terms, pairs, first.new_zeros(()))
