@@ -112,7 +112,7 @@ class Trainer:
     def fit(self, resume: bool = True) -> TrainResult:
         set_seed(self.seed + self.rank)
         model = self.task.model
-        groups = self.task.param_groups()
+        groups = _no_decay_for_scalars(self.task.param_groups())
         for g in groups:
             g.setdefault("lr", self.lr)
             g.setdefault("weight_decay", self.wd)
@@ -219,3 +219,17 @@ class Trainer:
         if bar:
             bar.close()
         return TrainResult(best_epoch, float(best) if best is not None else float("nan"), epoch + 1, history, stopped)
+
+
+def _no_decay_for_scalars(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scalar parameters (the logit scale and bias) get no weight decay, as in open_clip: decaying
+    log(1/temperature) towards 0 pulls the temperature to 1 and the sigmoid bias towards 0."""
+    out: list[dict[str, Any]] = []
+    for g in groups:
+        params = list(g["params"])
+        scalars = [p for p in params if p.ndim == 0]
+        out.append({**g, "params": [p for p in params if p.ndim > 0]})
+        if scalars:
+            out.append({**g, "params": scalars, "weight_decay": 0.0})
+    return [g for g in out if g["params"]]
+
