@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from crossalign.align.lora import TowerTuning, apply_tuning, export_merged, merge_tuning, trainable_summary
+from crossalign.align.io import export_merged
+from crossalign.align.lora import TowerTuning, apply_tuning, merge_tuning, trainable_summary
 from crossalign.encoders import build_encoder
 
 CAPTIONS = ["a red circle at the top left", "a blue square at the bottom", "two green stars"]

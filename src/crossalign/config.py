@@ -14,9 +14,28 @@ import yaml
 
 from crossalign.data.features import ViewSpec
 
-__all__ = ["HeadConfig", "ModelConfig", "TrainConfig", "RunConfig", "OBJECTIVES", "load_config"]
+__all__ = ["TowerTuning", "HeadConfig", "ModelConfig", "TrainConfig", "RunConfig", "OBJECTIVES", "load_config"]
 
 OBJECTIVES = ("infonce", "siglip", "siglip-chunked", "tri-sigmoid", "tri-sigmoid-neg", "cosine")
+
+
+@dataclass
+class TowerTuning:
+    method: Literal["lora", "unfreeze"] = "lora"  # low-rank adapters, or train the blocks' own weights
+    last_blocks: int = 2  # how many of the tower's last blocks (transformer layers, MBConv blocks) take part
+    r: int = 8  # LoRA rank
+    alpha: float = 16.0  # LoRA scaling numerator (update = alpha / r * B A)
+    dropout: float = 0.0  # dropout on the LoRA branch input
+    targets: list[str] = field(default_factory=list)  # module names inside a block; empty: family default
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "unfreeze"):
+            raise ValueError(f"tower_tuning.method must be lora or unfreeze, not {self.method!r}")
+        if self.last_blocks < 1 or self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError("tower_tuning: last_blocks >= 1, r >= 1, alpha > 0, 0 <= dropout < 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -49,7 +68,7 @@ class ModelConfig:
     learn_temperature: bool = True
     siglip_bias: float = -10.0  # initial learnable bias of sigmoid objectives
     train_towers: list[str] = field(default_factory=list)  # pretrained towers fine-tuned end to end
-    # Per trained tower: LoRA adapters or partial unfreezing (align/lora.py TowerTuning fields).
+    # Per trained tower: LoRA adapters or partial unfreezing (TowerTuning fields; applied by align/lora.py).
     tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,8 +89,6 @@ class ModelConfig:
         for col, t in self.tower_tuning.items():
             if col not in self.train_towers:
                 raise ValueError(f"tower_tuning['{col}'] needs '{col}' in train_towers")
-            from crossalign.align.lora import TowerTuning
-
             TowerTuning(**t)  # validates the fields now, not when the tower is built
         if self.dim < 2 or not 0 < self.temperature < 10:
             raise ValueError("dim >= 2 and 0 < temperature < 10")

@@ -16,7 +16,7 @@ from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.encoders import Encoder, EncoderSpec, build_encoder
 
-__all__ = ["save_model", "load_run", "build_towers", "RUN_FORMAT"]
+__all__ = ["save_model", "load_run", "build_towers", "export_merged", "RUN_FORMAT"]
 
 RUN_FORMAT = 1
 
@@ -77,3 +77,14 @@ def load_run(folder: str | Path, which: str = "best") -> tuple[AlignmentModel, R
         raise FileNotFoundError(f"{folder}: no {which}.safetensors / model.safetensors")
     model.eval()
     return model, cfg
+
+
+def export_merged(run: str | Path, out: str | Path, which: str = "best") -> Path:
+    """A run with LoRA towers -> a plain run (adapters merged, `tower_tuning` dropped) in `out`."""
+    from crossalign.align.lora import merge_tuning
+
+    model, cfg = load_run(run, which)
+    for col in list(cfg.model.tower_tuning):
+        merge_tuning(model.towers[col])  # type: ignore[arg-type]
+    cfg.model.tower_tuning = {}
+    return save_model(model, cfg, out, "model")

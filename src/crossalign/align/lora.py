@@ -10,7 +10,7 @@ LoRA (Hu et al. 2021) adds a trainable low-rank update B A to chosen linear / 1x
 B starting at zero, so training starts exactly from the pretrained tower. Adapters are injected
 in place (`peft.inject_adapter_in_model`), so they live in the run's `model.safetensors` beside
 the heads and `load_run` rebuilds them from the config before loading. `merge_tuning` folds them
-into the base weights for export (`export_merged`): the exported run is a plain fine-tuned tower.
+into the base weights for export (`align.io.export_merged`): the exported run is a plain fine-tuned tower.
 
 BatchNorm layers of a tuned tower stay in eval mode (frozen ImageNet statistics): batch
 statistics of small contrastive batches would otherwise shift every feature the heads were
@@ -20,34 +20,15 @@ fitted on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
+from crossalign.config import TowerTuning
 from crossalign.encoders import Encoder
 
-__all__ = ["TUNING_TARGETS", "TowerTuning", "apply_tuning", "export_merged", "merge_tuning", "trainable_summary"]
-
-
-@dataclass
-class TowerTuning:
-    method: Literal["lora", "unfreeze"] = "lora"  # low-rank adapters, or train the blocks' own weights
-    last_blocks: int = 2  # how many of the tower's last blocks (transformer layers, MBConv blocks) take part
-    r: int = 8  # LoRA rank
-    alpha: float = 16.0  # LoRA scaling numerator (update = alpha / r * B A)
-    dropout: float = 0.0  # dropout on the LoRA branch input
-    targets: list[str] = field(default_factory=list)  # module names inside a block; empty: family default
-
-    def __post_init__(self) -> None:
-        if self.method not in ("lora", "unfreeze"):
-            raise ValueError(f"tower_tuning.method must be lora or unfreeze, not {self.method!r}")
-        if self.last_blocks < 1 or self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError("tower_tuning: last_blocks >= 1, r >= 1, alpha > 0, 0 <= dropout < 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["TUNING_TARGETS", "TowerTuning", "apply_tuning", "merge_tuning", "trainable_summary"]
 
 
 @dataclass(frozen=True)
@@ -153,17 +134,6 @@ def merge_tuning(encoder: Encoder) -> Encoder:
             parent, _, child = name.rpartition(".")
             setattr(root.get_submodule(parent) if parent else root, child, m.get_base_layer())
     return encoder
-
-
-def export_merged(run: str | Path, out: str | Path, which: str = "best") -> Path:
-    """A run with LoRA towers -> a plain run (adapters merged, `tower_tuning` dropped) in `out`."""
-    from crossalign.align.io import load_run, save_model
-
-    model, cfg = load_run(run, which)
-    for col in list(cfg.model.tower_tuning):
-        merge_tuning(model.towers[col])  # type: ignore[arg-type]
-    cfg.model.tower_tuning = {}
-    return save_model(model, cfg, out, "model")
 
 
 def trainable_summary(module: nn.Module) -> dict[str, int]:

@@ -64,7 +64,7 @@ def aligned_embeddings(embedder: Embedder, data: str | Path, columns: list[str] 
     """Embed `columns` (default: every view of the run) of a manifest into the run's space."""
     m = load_manifest(data)
     if not all(r.get("split") for r in m.rows):
-        from crossalign.train.api import ensure_splits  # same deterministic split as training
+        from crossalign.data.splits import ensure_splits  # same deterministic split as training
 
         m = ensure_splits(m, embedder.cfg.train.seed)
     cols = columns or list(embedder.model.columns)

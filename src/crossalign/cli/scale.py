@@ -32,7 +32,7 @@ def encode_shards(source: Annotated[str, typer.Argument(help="folder, glob or fi
 def export_merged_cmd(run: Annotated[Path, typer.Argument(help="run folder with LoRA towers")],
                       out: Annotated[Path, typer.Option(help="folder for the merged run")]) -> None:
     """Fold LoRA adapters into the tower weights: a plain run any crossalign loader reads."""
-    from crossalign.align.lora import export_merged
+    from crossalign.align.io import export_merged
 
     typer.echo(f"merged run: {export_merged(run, out).parent}")
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from crossalign.data.scenes import split_of
+from crossalign.data.splits import split_of
 
 __all__ = ["make_digits", "DIGIT_WORDS", "DIGIT_ZH"]
 

@@ -18,6 +18,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from crossalign.data.splits import split_of
+
 __all__ = ["SceneObject", "sample_scene", "caption_en", "caption_zh", "render", "radar", "hard_negative",
            "COLORS", "SHAPES", "SIZES", "POSITIONS", "make_scenes"]
 
@@ -149,11 +151,6 @@ def radar(objs: list[SceneObject], rng: random.Random) -> np.ndarray:
 
 def _group(objs: list[SceneObject]) -> str:
     return hashlib.sha1(caption_en(objs).encode()).hexdigest()[:12]
-
-
-def split_of(key: str, seed: int, fractions: tuple[float, float] = (0.8, 0.1)) -> str:
-    h = int(hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "train" if h < fractions[0] else ("val" if h < fractions[0] + fractions[1] else "test")
 
 
 def make_scenes(out: Path, n: int = 2000, seed: int = 0, audio: bool = True,

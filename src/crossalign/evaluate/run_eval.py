@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crossalign.align.embed import embed_table
 from crossalign.align.embedder import Embedder
 from crossalign.align.io import load_run
 from crossalign.align.model import AlignmentModel
@@ -17,6 +18,7 @@ from crossalign.config import RunConfig
 from crossalign.data.extract import encode_column
 from crossalign.data.features import FeatureTable, build_view_encoder, encode_views
 from crossalign.data.manifest import load_manifest
+from crossalign.data.splits import ensure_splits
 from crossalign.evaluate.classify import hard_negative, linear_probe, zero_shot
 from crossalign.evaluate.diagnostics import space_diagnostics
 from crossalign.evaluate.evaluators import RetrievalEvaluator
@@ -32,22 +34,8 @@ class EvalResult:
 
 
 def load_table(cfg: RunConfig, data: str | Path | None = None, progress: bool = False) -> FeatureTable:
-    from crossalign.train.api import ensure_splits
-
     m = ensure_splits(load_manifest(data or cfg.train.data), cfg.train.seed)
     return encode_views(m, cfg.model.views, batch_size=cfg.train.encode_batch_size, progress=progress)
-
-
-def _embed(model: AlignmentModel, table: FeatureTable) -> dict[str, np.ndarray]:
-    from crossalign.train.align_task import embed_table
-
-    raw = None
-    tuned = [c for c in model.cfg.train_towers if c in model.towers and not model.specs[c].from_scratch]
-    if tuned:
-        from crossalign.train.align_task import _raw_column
-
-        raw = {c: _raw_column(table, c, model.specs[c].modality) for c in tuned}
-    return embed_table(model, table, raw=raw)
 
 
 def evaluate_model(model: AlignmentModel, cfg: RunConfig, table: FeatureTable, split: str = "test",
@@ -56,7 +44,7 @@ def evaluate_model(model: AlignmentModel, cfg: RunConfig, table: FeatureTable, s
     test, train = table.split(split), table.split(cfg.train.train_split)
     if len(test) < 2:
         raise ValueError(f"split '{split}' has {len(test)} usable rows")
-    emb = _embed(model, test)
+    emb = embed_table(model, test)
     metrics = RetrievalEvaluator(test.groups())(emb)
     metrics.update(space_diagnostics(emb))
     text_cols = [c for c in model.columns if model.specs[c].modality == "text"]
@@ -82,7 +70,7 @@ def evaluate_model(model: AlignmentModel, cfg: RunConfig, table: FeatureTable, s
                 for k, v in hard_negative(emb[c], emb["text"], neg, test.meta("neg_attr")).items():
                     metrics[f"{c}/{k}"] = v
     if all(lbl is not None for lbl in labels) and len(train) > 1:
-        tr_emb = _embed(model, train)
+        tr_emb = embed_table(model, train)
         for c in model.columns:
             metrics[f"{c}/probe_acc"] = linear_probe(tr_emb[c], [str(x) for x in train.meta("label")], emb[c],
                                                      [str(x) for x in labels])

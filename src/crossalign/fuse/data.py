@@ -109,7 +109,7 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
     """Derive/validate rows, encode every view (through the feature cache) and split into tensors.
 
     `align_views`: the pooled views of an alignment run (from --init); default `cfg.align_views`."""
-    from crossalign.train.api import ensure_splits
+    from crossalign.data.splits import ensure_splits
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def run_server(
     bridge_dir = Path(bridge) if bridge else Path(run) / "bridge"
     if bridge or (bridge_dir / "bridge.json").exists():
         from crossalign.bridge import find_bridge
-        from crossalign.bridge.http import add_ask_route
+        from crossalign.serve.ask import add_ask_route
         from crossalign.bridge.model import Bridge
 
         add_ask_route(app, Bridge.load(find_bridge(bridge_dir)))

@@ -16,6 +16,8 @@ from fastapi import Request  # module level: FastAPI resolves the (string) annot
 
 from crossalign.bridge.model import Bridge
 from crossalign.bridge.prompts import CAPTION_PROMPT
+from crossalign.serve.errors import APIError
+from crossalign.serve.inputs import parse_data_url, read_item
 
 __all__ = ["add_ask_route", "ASK_MODALITIES"]
 
@@ -23,9 +25,6 @@ ASK_MODALITIES = ("image", "audio", "sensor")
 
 
 def _parse(bridge: Bridge, body: Any) -> tuple[str, Any, str, bool, int | None]:
-    from crossalign.serve.errors import APIError
-    from crossalign.serve.inputs import parse_data_url, read_item
-
     if not isinstance(body, dict):
         raise APIError(400, "body must be a JSON object", None, "invalid_request")
     given = [m for m in (*ASK_MODALITIES, "input") if body.get(m) is not None]
@@ -65,7 +64,6 @@ def add_ask_route(app: Any, bridge: Bridge, path: str = "/v1/ask") -> None:
 
     @app.post(path)
     async def ask(request: Request) -> Any:
-        from crossalign.serve.errors import APIError
 
         try:
             body = await request.json()

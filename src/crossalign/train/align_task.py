@@ -10,40 +10,15 @@ import torch
 from safetensors.torch import load_file
 
 from crossalign.align.distributed import SINGLE, DistContext
+from crossalign.align.embed import embed_table, raw_column
 from crossalign.align.io import save_model
 from crossalign.align.model import AlignmentModel
 from crossalign.align.objectives import build_objective
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.evaluators import RetrievalEvaluator
-from crossalign.modalities import get_reader
 
 __all__ = ["AlignmentTask", "embed_table"]
-
-
-def _raw_column(table: FeatureTable, col: str, modality: str) -> list[Any]:
-    reader = get_reader(modality)
-    return [reader.read(table.manifest.rows[int(i)][col], table.manifest.base_dir) for i in table.rows]
-
-
-@torch.inference_mode()
-def embed_table(model: AlignmentModel, table: FeatureTable, batch_size: int = 1024,
-                raw: dict[str, list[Any]] | None = None) -> dict[str, np.ndarray]:
-    """Every view of a feature table -> {col: (N, dim)} (eval mode)."""
-    was = model.training
-    model.eval()
-    out = {}
-    for col in model.columns:
-        parts = []
-        src = raw[col] if raw and col in raw else table.features[col]
-        bs = 64 if raw and col in raw else batch_size
-        for s in range(0, len(table), bs):
-            x = src[s:s + bs]
-            x = x if isinstance(x, list) else torch.from_numpy(np.asarray(x))
-            parts.append(model.embed(col, x).float().numpy())
-        out[col] = np.concatenate(parts) if parts else np.zeros((0, model.cfg.dim), np.float32)
-    model.train(was)
-    return out
 
 
 class AlignmentTask:
@@ -60,8 +35,8 @@ class AlignmentTask:
         self.groups = torch.from_numpy(g) if g is not None else None
         # Pretrained towers fine-tuned end to end need raw inputs, not cached features.
         self.tuned = [c for c in cfg.model.train_towers if c in model.towers and not model.specs[c].from_scratch]
-        self.raw_train = {c: _raw_column(train, c, model.specs[c].modality) for c in self.tuned}
-        self.raw_val = {c: _raw_column(val, c, model.specs[c].modality) for c in self.tuned}
+        self.raw_train = {c: raw_column(train, c, model.specs[c].modality) for c in self.tuned}
+        self.raw_val = {c: raw_column(val, c, model.specs[c].modality) for c in self.tuned}
         self.evaluator = RetrievalEvaluator(val.groups())
 
     def num_train(self) -> int:

@@ -14,8 +14,8 @@ from crossalign.align.io import build_towers
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable, build_view_encoder, encode_views
-from crossalign.data.manifest import Manifest, load_manifest
-from crossalign.data.scenes import split_of
+from crossalign.data.manifest import load_manifest
+from crossalign.data.splits import ensure_splits  # noqa: F401  (re-exported: older callers import it here)
 from crossalign.encoders import Encoder
 from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
@@ -24,16 +24,6 @@ from crossalign.train.trainer import Trainer, TrainResult, set_seed
 __all__ = ["prepare_features", "train", "ensure_splits"]
 
 log = logging.getLogger(__name__)
-
-
-def ensure_splits(m: Manifest, seed: int = 0) -> Manifest:
-    """Rows without a `split` get a deterministic 80/10/10 one by id hash (groups kept together)."""
-    if all(r.get("split") for r in m.rows):
-        return m
-    for i, r in enumerate(m.rows):
-        if not r.get("split"):
-            r["split"] = split_of(str(r.get("group") or r.get("id") or i), seed)
-    return m
 
 
 def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTable, dict[str, Encoder]]:
