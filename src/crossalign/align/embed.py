@@ -33,17 +33,19 @@ def tuned_columns(model: AlignmentModel) -> list[str]:
 
 @torch.inference_mode()
 def embed_table(model: AlignmentModel, table: FeatureTable, batch_size: int = 1024,
-                raw: dict[str, list[Any]] | None = None) -> dict[str, np.ndarray]:
-    """Every view of a feature table -> {col: (N, dim)} unit vectors (eval mode).
+                raw: dict[str, list[Any]] | None = None, columns: list[str] | None = None
+                ) -> dict[str, np.ndarray]:
+    """The views of a feature table (default: all of the model's) -> {col: (N, dim)} unit vectors.
 
     `raw`: already-decoded items for fine-tuned views; when None they are read from the manifest.
     """
+    cols = list(columns or model.columns)
     if raw is None:
-        raw = {c: raw_column(table, c, model.specs[c].modality) for c in tuned_columns(model)}
+        raw = {c: raw_column(table, c, model.specs[c].modality) for c in tuned_columns(model) if c in cols}
     was = model.training
     model.eval()
     out = {}
-    for col in model.columns:
+    for col in cols:
         parts = []
         src = raw[col] if col in raw else table.features[col]
         bs = 64 if col in raw else batch_size  # raw items go through a whole tower: smaller batches

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from crossalign.align.embed import embed_table
 from crossalign.align.embedder import Embedder
 from crossalign.data.features import ViewSpec, encode_views
 from crossalign.data.manifest import Manifest, load_manifest
@@ -84,7 +85,8 @@ def aligned_embeddings(embedder: Embedder, data: str | Path, columns: list[str] 
         for p in table.problems:
             log.warning("skipped: %s", p)
         rows = table.rows
-        emb = {c: embedder.embed_features(c, table.features[c]).astype(np.float32) for c in cols}
+        # One path to Z for every room: fine-tuned towers re-read raw items instead of stale features.
+        emb = {c: e.astype(np.float32) for c, e in embed_table(embedder.model, table, columns=cols).items()}
         if use_cache:
             tmp = folder.with_name(f".{folder.name}-{uuid.uuid4().hex[:8]}")
             tmp.mkdir(parents=True)
