@@ -24,7 +24,7 @@ def _align_run(data: Path, out: Path, epochs: int, mods: list[str]) -> Path:
     """Alignment pre-training on the scenes pairs (the pooled views the task models use)."""
     from crossalign.config import RunConfig
     from crossalign.fuse.config import DEFAULT_ALIGN_VIEWS
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     if (out / "model.safetensors").exists():
         return out
@@ -52,7 +52,7 @@ def main() -> None:
     from crossalign.data.datasets import make_dataset
     from crossalign.fuse.config import TaskConfig
     from crossalign.fuse.data import derive, prepare_task
-    from crossalign.fuse.train import build_align_model, train_task
+    from crossalign.recipes.task import build_align_model, train_task
 
     work = Path(args.work)
     data = work / f"scenes-{args.n}"

@@ -68,7 +68,7 @@ def _synthetic_table(n: int, dims: tuple[int, int] = (1280, 384)):  # type: igno
 
 def worker_throughput(a: argparse.Namespace) -> None:
     from crossalign.config import RunConfig
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
     from crossalign.train.distributed import init_from_env, shutdown
 
     ctx = init_from_env()
@@ -231,7 +231,7 @@ def section_tuning(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from crossalign.config import RunConfig
     from crossalign.data.datasets import make_dataset
     from crossalign.evaluate.run_eval import evaluate_run
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     data = tmp / "scenes"
     make_dataset("scenes", data, n=a.scenes, seed=1, audio=False)

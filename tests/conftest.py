@@ -56,7 +56,7 @@ def small_config(data: Path, out: Path, **train: object):
 @pytest.fixture(scope="session")
 def tiny_run(scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder trained for 3 epochs on `scenes_small` (image, text, audio, sensor)."""
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     out = tmp_path_factory.mktemp("run")
     run, _ = train(small_config(scenes_small, out), resume=False, progress=False)

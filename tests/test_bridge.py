@@ -161,7 +161,8 @@ def test_kv_cached_batched_decode_matches_plain_forward(tiny_lm: str) -> None:
 # ---- training, saving, asking, evaluating (tiny LM, real run and features) ------------------------
 @pytest.fixture(scope="module")
 def tiny_bridge(tiny_run: Path, scenes_small: Path, tiny_lm: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from crossalign.bridge import BridgeConfig, train_bridge
+    from crossalign.bridge import BridgeConfig
+    from crossalign.recipes.bridge import train_bridge
 
     out = tmp_path_factory.mktemp("bridge")
     cfg = BridgeConfig(lm=tiny_lm, prefix_tokens=2, hidden=64, epochs=4, batch_size=8, lr=1e-2, qa_per_row=2,
@@ -301,7 +302,8 @@ def test_smollm2_end_to_end(tiny_run: Path, scenes_small: Path, tmp_path: Path) 
     """The packaged SmolLM2 (GGUF -> safetensors cache), a short projector training, ask and eval."""
     import time
 
-    from crossalign.bridge import Bridge, BridgeConfig, evaluate_bridge, train_bridge
+    from crossalign.bridge import Bridge, BridgeConfig, evaluate_bridge
+    from crossalign.recipes.bridge import train_bridge
     from crossalign.bridge.lm import load_lm
 
     lm = load_lm("smollm2")  # converts once into the test cache

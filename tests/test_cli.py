@@ -18,7 +18,7 @@ runner = CliRunner()
 
 
 def test_config_file_matches_demo_config() -> None:
-    from crossalign.demo import DEMO_CONFIG
+    from crossalign.recipes.demo import DEMO_CONFIG
 
     cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "scenes.yaml").read_text())
     assert cfg["model"] == DEMO_CONFIG["model"]

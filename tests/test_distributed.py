@@ -96,7 +96,7 @@ def run_config(out: Path, objective: str):  # type: ignore[no-untyped-def]
 def _worker(out: Path) -> None:
     from safetensors.torch import save_file
 
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
     from crossalign.train.distributed import init_from_env, shutdown
 
     ctx = init_from_env()
@@ -165,7 +165,7 @@ def test_training_two_processes_equals_one(two_process: Path, tmp_path: Path, ob
     """Two ranks with global batch 16 (8 each) end with the same weights as one process with 16."""
     from safetensors.torch import load_file
 
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     ref, _ = train(run_config(tmp_path / "one", objective), resume=False, table=synthetic_table(), dist=SINGLE)
     a = load_file(str(ref / "last.safetensors"))
@@ -181,7 +181,7 @@ def test_training_two_processes_equals_one(two_process: Path, tmp_path: Path, ob
 
 def test_bf16_autocast_training(tmp_path: Path) -> None:
     """`train.precision: bf16` runs the heads under bf16 autocast and still trains (finite, improving)."""
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
     from crossalign.train.distributed import autocast
 
     with autocast(True):
@@ -221,7 +221,7 @@ def _kill_worker(out: Path, kill: bool) -> None:
     import threading
     import time
 
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
     from crossalign.train.distributed import init_from_env, shutdown
 
     ctx = init_from_env()

@@ -17,7 +17,7 @@ from crossalign.fuse.config import TaskConfig
 from crossalign.fuse.data import IGNORE, PreparedTask, TaskData, derive
 from crossalign.fuse.model import FusionModel
 from crossalign.fuse.modules import FUSIONS, Stream, build_fusion, masked_mean
-from crossalign.fuse.train import FusionTask
+from crossalign.recipes.task import FusionTask
 from crossalign.train.trainer import Trainer
 
 B, D = 4, 16

@@ -100,7 +100,7 @@ def test_gradcache_training_run_equals_plain(tmp_path: Path) -> None:
     from test_distributed import run_config, synthetic_table
 
     from crossalign.align.distributed import SINGLE
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     weights = []
     for chunk in (0, 3):

@@ -76,7 +76,7 @@ def test_lora_run_saves_loads_and_exports_merged(tmp_path: Path) -> None:
     from crossalign.align.embedder import Embedder
     from crossalign.config import RunConfig
     from crossalign.data.manifest import write_manifest
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     rng = np.random.default_rng(0)
     rows = []

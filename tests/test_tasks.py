@@ -171,7 +171,7 @@ def test_end_to_end_report_consistency(scenes_small: Path, tmp_path: Path) -> No
 
     from crossalign.cli import app
     from crossalign.fuse.run import evaluate_run, load_task_run, predict
-    from crossalign.fuse.train import train_task
+    from crossalign.recipes.task import train_task
 
     cfg = TaskConfig(task="report-consistency", data=str(scenes_small), out=str(tmp_path / "rc"), epochs=2,
                      batch_size=32, d=32, heads=2, layers=1, progress=False,

@@ -27,7 +27,7 @@ def test_save_load_bit_identical(tiny_run: Path) -> None:
 
 
 def test_resume_equals_uninterrupted(scenes_small: Path, tmp_path: Path) -> None:
-    from crossalign.train.api import prepare_features, train
+    from crossalign.recipes.align import prepare_features, train
 
     cfg_a = small_config(scenes_small, tmp_path / "a", epochs=4)
     table, _ = prepare_features(cfg_a, progress=False)
@@ -47,7 +47,7 @@ def test_resume_equals_uninterrupted(scenes_small: Path, tmp_path: Path) -> None
 
 
 def test_seeded_runs_reproducible(scenes_small: Path, tmp_path: Path) -> None:
-    from crossalign.train.api import prepare_features, train
+    from crossalign.recipes.align import prepare_features, train
 
     cfg = small_config(scenes_small, tmp_path / "x", epochs=2)
     table, _ = prepare_features(cfg, progress=False)
@@ -60,7 +60,7 @@ def test_seeded_runs_reproducible(scenes_small: Path, tmp_path: Path) -> None:
 
 def test_training_learns(scenes_small: Path, tmp_path: Path) -> None:
     """Audio<->text pairs are easy: a few epochs must beat chance by a wide margin on val."""
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     cfg = small_config(scenes_small, tmp_path / "r", epochs=8, lr=3e-3)
     cfg.model.views = [v for v in cfg.model.views if v.column in ("text", "audio")]
@@ -84,8 +84,8 @@ def test_evaluate_run_keys(tiny_run: Path) -> None:
 
 def test_baselines_and_benchmark(scenes_small: Path, tmp_path: Path) -> None:
     from crossalign.evaluate.baselines import run_baselines
-    from crossalign.evaluate.benchmark import benchmark
-    from crossalign.train.api import prepare_features
+    from crossalign.recipes.benchmark import benchmark
+    from crossalign.recipes.align import prepare_features
 
     cfg = small_config(scenes_small, tmp_path / "unused", epochs=2)
     cfg.model.views = [v for v in cfg.model.views if v.column in ("text", "audio")]
@@ -101,7 +101,7 @@ def test_baselines_and_benchmark(scenes_small: Path, tmp_path: Path) -> None:
 
 def test_tune_writes_best_config(scenes_small: Path, tmp_path: Path) -> None:
     from crossalign.config import load_config
-    from crossalign.train.tune import tune
+    from crossalign.recipes.tune import tune
 
     cfg = small_config(scenes_small, tmp_path / "t", epochs=1)
     cfg.model.views = [v for v in cfg.model.views if v.column in ("text", "audio")]

@@ -15,10 +15,9 @@ from crossalign.bridge.evaluate import evaluate_bridge, format_table
 from crossalign.bridge.lm import DEFAULT_LM, LanguageModel, load_lm
 from crossalign.bridge.model import Bridge
 from crossalign.bridge.projector import PrefixProjector
-from crossalign.bridge.train import train_bridge
 
 __all__ = ["Bridge", "BridgeConfig", "LanguageModel", "PrefixProjector", "DEFAULT_LM", "evaluate_bridge",
-           "find_bridge", "format_table", "load_bridge_config", "load_lm", "train_bridge", "ask"]
+           "find_bridge", "format_table", "load_bridge_config", "load_lm", "ask"]
 
 
 def find_bridge(path: str | Path) -> Path:

@@ -28,7 +28,8 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
           lora_r: Annotated[int, typer.Option(help="> 0: second stage with LoRA of this rank")] = 0,
           seed: Annotated[int, typer.Option()] = 0) -> None:
     """Train the prefix projector (LM frozen) on cached aligned embeddings; optional LoRA stage."""
-    from crossalign.bridge import BridgeConfig, train_bridge
+    from crossalign.bridge import BridgeConfig
+    from crossalign.recipes.bridge import train_bridge
 
     cfg = BridgeConfig(lm=lm, projector=projector, prefix_tokens=prefix_tokens,  # type: ignore[arg-type]
                        train_columns=[c.strip() for c in train_on.split(",") if c.strip()],

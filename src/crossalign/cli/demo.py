@@ -14,7 +14,7 @@ def demo_cmd(out: Annotated[Path, typer.Option(help="demo folder (data/ and run/
              baselines: Annotated[bool, typer.Option(help="also fit CCA / Procrustes / random baselines")] = True,
              seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
     """Make scenes (if absent), extract image/text/audio/sensor features, train, evaluate, plot."""
-    from crossalign.demo import run_demo
+    from crossalign.recipes.demo import run_demo
 
     run_demo(out, n=n, epochs=epochs, baselines=baselines, seed=seed, log=typer.echo)
 

@@ -33,7 +33,7 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
                   out: Annotated[Path, typer.Option(help="output folder (benchmark.json)")] = Path("runs/benchmark"),
                   epochs: Annotated[Optional[int], typer.Option(help="epochs")] = None) -> None:
     """Train crossalign and fit CCA / Procrustes / ridge / random baselines on the same features; one table."""
-    from crossalign.evaluate.benchmark import benchmark, directions
+    from crossalign.recipes.benchmark import benchmark, directions
     from crossalign.evaluate.report import methods_table, print_tables
 
     cfg = config_from_args(config, data, modalities, None, epochs)

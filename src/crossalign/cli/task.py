@@ -31,7 +31,7 @@ def train(
     """Train a fused model (multi-task: task loss + alignment loss) and print its test report."""
     from crossalign.fuse.config import TaskConfig, load_task_config
     from crossalign.fuse.tasks import BUILTIN_TASKS
-    from crossalign.fuse.train import train_task
+    from crossalign.recipes.task import train_task
 
     over = {"data": str(data) if data else None, "out": str(out), "init": str(init) if init else None,
             "fusion": fusion, "epochs": epochs, "align_weight": align_weight, "label_fraction": label_fraction,

@@ -26,7 +26,7 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_run
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
     from crossalign.train.distributed import init_from_env, is_launched
 
     cfg = config_from_args(config, data, modalities, out, epochs, objective, seed)
@@ -49,7 +49,7 @@ def tune_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt 
              trials: Annotated[int, typer.Option(help="number of trials")] = 10,
              epochs: Annotated[Optional[int], typer.Option(help="epochs per trial")] = None) -> None:
     """Hyperparameter search with Optuna on the validation split; writes OUT/best.yaml."""
-    from crossalign.train.tune import tune
+    from crossalign.recipes.tune import tune
 
     cfg = config_from_args(config, data, modalities, None)
     s = tune(cfg, trials=trials, out=out, epochs=epochs)

@@ -2,7 +2,8 @@
 
 Library use mirrors `crossalign task ...`:
 
-    from crossalign.fuse import TaskConfig, train_task, load_task_run, predict
+    from crossalign.fuse import TaskConfig, load_task_run, predict
+    from crossalign.recipes.task import train_task
     run, result, ev = train_task(TaskConfig(task="report-consistency", data="data/scenes", init="runs/demo/run"))
     print(ev["report"])
 """
@@ -27,16 +28,11 @@ __all__ = [
     "make_task_rows",
     "predict",
     "task_metrics",
-    "train_task",
     "write_task_manifest",
 ]
 
 
-def __getattr__(name: str):  # heavier parts (torch models, trainer) load on first use
-    if name == "train_task":
-        from crossalign.fuse.train import train_task
-
-        return train_task
+def __getattr__(name: str):  # heavier parts (torch models) load on first use; training is crossalign.recipes.task
     if name in ("load_task_run", "evaluate_run", "predict"):
         from crossalign.fuse import run as _run
 

@@ -22,7 +22,7 @@ def benchmark(cfg: RunConfig, out: str | Path, table: FeatureTable | None = None
               methods: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Train crossalign (into OUT/run), fit the baselines, score all on the test split.
     Writes OUT/benchmark.json as {method: {metric: value}} with metrics.json's keys."""
-    from crossalign.train.api import prepare_features, train
+    from crossalign.recipes.align import prepare_features, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,12 +34,12 @@ def run_demo(out: str | Path = "runs/demo", n: int = 2000, epochs: int | None = 
     from crossalign.config import RunConfig
     from crossalign.data.datasets import make_dataset
     from crossalign.evaluate.baselines import run_baselines
-    from crossalign.evaluate.benchmark import directions
+    from crossalign.recipes.benchmark import directions
     from crossalign.evaluate.plots import plot_curves, plot_gallery, plot_similarity
     from crossalign.evaluate.report import methods_table, print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_model
     from crossalign.align.io import load_run
-    from crossalign.train.api import prepare_features, train
+    from crossalign.recipes.align import prepare_features, train
 
     out = Path(out)
     data = out / "data"

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from crossalign.config import RunConfig
-from crossalign.train.api import prepare_features, train
+from crossalign.recipes.align import prepare_features, train
 
 __all__ = ["tune", "OBJECTIVE_CHOICES"]
 

@@ -1,1 +1,1 @@
-"""Trainer, task objects, schedules and hyperparameter search."""
+"""Machinery: the Trainer, the Task protocol, schedules and distributed plumbing (programs live in recipes/)."""
