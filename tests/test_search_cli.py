@@ -66,7 +66,7 @@ def test_text_and_audio_to_image_search(cli_index: Path, test_rows: list[dict[st
     # Same-modality queries find the item itself first.
     r = _run("search", cli_index, "--image", row["image"], "-k", "1", "--json")
     top = json.loads(r.stdout)["results"][0]
-    assert top["id"] == row["id"] and top["score"] > 0.99 and top["source"] == row["image"]
+    assert top["id"] == row["id"] and top["score"] > 0.99 and row["image"].endswith("/" + top["source"])
     r = _run(
         "search", cli_index, "--text", "a red star", "-k", "40", "--json", "--filter", f"label={row['label']}"
     )

@@ -31,7 +31,7 @@ class Hit:
     id: str
     modality: str
     column: str
-    source: str | None  # file path (images, audio, arrays) or the text itself
+    source: str | None  # file path as the manifest wrote it (relative to its folder), or the text
     group: Any = None
     label: Any = None
     split: Any = None
@@ -172,8 +172,10 @@ class MetaTable:
             for lineno, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError as e:
+                except (json.JSONDecodeError, RecursionError) as e:
                     raise ValueError(f"{path}: line {lineno}: {e}") from e
+                if not isinstance(rec, dict) or not isinstance(rec.get("extra") or {}, dict):
+                    raise ValueError(f"{path}: line {lineno}: not a metadata record")
                 for fname in FIELDS:
                     t.cols[fname].append(rec.get(fname))
                 t.extra.append(rec.get("extra"))
