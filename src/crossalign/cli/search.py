@@ -19,7 +19,8 @@ _KIND_HELP = "flat (exact, default) | hnsw | ivf (approximate, for large collect
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Expected failures (bad input, missing files, incompatible run, damaged index) -> one line, exit 2."""
+    """Expected failures (bad input, missing files, incompatible run, damaged index) -> one line,
+    exit 1 (a data error; usage errors are typer.BadParameter, exit 2)."""
     from crossalign.index import CorruptIndexError, IndexLockedError
 
     try:
@@ -34,7 +35,7 @@ def _user_errors() -> Iterator[None]:
         IndexLockedError,
     ) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
 
 def _split_list(s: Optional[str]) -> Optional[list[str]]:

@@ -112,7 +112,7 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ManifestError(path, f"invalid JSON ({e.msg} at column {e.colno})", n) from None
+                raise ManifestError(path, f"invalid JSON ({e.msg} at character {e.colno})", n) from None
             except RecursionError:
                 raise ManifestError(path, "invalid JSON (nested too deeply)", n) from None
             if not isinstance(obj, dict):
