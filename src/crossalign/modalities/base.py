@@ -67,7 +67,8 @@ def file_bytes(value: Any, base_dir: Path | None) -> bytes:
             raise LimitError(value, f"file of {size / 2**20:.0f} MB exceeds the {cap / 2**20:g} MB limit "
                                     "(CROSSALIGN_MAX_FILE_MB)")
         with open(p, "rb") as f:
-            data = f.read(cap + 1)  # the file may have grown since stat()
+            # read(n) allocates n bytes up front: ask for the size stat() gave (+1 to see growth)
+            data = f.read(size + 1)
     except OSError as e:
         raise ReadError(value, f"unreadable file: {e}") from e
     if len(data) > cap:
