@@ -80,7 +80,10 @@ def decode_image(data: bytes, shown: Any = "<bytes>") -> Image.Image:
             img.load()  # decode now, so truncated files fail here and not inside the encoder
     except LimitError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own check fires in open() past 2x its limit
+        raise LimitError(shown, f"image exceeds the limit of {limits().max_image_pixels:,} pixels "
+                                f"(CROSSALIGN_MAX_IMAGE_PIXELS): {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         # Pillow's own message names a BytesIO address: unstable across runs, useless to the user.
         why = "unrecognised file format" if isinstance(e, UnidentifiedImageError) else str(e)
         raise ReadError(shown, f"corrupt or unsupported image: {why}") from e

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from crossalign import __version__
+from crossalign.serve.body import close_parsers
 from crossalign.serve.errors import ErrorBoundary, install_error_handlers
 from crossalign.serve.limits import BodySizeLimit
 from crossalign.serve.routes import ROUTES
@@ -24,6 +25,7 @@ def create_app(service: Service) -> FastAPI:
         yield
         await service.batcher.close()
         service.close()
+        close_parsers()
 
     app = FastAPI(
         title="crossalign",
