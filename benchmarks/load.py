@@ -208,7 +208,9 @@ def main() -> None:
         if index is None:
             from crossalign.index import build_index
 
-            index = a.out.parent / "load-index"
+            import tempfile
+
+            index = Path(tempfile.mkdtemp(prefix="crossalign-load-")) / "index"
             build_index(a.run, a.data, index, ["image", "text"], split="test", overwrite=True)
         proc, url = start_server(a.run, index, a.max_upload_mb, a.out.with_suffix(".server.log"))
         pid = proc.pid
