@@ -254,7 +254,7 @@ def test_http_ask_route(tiny_bridge, scenes_small: Path) -> None:  # type: ignor
     from fastapi.testclient import TestClient
 
     from crossalign.bridge import Bridge
-    from crossalign.serve.ask import add_ask_route
+    from crossalign.serve.routes.ask import add_ask_route
     from crossalign.serve.errors import install_error_handlers
 
     folder, _ = tiny_bridge

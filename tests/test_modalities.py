@@ -218,7 +218,7 @@ def test_sensor_refuses_pickle_nan_and_bad_files(tmp_path: Path) -> None:
     np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
     (tmp_path / "bad.csv").write_text("1,2,x\n3,4,5\n")
     (tmp_path / "x.bin").write_bytes(b"\0" * 8)
-    cases = {"obj.npy": "corrupt", "nan.npy": "NaN", "inf.npy": "infinite", "two.npz": "exactly one",
+    cases = {"obj.npy": "dtype object refused", "nan.npy": "NaN", "inf.npy": "infinite", "two.npz": "exactly one",
              "empty.npy": "empty", "bad.csv": "corrupt", "x.bin": "unsupported"}
     for name, why in cases.items():
         with pytest.raises(ReadError, match=name) as ei:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.encoders import Encoder, EncoderSpec, build_encoder
+from crossalign.encoders.hub import refuse_hub_ids
 
 __all__ = ["save_model", "load_run", "build_towers", "export_merged", "RUN_FORMAT"]
 
@@ -66,6 +67,7 @@ def load_run(folder: str | Path, which: str = "best") -> tuple[AlignmentModel, R
     raw.pop("format", None)
     cfg = RunConfig.from_dict(raw)
     specs = {c: EncoderSpec.from_dict(d) for c, d in json.loads((folder / "encoders.json").read_text()).items()}
+    refuse_hub_ids((s.name for s in specs.values()), str(folder / "encoders.json"))
     model = AlignmentModel(cfg.model, specs, build_towers(cfg, specs))
     for name in (which, "model", "best", "last"):
         f = folder / f"{name}.safetensors"

@@ -109,7 +109,7 @@ def load_lm(name: str = DEFAULT_LM, dtype: torch.dtype = torch.float32) -> Langu
 
     path = resolve_lm(name)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -47,6 +47,10 @@ class Bridge:
         """Load a bridge folder; the run's `Embedder` comes along unless `with_embedder=False`."""
         folder = Path(folder)
         cfg = load_bridge_config(folder)
+        if lm is None:
+            from crossalign.encoders.hub import refuse_hub_ids
+
+            refuse_hub_ids([cfg.lm], str(folder / "bridge.json"))
         meta = json.loads((folder / "bridge.json").read_text())
         if embedder is None and with_embedder:
             from crossalign.align.embedder import Embedder

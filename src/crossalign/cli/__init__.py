@@ -9,8 +9,10 @@ import typer
 from crossalign.cli import data as _data
 from crossalign.cli import encode as _encode
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Align paired data of any modalities into one space, measure it, search it.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Align paired data of any modalities into one space, measure it, search it. "
+                       "Errors are one line (exit 1; 2 for usage errors): add --debug anywhere for "
+                       "the traceback.")
 app.add_typer(_data.app, name="data")
 app.command("encode")(_encode.encode)
 
@@ -29,4 +31,6 @@ def main() -> None:
     # Library deprecation notices (transformers, torch.distributed) are for developers, not CLI users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    from crossalign.cli.errors import run
+
+    raise SystemExit(run(app))

@@ -46,6 +46,10 @@ def check(manifest: Annotated[Path, typer.Argument(help="manifest (.jsonl/.csv/.
         problems = check_manifest(m, cols, progress=bar.update)
     cols_shown = ", ".join(f"{c} ({mod})" for c, mod in (cols or m.modality_columns).items())
     typer.echo(f"{m.path}: {len(m)} rows; columns: {cols_shown}")
+    from crossalign.data.check import unknown_columns
+
+    if other := unknown_columns(m.columns):
+        typer.echo(f"  note: other columns (kept as metadata, not views): {', '.join(map(repr, other))}")
     for p in problems[:max_show]:
         typer.echo(f"  {p}")
     if len(problems) > max_show:

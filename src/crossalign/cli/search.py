@@ -19,7 +19,8 @@ _KIND_HELP = "flat (exact, default) | hnsw | ivf (approximate, for large collect
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Expected failures (bad input, missing files, incompatible run, damaged index) -> one line, exit 2."""
+    """Expected failures (bad input, missing files, incompatible run, damaged index) -> one line,
+    exit 1 (a data error; usage errors are typer.BadParameter, exit 2)."""
     from crossalign.index import CorruptIndexError, IndexLockedError
 
     try:
@@ -34,7 +35,7 @@ def _user_errors() -> Iterator[None]:
         IndexLockedError,
     ) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
 
 def _split_list(s: Optional[str]) -> Optional[list[str]]:
@@ -251,16 +252,24 @@ def serve_cmd(
     ] = 5.0,
     max_k: Annotated[int, typer.Option(help="largest k a client may ask for")] = 1000,
     bridge: Annotated[Optional[Path], typer.Option(help="LLM bridge folder for POST /v1/ask (default: RUN/bridge if present)")] = None,
+    max_decodes: Annotated[int, typer.Option(help="images/audio/arrays decoded at once")] = 2,
+    max_image_pixels: Annotated[Optional[int], typer.Option(help="largest image (width x height) accepted; default 40e6 or $CROSSALIGN_MAX_IMAGE_PIXELS")] = None,
+    max_audio_seconds: Annotated[Optional[float], typer.Option(help="audio decoded per input (the rest is ignored); default 30 or $CROSSALIGN_MAX_AUDIO_SECONDS")] = None,
+    max_sensor_values: Annotated[Optional[int], typer.Option(help="largest sensor array accepted; default 16e6 or $CROSSALIGN_MAX_SENSOR_VALUES")] = None,
 ) -> None:
     """HTTP service: OpenAI-compatible /v1/embeddings, /v1/search, /v1/ask, /health, docs at /docs."""
+    from crossalign.modalities import set_limits
     from crossalign.serve import ServeSettings, run_server
 
     with _user_errors():
+        set_limits(max_image_pixels=max_image_pixels, max_audio_seconds=max_audio_seconds,
+                   max_sensor_values=max_sensor_values)
         settings = ServeSettings(
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             max_batch=max_batch,
             batch_wait_ms=batch_wait_ms,
             max_k=max_k,
+            max_decodes=max_decodes,
         )
         run_server(run, index, host=host, port=port, settings=settings, bridge=bridge)
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from crossalign.data.manifest import Manifest
-from crossalign.modalities import ReadError, get_reader
+from crossalign.data.manifest import RESERVED_COLUMNS, Manifest, column_modality
+from crossalign.modalities import MODALITIES, ReadError, get_reader
 
-__all__ = ["Problem", "check_manifest", "check_value"]
+__all__ = ["Problem", "check_manifest", "check_value", "header_problems", "unknown_columns"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"row {self.row}, column '{self.column}': {self.message}"
+        where = "header" if self.row == 0 else f"row {self.row}"
+        return f"{where}, column '{self.column}': {self.message}"
 
 
 def check_value(modality: str, value: Any, base_dir: Any) -> tuple[Any, str | None]:
@@ -34,12 +36,41 @@ def check_value(modality: str, value: Any, base_dir: Any) -> tuple[Any, str | No
         return None, f"{type(e).__name__}: {e}"
 
 
+_INVISIBLE = ("Cf", "Cc", "Zs", "Zl", "Zp")
+
+
+def header_problems(columns: list[str]) -> list[Problem]:
+    """Headers that are probably not what their author meant: invisible or surrounding characters
+    (a byte order mark, a zero-width space, spaces), or a known column in other letter case."""
+    known = {*RESERVED_COLUMNS, *MODALITIES}
+    out = []
+    for c in columns:
+        if c.startswith("_"):  # our own bookkeeping (_row, _overflow)
+            continue
+        shown = c.encode("unicode_escape").decode("ascii")
+        if not c.strip():
+            out.append(Problem(0, shown, "empty column name"))
+        elif c != c.strip() or any(unicodedata.category(ch) in _INVISIBLE and ch != " " for ch in c):
+            out.append(Problem(0, shown, f"column name has invisible or surrounding characters; "
+                                         f"did you mean '{''.join(ch for ch in c.strip() if ch.isprintable())}'?"))
+        elif column_modality(c) is None and c not in known and (
+                c.lower() in known or column_modality(c.lower()) is not None):
+            out.append(Problem(0, c, f"unknown column; did you mean '{c.lower()}'? (names are case-sensitive)"))
+    return out
+
+
+def unknown_columns(columns: list[str]) -> list[str]:
+    """Columns that are neither a view nor a reserved column: kept as metadata, otherwise unused."""
+    return [c for c in columns if not c.startswith("_") and c not in RESERVED_COLUMNS
+            and column_modality(c) is None]
+
+
 def check_manifest(manifest: Manifest, columns: dict[str, str] | None = None,
                    progress: Callable[[int], Any] | None = None) -> list[Problem]:
     """Read every value of every modality column; report unreadable/empty/corrupt values,
     sensor arrays whose shape differs from the column's usual shape, and duplicate ids."""
     columns = columns or manifest.modality_columns
-    problems: list[Problem] = []
+    problems: list[Problem] = header_problems(manifest.columns)
     if not columns:
         problems.append(Problem(0, "*", "no modality columns (text, image, audio, sensor, or text_xx ...)"))
     ids = Counter(str(r["id"]) for r in manifest.rows if r.get("id") is not None)
@@ -62,6 +93,8 @@ def check_manifest(manifest: Manifest, columns: dict[str, str] | None = None,
                 problems.append(Problem(n, col, err))
             elif mod == "sensor":
                 shapes[col][n] = tuple(np.asarray(raw).shape)
+        if r.get("_overflow"):
+            problems.append(Problem(n, "*", f"{r['_overflow']} more values than there are headers"))
         if progress:
             progress(1)
     for col, by_row in shapes.items():

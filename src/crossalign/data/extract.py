@@ -1,12 +1,18 @@
 """Feature extraction: manifest column -> cached features, in batches, skipping bad rows.
 
-A bad row (missing file, corrupt image, empty text, wrong shape) is recorded as a Problem and
-skipped; it never costs the rows already encoded, which sit in the cache shard by shard.
+A bad row (missing file, corrupt image, empty text, wrong shape, an input over the size limits)
+is recorded as a Problem and skipped; it never costs the rows already encoded, which sit in the
+cache shard by shard. Encoded features are written as a shard every `flush_every` items (512) or
+every `flush_seconds` (5 s, `$CROSSALIGN_FLUSH_SECONDS`), whichever comes first, and once more on
+the way out (exception, Ctrl-C): a SIGKILL or an out-of-memory kill, which no `finally` survives,
+loses at most the last 5 seconds of encoding plus the batch in flight.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,7 +64,9 @@ def _compute(encoder: Encoder, raws: list[Any]) -> torch.Tensor:
 
 def encode_column(manifest: Manifest, column: str, encoder: Encoder, *, batch_size: int = 32,
                   flush_every: int = 512, progress: bool = False, cache_dir: Path | None = None,
-                  modality: str | None = None) -> ColumnFeatures:
+                  modality: str | None = None, flush_seconds: float | None = None) -> ColumnFeatures:
+    if flush_seconds is None:
+        flush_seconds = float(os.environ.get("CROSSALIGN_FLUSH_SECONDS", "5"))
     modality = modality or column_modality(column) or encoder.spec.modality
     reader = get_reader(modality)
     spec = encoder.cache_spec
@@ -105,6 +113,7 @@ def encode_column(manifest: Manifest, column: str, encoder: Encoder, *, batch_si
     pend_keys: list[str] = []
     pend_feats: list[np.ndarray] = []
     encoded = 0
+    last_flush = time.monotonic()
     try:
         for batch in batches():
             good = [(k, i, raw) for k, i, raw, err in batch if err is None]
@@ -128,9 +137,11 @@ def encode_column(manifest: Manifest, column: str, encoder: Encoder, *, batch_si
                                                     f"encoder {encoder.spec.name} failed: {e}"))
                             failed.add(i)
                 encoded += len(good)
-            if len(pend_keys) >= flush_every:
+            if pend_keys and (len(pend_keys) >= flush_every
+                              or time.monotonic() - last_flush >= flush_seconds):
                 cache.put(pend_keys, np.concatenate(pend_feats))
                 pend_keys, pend_feats = [], []
+                last_flush = time.monotonic()
             if bar:
                 bar.update(len(batch))
     finally:

@@ -13,6 +13,7 @@ Row numbers in messages are 1-based data rows (line N of a JSONL file, row N aft
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 
 from crossalign.modalities import MODALITIES
 
-__all__ = ["Manifest", "load_manifest", "iter_jsonl", "write_manifest", "column_modality", "RESERVED_COLUMNS"]
+__all__ = ["Manifest", "ManifestError", "load_manifest", "iter_jsonl", "write_manifest", "column_modality", "RESERVED_COLUMNS"]
 
 RESERVED_COLUMNS = {"id", "group", "label", "split", "tags", "meta"}
 
@@ -83,19 +84,63 @@ def _clean(v: Any) -> Any:
     return v
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be read as a table; the message names the file and row."""
+
+    def __init__(self, path: Path, message: str, row: int | None = None):
+        self.path, self.row = path, row
+        super().__init__(f"{path}: {'' if row is None else f'row {row}: '}{message}")
+
+
+def _decode_line(raw: bytes, path: Path, n: int) -> str:
+    try:
+        return raw.decode("utf-8-sig" if n == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        bad = raw[e.start:e.start + 4]
+        raise ManifestError(path, f"not UTF-8 text (byte {e.start + 1} of the line is {bad!r}); "
+                                  "save the file as UTF-8", n) from None
+
+
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Stream a JSONL file's objects, each with its 1-based line number as `_row`."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    """Stream a JSONL file's objects, each with its 1-based line number as `_row`. A UTF-8 byte
+    order mark is skipped; a line that is not UTF-8 or not a JSON object is an error naming it."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = _decode_line(raw, path, n)
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: row {n}: invalid JSON ({e.msg})") from e
+                raise ManifestError(path, f"invalid JSON ({e.msg} at character {e.colno})", n) from None
+            except RecursionError:
+                raise ManifestError(path, "invalid JSON (nested too deeply)", n) from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(obj).__name__}")
+                raise ManifestError(path, f"expected a JSON object, got {type(obj).__name__}", n)
             yield obj | {"_row": n}
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # Excel writes a byte order mark: not part of the first header
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        bad = data[e.start:e.start + 4]
+        where = "the header" if line == 1 else f"line {line} (row {line - 1})"
+        raise ManifestError(path, f"not UTF-8 text: {where} has byte {bad!r}; save the file as UTF-8") from None
+    rows = []
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        for n, rec in enumerate(reader, 1):
+            extra = rec.pop(None, None)  # type: ignore[call-overload]  # values past the last header
+            row = {k: (v if v != "" else None) for k, v in rec.items()} | {"_row": n}
+            if extra:
+                row["_overflow"] = len(extra)  # `data check` reports it
+            rows.append(row)
+    except csv.Error as e:
+        raise ManifestError(path, f"malformed CSV ({e})", reader.line_num - 1) from None
+    return rows
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -114,16 +159,19 @@ def load_manifest(path: str | Path) -> Manifest:
     if suffix in (".jsonl", ".json"):
         rows.extend(iter_jsonl(path))
     elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            for n, rec in enumerate(csv.DictReader(f), 1):
-                rows.append({k: (v if v != "" else None) for k, v in rec.items()} | {"_row": n})
+        rows = _read_csv(path)
     elif suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for n, rec in enumerate(pq.read_table(path).to_pylist(), 1):
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise ManifestError(path, f"unreadable Parquet file ({e})") from None
+        for n, rec in enumerate(table.to_pylist(), 1):
             rows.append({k: _clean(v) for k, v in rec.items()} | {"_row": n})
     else:
-        raise ValueError(f"{path}: unsupported manifest format '{suffix}' (use .jsonl, .csv or .parquet)")
+        raise ManifestError(path, f"unsupported manifest format '{suffix}' (use .jsonl, .csv or .parquet)")
     return Manifest(rows, path, path.parent.resolve())
 
 
@@ -134,6 +182,7 @@ def write_manifest(rows: list[dict[str, Any]], path: str | Path) -> Path:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps({k: v for k, v in r.items() if k != "_row"}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({k: v for k, v in r.items() if k not in ("_row", "_overflow")},
+                               ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path

@@ -35,7 +35,7 @@ class HFEncoder(Encoder):
             self.proc = tf.AutoFeatureExtractor.from_pretrained(path)
         else:
             raise ValueError(f"hf: encoders cover text, image and audio, not '{modality}'")
-        self.model = tf.AutoModel.from_pretrained(path).eval()
+        self.model = tf.AutoModel.from_pretrained(path, use_safetensors=True).eval()  # never a pickle
         dim = self._probe_dim()
         self.spec = EncoderSpec(name=f"hf:{path}", modality=modality, version=f"hf/{cfg.model_type}/1",
                                 output_shape=(dim,), trainable=True,

@@ -34,7 +34,7 @@ class HFTextEncoder(Encoder):
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path, use_safetensors=True)
         self.model.eval()
         self.normalize, self.max_length, self.tokens, self.words = normalize, max_length, tokens, int(words)
         dim = int(self.model.config.hidden_size)

@@ -6,7 +6,7 @@ Imports without the server (and without torch until a run is actually used).
 from crossalign.index.backends import KINDS, IndexParams
 from crossalign.index.build import BuildReport, add_to_index, build_index, delete_from_index
 from crossalign.index.identity import IncompatibleRunError, RunIdentity, run_identity
-from crossalign.index.meta import Hit
+from crossalign.index.meta import FilterError, Hit
 from crossalign.index.query import Searcher, check_compatible
 from crossalign.index.store import CorruptIndexError, IndexLockedError, VectorIndex
 
@@ -15,6 +15,7 @@ __all__ = [
     "IndexParams",
     "KINDS",
     "Hit",
+    "FilterError",
     "RunIdentity",
     "run_identity",
     "IncompatibleRunError",

@@ -37,11 +37,9 @@ class BuildReport:
 def _item(m: Manifest, i: int, col: str, modality: str) -> dict[str, Any]:
     row = m.rows[i]
     value = row.get(col)
-    if modality == "text" or not isinstance(value, (str, Path)):
-        source = value if isinstance(value, str) else None
-    else:
-        p = Path(value).expanduser()
-        source = str(p if p.is_absolute() else (m.base_dir / p).resolve())
+    # Files are recorded as the manifest names them (relative to its folder): a hit served over
+    # HTTP must not reveal where the data lives on the server.
+    source = str(value) if isinstance(value, (str, Path)) else None
     extra = {
         k: v
         for k, v in row.items()

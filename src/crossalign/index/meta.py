@@ -12,10 +12,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["FIELDS", "MetaTable", "Hit"]
+__all__ = ["FIELDS", "MetaTable", "Hit", "FilterError"]
 
 # Fields every item has (None when unknown). `extra` holds other short scalar manifest fields.
 FIELDS = ("id", "modality", "column", "source", "group", "label", "split")
+
+
+class FilterError(ValueError):
+    """A metadata filter names a key no item has (a typo would otherwise silently match nothing)."""
 
 
 @dataclass(slots=True)
@@ -27,7 +31,7 @@ class Hit:
     id: str
     modality: str
     column: str
-    source: str | None  # file path (images, audio, arrays) or the text itself
+    source: str | None  # file path as the manifest wrote it (relative to its folder), or the text
     group: Any = None
     label: Any = None
     split: Any = None
@@ -87,8 +91,26 @@ class MetaTable:
             self._arrays["\0deleted"] = ~np.asarray(self.deleted, dtype=bool)
         return self._arrays["\0deleted"]
 
+    def filter_keys(self) -> set[str]:
+        """Keys a filter may use: the fixed fields and every `extra` key some row has."""
+        if "\0keys" not in self._arrays:
+            keys = set(FIELDS)
+            for e in self.extra:
+                if e:
+                    keys.update(e)
+            self._arrays["\0keys"] = np.array(sorted(keys), dtype=object)
+        return set(self._arrays["\0keys"].tolist())
+
+    def check_filters(self, filters: dict[str, Any] | None) -> None:
+        unknown = sorted(set(filters or {}) - self.filter_keys())
+        if unknown:
+            raise FilterError(f"unknown filter key{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(repr(k) for k in unknown)}; this index has "
+                              f"{', '.join(sorted(self.filter_keys()))}")
+
     def match(self, filters: dict[str, Any] | None, modality: str | None = None) -> np.ndarray:
         """Boolean mask of live rows matching every filter (a list value means any of them)."""
+        self.check_filters(filters)
         mask = self.live_mask().copy()
         if modality is not None:
             mask &= self.column_array("modality") == modality
@@ -150,8 +172,10 @@ class MetaTable:
             for lineno, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError as e:
+                except (json.JSONDecodeError, RecursionError) as e:
                     raise ValueError(f"{path}: line {lineno}: {e}") from e
+                if not isinstance(rec, dict) or not isinstance(rec.get("extra") or {}, dict):
+                    raise ValueError(f"{path}: line {lineno}: not a metadata record")
                 for fname in FIELDS:
                     t.cols[fname].append(rec.get(fname))
                 t.extra.append(rec.get("extra"))

@@ -39,6 +39,13 @@ _MAX_THREADS = faiss.omp_get_max_threads()
 _SMALL_BATCH = 4
 
 
+def _record_bytes(path: Path) -> bytes:
+    try:
+        return (path / "index.json").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 class IndexLockedError(RuntimeError):
     """Another process is writing the index."""
 
@@ -144,18 +151,29 @@ class VectorIndex:
             )
         fd = cls._lock(path, lock_wait_s) if writable else None
         try:
-            for attempt in range(3):  # a concurrent writer may retire the generation we are reading
-                try:
-                    return cls._load(path, verify, fd)
-                except FileNotFoundError:
-                    if attempt == 2 or writable:
-                        raise
-                    time.sleep(0.05)
-            raise AssertionError("unreachable")
+            return cls._open_current(path, verify, fd, retries=0 if writable else 20)
         except BaseException:
             if fd is not None:
                 os.close(fd)
             raise
+
+    @classmethod
+    def _open_current(cls, path: Path, verify: bool, fd: int | None, retries: int) -> "VectorIndex":
+        """Open the generation index.json names. A writer may commit and garbage-collect while we
+        read (it keeps one previous generation, a slow reader can be two behind): when a file is
+        missing or does not verify and index.json has changed meanwhile, open the newer one."""
+        for attempt in range(retries + 1):
+            before = _record_bytes(path)
+            try:
+                return cls._load(path, verify, fd)
+            except (FileNotFoundError, CorruptIndexError) as e:
+                if before != _record_bytes(path) and attempt < retries:
+                    log.debug("index generation changed while opening, retrying: %s", e)
+                    continue
+                if isinstance(e, FileNotFoundError):  # index.json is stable and names absent files
+                    raise CorruptIndexError(str(e)) from None
+                raise
+        raise AssertionError("unreachable")
 
     @classmethod
     def _load(cls, path: Path, verify: bool, fd: int | None) -> "VectorIndex":

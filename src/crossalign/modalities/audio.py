@@ -13,6 +13,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from crossalign.modalities.base import ReadError, file_bytes
+from crossalign.modalities.limits import LimitError, limits
 
 __all__ = ["Audio", "AudioReader", "to_mono_16k", "TARGET_SR"]
 
@@ -49,7 +50,8 @@ class AudioReader:
 
     def read(self, value: Any, base_dir: Path | None = None) -> Audio:
         if isinstance(value, Audio):
-            return Audio(to_mono_16k(value.wav, value.sr))
+            keep = int(limits().max_audio_seconds * value.sr)
+            return Audio(to_mono_16k(value.wav[:keep], value.sr))
         data = value if isinstance(value, (bytes, bytearray)) else file_bytes(value, base_dir)
         return decode_audio(bytes(data), value)
 
@@ -59,10 +61,26 @@ class AudioReader:
         return bytes(value) if isinstance(value, (bytes, bytearray)) else file_bytes(value, base_dir)
 
 
+_MIN_SR, _MAX_SR = 1_000, 768_000
+
+
 def decode_audio(data: bytes, shown: Any = "<bytes>") -> Audio:
+    """Decode at most `limits().max_audio_seconds` of audio: the rest of the file is never read
+    (a small FLAC of silence can declare hours). Too many channels or an absurd rate is refused."""
     shown = "<bytes>" if isinstance(shown, (bytes, bytearray)) else shown
+    lim = limits()
     try:
-        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            sr, channels = int(f.samplerate), int(f.channels)
+            if channels > lim.max_audio_channels:
+                raise LimitError(shown, f"audio with {channels} channels exceeds the limit of "
+                                        f"{lim.max_audio_channels} (CROSSALIGN_MAX_AUDIO_CHANNELS)")
+            if not _MIN_SR <= sr <= _MAX_SR:
+                raise ReadError(shown, f"unsupported sample rate {sr} Hz (use {_MIN_SR}..{_MAX_SR})")
+            frames = int(lim.max_audio_seconds * sr)
+            wav = f.read(frames, dtype="float32", always_2d=True)  # (n <= frames, channels)
+    except ReadError:
+        raise
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or TypeError by format
         raise ReadError(shown, f"corrupt or unsupported audio: {e}") from e
     if wav.shape[0] == 0:

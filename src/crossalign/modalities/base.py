@@ -25,7 +25,7 @@ class ReadError(ValueError):
         super().__init__(f"{prefix}{reason} ({shown!r})")
 
     def at(self, row: int | None, column: str | None) -> "ReadError":
-        return ReadError(self.value, self.reason, row=row, column=column)
+        return type(self)(self.value, self.reason, row=row, column=column)
 
 
 class ModalityReader(Protocol):
@@ -56,8 +56,21 @@ def resolve_path(value: Any, base_dir: Path | None) -> Path:
 
 
 def file_bytes(value: Any, base_dir: Path | None) -> bytes:
+    """The file's bytes, refused (LimitError) before reading when it is larger than the limit."""
+    from crossalign.modalities.limits import LimitError, limits  # limits imports this module
+
     p = resolve_path(value, base_dir)
+    cap = limits().max_file_bytes
     try:
-        return p.read_bytes()
+        size = p.stat().st_size
+        if size > cap:
+            raise LimitError(value, f"file of {size / 2**20:.0f} MB exceeds the {cap / 2**20:g} MB limit "
+                                    "(CROSSALIGN_MAX_FILE_MB)")
+        with open(p, "rb") as f:
+            # read(n) allocates n bytes up front: ask for the size stat() gave (+1 to see growth)
+            data = f.read(size + 1)
     except OSError as e:
         raise ReadError(value, f"unreadable file: {e}") from e
+    if len(data) > cap:
+        raise LimitError(value, f"file exceeds the {cap / 2**20:g} MB limit (CROSSALIGN_MAX_FILE_MB)")
+    return data

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTable, dict[str, Encoder]]:
     m = ensure_splits(load_manifest(cfg.train.data), cfg.train.seed)
+    if not len(m):
+        raise ValueError(f"{m.path}: the manifest has no rows: nothing to train on")
     missing = [v.column for v in cfg.model.views if v.column not in m.columns]
     if missing:
         raise ValueError(f"{m.path}: no column(s) {missing}; columns are {m.columns}")

@@ -26,16 +26,15 @@ def run_server(
     or `RUN/bridge` when it exists) adds `POST /v1/ask`."""
     import uvicorn
 
-    service = Service(run, index, settings)
-    app = create_app(service)
+    loaded = None
     bridge_dir = Path(bridge) if bridge else Path(run) / "bridge"
     if bridge or (bridge_dir / "bridge.json").exists():
         from crossalign.bridge import find_bridge
-        from crossalign.serve.ask import add_ask_route
         from crossalign.bridge.model import Bridge
 
-        add_ask_route(app, Bridge.load(find_bridge(bridge_dir)))
+        loaded = Bridge.load(find_bridge(bridge_dir))
         log.info("POST /v1/ask answers with the bridge in %s", bridge_dir)
+    app = create_app(Service(run, index, settings, bridge=loaded))
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "listening on %s: the service has no authentication; put it behind a proxy that has", host

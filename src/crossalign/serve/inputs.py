@@ -13,10 +13,10 @@ import io
 import re
 from typing import Any
 
-import numpy as np
 
-from crossalign.modalities import get_reader
-from crossalign.serve.errors import APIError
+from crossalign.modalities import ReadError, get_reader
+from crossalign.modalities.sensor import load_npy
+from crossalign.serve.errors import APIError, from_read_error
 
 __all__ = ["DATA_URL", "parse_data_url", "decode_base64", "read_item", "MODALITY_OF_MIME"]
 
@@ -59,20 +59,17 @@ def decode_base64(s: str, param: str) -> bytes:
     return data
 
 
-def _sensor_array(value: Any, param: str) -> np.ndarray:
+def _sensor_array(value: Any, param: str) -> Any:
     if isinstance(value, (bytes, bytearray)):
-        try:
-            return np.load(io.BytesIO(bytes(value)), allow_pickle=False)
-        except Exception as e:  # numpy raises ValueError/OSError/EOFError by failure
-            raise APIError(400, f"{param}: not a .npy array ({e})", param, "invalid_array") from None
+        try:  # header checked first: size limit, real dtype; never unpickles
+            return load_npy(io.BytesIO(bytes(value)), "<bytes>")
+        except ReadError as e:
+            raise from_read_error(e, param, "sensor") from None
     if isinstance(value, str):
         parsed = parse_data_url(value)
         return _sensor_array(decode_base64(parsed[1] if parsed else value, param), param)
     if isinstance(value, list):
-        try:
-            return np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise APIError(400, f"{param}: not a numeric array ({e})", param, "invalid_array") from None
+        return value  # the reader infers the dtype: complex or text values are refused, not cast
     raise APIError(
         400, f"{param}: a sensor input is a nested list of numbers or base64 .npy", param, "invalid_array"
     )
@@ -105,12 +102,7 @@ def read_item(modality: str, value: Any, param: str) -> Any:
         raise APIError(400, f"{param}: unknown modality '{modality}'", param, "unknown_modality")
     try:
         return get_reader(modality).read(raw, None)
-    except APIError:
-        raise
-    except Exception as e:  # ReadError, and anything a decoder throws on hostile bytes (bombs, ...)
-        reason = re.sub(
-            r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(uploaded bytes)", getattr(e, "reason", None) or str(e)
-        )
-        raise APIError(
-            400, f"{param}: unreadable {modality}: {reason}", param, "invalid_" + modality
-        ) from None
+    except ReadError as e:
+        raise from_read_error(e, param, modality) from None
+    except (ValueError, OSError, EOFError, MemoryError) as e:  # a decoder's own error on hostile bytes
+        raise APIError(400, f"{param}: unreadable {modality}: {e}", param, "invalid_" + modality) from None

@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-__all__ = ["BodySizeLimit"]
+from crossalign.serve.errors import APIError
+
+__all__ = ["BodySizeLimit", "BodyTooLarge"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(APIError):
+    """Raised from `receive` when a chunked body grows past the limit: whatever part of a route was
+    reading it (JSON, multipart) answers 413 through the APIError handler."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, _message(max_bytes), None, "payload_too_large")
+
+
+def _message(max_bytes: int) -> str:
+    return f"request body exceeds the server's limit of {max_bytes / (1024 * 1024):g} MB (serve --max-upload-mb)"
 
 
 class BodySizeLimit:
@@ -22,12 +32,10 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def _reject(self, send: Callable[[Message], Awaitable[None]]) -> None:
-        mb = self.max_bytes / (1024 * 1024)
         body = json.dumps(
             {
                 "error": {
-                    "message": f"request body exceeds the server's limit of {mb:g} MB "
-                    f"(serve --max-upload-mb)",
+                    "message": _message(self.max_bytes),
                     "type": "invalid_request_error",
                     "param": None,
                     "code": "payload_too_large",
@@ -74,7 +82,7 @@ class BodySizeLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return msg
 
         async def tracked_send(msg: Message) -> None:
@@ -85,6 +93,6 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
+        except BodyTooLarge:
             if not started:
                 await self._reject(send)

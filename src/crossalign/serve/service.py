@@ -10,12 +10,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from crossalign.align.embedder import Embedder
-from crossalign.index import Hit, IncompatibleRunError, Searcher, VectorIndex, check_compatible, run_identity
+from crossalign.index import Hit, Searcher, VectorIndex, check_compatible, run_identity
 from crossalign.serve.batching import MicroBatcher
 
 __all__ = ["ServeSettings", "Service"]
@@ -31,21 +32,28 @@ class ServeSettings:
     max_k: int = 1000  # largest k a client may ask for
     max_inputs: int = 256  # most inputs in one /v1/embeddings request
     max_text_chars: int = 20_000  # longest text input
+    max_decodes: int = 2  # images/audio/arrays decoded at once (each may take up to the input limits)
     reload_interval_s: float = 2.0  # how often to look for a newer index generation (0: never)
     # Encoders whose output for an item depends on the rest of its batch: Whisper pads a batch to its
     # longest clip. Their items are encoded one at a time, so an answer never depends on other clients.
     unbatched_encoders: tuple[str, ...] = ("audio:whisper-tiny", "audio:whisper-base")
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1024 or self.max_batch < 1 or self.max_k < 1 or self.max_inputs < 1:
-            raise ValueError("max_upload_bytes >= 1024, max_batch/max_k/max_inputs >= 1")
+        if (self.max_upload_bytes < 1024 or self.max_batch < 1 or self.max_k < 1 or self.max_inputs < 1
+                or self.max_decodes < 1):
+            raise ValueError("max_upload_bytes >= 1024, max_batch/max_k/max_inputs/max_decodes >= 1")
 
 
 class Service:
     def __init__(
-        self, run: str | Path, index: str | Path | None = None, settings: ServeSettings | None = None
+        self, run: str | Path, index: str | Path | None = None, settings: ServeSettings | None = None,
+        bridge: Any = None,
     ):
         self.settings = settings or ServeSettings()
+        self.bridge = bridge  # a crossalign.bridge.Bridge: adds POST /v1/ask
+        # Bounds the decodes in flight: each may hold an image at the pixel limit, and the thread
+        # pool would otherwise run up to 40 of them at once.
+        self._decode_slots = asyncio.Semaphore(self.settings.max_decodes)  # binds to the loop on first use
         self.run = Path(run)
         self.identity = run_identity(run)
         self.embedder = Embedder.from_run(run)
@@ -65,6 +73,13 @@ class Service:
         self.batcher = MicroBatcher(
             self._embed_sync, self.executor, self.settings.max_batch, self.settings.batch_wait_ms / 1000
         )
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a decoding function (`read_item` or a list of them) on a worker thread, at most
+        `max_decodes` at a time; the others wait without holding a thread."""
+        async with self._decode_slots:
+            return await run_in_threadpool(fn, *args)
 
     # ---- embeddings ------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -119,7 +134,7 @@ class Service:
                     self._index, self._index_stamp = fresh, stamp
                     self._searcher.index = fresh
                     log.info("reloaded index generation %d (%d items)", fresh.generation, len(fresh))
-            except (OSError, ValueError, RuntimeError, IncompatibleRunError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever a damaged generation raises, keep serving
                 log.warning("kept index generation %d: reload failed: %s", self._index.generation, e)
                 self._index_stamp = stamp  # do not retry the same broken generation every request
         return self._index

@@ -141,6 +141,12 @@ class Trainer:
         log_path = self.out / "metrics.jsonl"
         if start == 0 and self.rank == 0 and log_path.exists():
             log_path.unlink()
+        elif start > 0 and self.rank == 0:
+            # The log line of an epoch is written before its state commit: a kill in between leaves
+            # a line the resumed run writes again. Rewrite the log from the committed history.
+            tmp = self.out / ".metrics.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(rec) + "\n" for rec in history))
+            os.replace(tmp, log_path)
         bar = None
         if self.progress and self.rank == 0:
             from tqdm import tqdm
