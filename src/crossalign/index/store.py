@@ -2,6 +2,9 @@
 
 Reading and writing generations (atomic commit, verification) lives in `persist.py`; this module
 is the in-memory index: add, delete, search, and the writer lock.
+
+Long file: one class whose methods share the in-memory state (sub-indexes, metadata rows, the
+writer lock); splitting it would pass that state between modules instead of keeping it in one.
 """
 
 from __future__ import annotations

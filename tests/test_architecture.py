@@ -1,0 +1,80 @@
+"""The shape of the house, checked: no import cycles between rooms, the library imports no program,
+and files stay small enough to read in one sitting (or say why at their top)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PKG = SRC / "crossalign"
+# Rooms that must import with no trainer, CLI, server or recipe (ARCHITECTURE.md "Library").
+LIBRARY = {"modalities", "encoders", "data", "datasets", "align", "evaluate", "explain", "index", "fuse",
+           "bridge", "semi", "export", "config", "paths"}
+PROGRAMS = {"cli", "serve", "train", "recipes", "demo", "federate"}
+MAX_LINES = 300
+
+
+def _module_name(p: Path) -> str:
+    parts = list(p.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(p: Path) -> set[str]:
+    """Every crossalign module this file imports, at module level or inside functions."""
+    name, out = _module_name(p), set()
+    is_pkg = p.name == "__init__.py"
+    for node in ast.walk(ast.parse(p.read_text(), str(p))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+    return {m for m in out if m == "crossalign" or m.startswith("crossalign.")}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _room_graph() -> dict[str, dict[str, str]]:
+    """room -> {imported room: an example 'a -> b' edge}."""
+    graph: dict[str, dict[str, str]] = {}
+    for p in PKG.rglob("*.py"):
+        src = _module_name(p)
+        for dst in _imports(p):
+            a, b = _room(src), _room(dst)
+            if a and b and a != b:
+                graph.setdefault(a, {}).setdefault(b, f"{src} -> {dst}")
+    return graph
+
+
+def test_no_import_cycle_between_rooms() -> None:
+    graph = _room_graph()
+    cycles = []
+    for a, outs in graph.items():
+        for b, edge in outs.items():
+            if a < b and a in graph.get(b, {}):
+                cycles.append(f"{a} <-> {b}: {edge}; {graph[b][a]}")
+    assert not cycles, "import cycles between rooms:\n" + "\n".join(cycles)
+
+
+def test_library_imports_no_program() -> None:
+    bad = [f"{edge}" for a, outs in _room_graph().items() if a in LIBRARY
+           for b, edge in outs.items() if b in PROGRAMS]
+    assert not bad, "library rooms import programs:\n" + "\n".join(bad)
+
+
+def test_files_are_small_or_say_why() -> None:
+    long = []
+    for p in sorted(PKG.rglob("*.py")):
+        text = p.read_text()
+        if text.count("\n") > MAX_LINES and "Long file:" not in text[:2000]:
+            long.append(f"{p.relative_to(SRC)} ({text.count(chr(10))} lines)")
+    assert not long, f"files over {MAX_LINES} lines with no 'Long file:' reason at the top:\n" + "\n".join(long)
