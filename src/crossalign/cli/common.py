@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-__all__ = ["config_from_args", "apply_encoder_args", "EncoderOpt"]
+__all__ = ["config_from_args", "apply_encoder_args", "apply_cli_defaults", "EncoderOpt", "CLI_VIEW_OPTIONS"]
 
-from typing import Annotated
+# What a bare `--modalities image` / `encode --encoder image` means on the command line (both the
+# same, so what `encode` cached is what `train` reads).
+CLI_VIEW_OPTIONS: dict[str, dict[str, Any]] = {"image": {"grid": 3, "color": True}}
 
 EncoderOpt = Annotated[Optional[list[str]], typer.Option(
     "--encoder", help="COLUMN[=ENCODER[:{json options}]], repeatable; overrides the config and the defaults, "
                       "e.g. text_zh=text:e5-small or image=image:efficientnet-lite0:{\"grid\":3}")]
+
+
+def apply_cli_defaults(views: list[Any], recorded: dict[str, Any]) -> None:
+    """Bare views (no encoder, no options, nothing cached by `encode`) get the CLI's options."""
+    for v in views:
+        if v.encoder is None and not v.options and v.column not in recorded:
+            v.options = dict(CLI_VIEW_OPTIONS.get(v.resolved_modality(), {}))
 
 
 def apply_encoder_args(views: list[Any], specs: list[str] | None, add_missing: bool) -> list[Any]:
@@ -65,13 +74,13 @@ def config_from_args(config: Optional[Path], data: Optional[Path], modalities: O
     if objective is not None:
         cfg.model.objective = objective
     cfg.model.__post_init__()
-    _choose_encoders(cfg, announce)
+    _choose_encoders(cfg, announce, cli_defaults=config is None)
     return cfg
 
 
-def _choose_encoders(cfg: "RunConfig", announce: bool) -> None:  # noqa: F821
+def _choose_encoders(cfg: "RunConfig", announce: bool, cli_defaults: bool) -> None:  # noqa: F821
     """Pick each column's encoder now, from the manifest, and say which and why."""
-    from crossalign.data.encoder_choice import resolve_views
+    from crossalign.data.encoder_choice import recorded_encoders, resolve_views
     from crossalign.data.manifest import load_manifest
     from crossalign.data.fit_check import split_warnings
 
@@ -79,6 +88,8 @@ def _choose_encoders(cfg: "RunConfig", announce: bool) -> None:  # noqa: F821
     missing = [v.column for v in cfg.model.views if v.column not in m.columns]
     if missing:
         raise typer.BadParameter(f"{m.path}: no column(s) {missing}; columns are {m.columns}")
+    if cli_defaults:
+        apply_cli_defaults(cfg.model.views, recorded_encoders(m))
     try:
         lines = resolve_views(cfg.model.views, m)
     except ValueError as e:

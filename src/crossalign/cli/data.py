@@ -63,12 +63,13 @@ def check(manifest: Annotated[Path, typer.Argument(help="manifest (.jsonl/.csv/.
 
 def _fit_report(m, cols: dict[str, str], encoder: list[str] | None) -> int:  # type: ignore[no-untyped-def]
     """Print which encoder each column would get and whether it fits; -> number of errors."""
-    from crossalign.cli.common import apply_encoder_args
-    from crossalign.data.encoder_choice import resolve_views
+    from crossalign.cli.common import apply_cli_defaults, apply_encoder_args
+    from crossalign.data.encoder_choice import recorded_encoders, resolve_views
     from crossalign.data.features import ViewSpec
     from crossalign.data.fit_check import fit_findings, split_warnings
 
     views = apply_encoder_args([ViewSpec(c) for c in cols], encoder, add_missing=False)
+    apply_cli_defaults(views, recorded_encoders(m))
     try:
         lines = resolve_views(views, m)
     except ValueError as e:  # a named tower that cannot take the column's arrays

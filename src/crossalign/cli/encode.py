@@ -36,7 +36,8 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
            cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $CROSSALIGN_CACHE)")] = None,
            nproc: Annotated[int, typer.Option(help="worker processes (torchrun on this machine)")] = 1) -> None:
     """Extract features into the content-keyed cache; a second run re-uses them, bad rows are listed."""
-    from crossalign.data.encoder_choice import record_encoded
+    from crossalign.cli.common import apply_cli_defaults
+    from crossalign.data.encoder_choice import record_encoded, recorded_encoders
     from crossalign.data.extract import encode_column
     from crossalign.data.features import build_view_encoder
     from crossalign.data.manifest import load_manifest
@@ -49,12 +50,13 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
         raise typer.Exit(relaunch_self(nproc))
     ctx = init_from_env()
     m = load_manifest(data).select(split)
+    views = parse_views(encoder)
+    apply_cli_defaults(views, recorded_encoders(m))  # the same bare-column options `train` uses
     if ctx.world_size > 1:  # every rank encodes its rows into the cache; rank 0 then reports the whole
-        encode_views_share(m, parse_views(encoder), ctx, batch_size=batch_size, cache_dir=cache_dir,
-                           progress=ctx.rank == 0)
+        encode_views_share(m, views, ctx, batch_size=batch_size, cache_dir=cache_dir, progress=ctx.rank == 0)
         if ctx.rank != 0:
             return
-    for v in parse_views(encoder):
+    for v in views:
         if v.column not in m.columns:
             raise typer.BadParameter(f"column '{v.column}' not in {m.path} (columns: {', '.join(m.columns)})")
         enc = build_view_encoder(v, m)  # an unset encoder is chosen from the column's name and content

@@ -9,7 +9,7 @@ cached for this manifest's column > a default that fits the content:
   then multilingual Whisper base;
 - sensor: a tower that fits the arrays' rank (1-D series -> conv1d, 2-D maps and (C, H, W) stacks
   -> conv2d, anything else -> MLP);
-- image: EfficientNet-Lite0 with a 3x3 grid and colour statistics.
+- image: EfficientNet-Lite0 (the CLI adds a 3x3 grid and colour statistics, `CLI_VIEW_OPTIONS`).
 The choice and its reason are written into each view (`ViewSpec.why`), so a run folder records it.
 """
 
@@ -104,7 +104,7 @@ def choose_default(column: str, modality: str, manifest: Manifest | None) -> tup
             return "sensor:conv2d", {}, f"{len(shape)}-D arrays {shape}: 2-D convolutional tower"
         return "sensor:mlp", {}, f"{len(shape)}-D arrays {shape}: MLP tower"
     if modality == "image":
-        return "image:efficientnet-lite0", {"grid": 3, "color": True}, "default image tower, 3x3 grid + colour"
+        return "image:efficientnet-lite0", {}, "default image tower"
     raise ValueError(f"column '{column}': no default encoder for modality '{modality}'")
 
 
