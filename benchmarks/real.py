@@ -45,7 +45,7 @@ def untrained_e5(table, cols: list[str]) -> dict[str, float]:  # type: ignore[no
     return RetrievalEvaluator(t.groups())(emb)
 
 
-def run_set(name: str, seeds: int, epochs: int | None, root: Path) -> dict[str, object]:
+def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None = None) -> dict[str, object]:
     from crossalign.config import RunConfig
     from crossalign.data.datasets import make_dataset
     from crossalign.cli.common import apply_cli_defaults
@@ -54,9 +54,9 @@ def run_set(name: str, seeds: int, epochs: int | None, root: Path) -> dict[str, 
     from crossalign.evaluate.benchmark import benchmark, directions
     from crossalign.train.api import prepare_features
 
-    data = root / "data" / name
+    data = root / "data" / (name if n is None else f"{name}-{n}")
     if not (data / "manifest.jsonl").exists():
-        make_dataset(name, data, progress=True)
+        make_dataset(name, data, n=n, progress=True)
     cols = SETS[name]
     train: dict[str, object] = {"data": str(data), "progress": False}
     if epochs:
@@ -110,19 +110,25 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: the config default")
     ap.add_argument("--root", type=Path, default=Path("runs/real"), help="data and run folders")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/real.json"))
+    ap.add_argument("--n", action="append", default=[], metavar="SET=N",
+                    help="rows of a set (a seeded subset), e.g. --n emoji=700; default: the builder's default")
     a = ap.parse_args()
-    results: dict[str, object] = {}
+    sizes = {k: int(v) for k, _, v in (x.partition("=") for x in a.n)}
+    # Sets measured by an earlier call stay in the file (each set may need its own command).
+    results: dict[str, object] = json.loads(a.out.read_text()) if a.out.exists() else {}
+    commands: dict[str, str] = dict(results.get("commands", {}))  # type: ignore[arg-type]
     for name in [s.strip() for s in a.sets.split(",") if s.strip()]:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}; known: {', '.join(SETS)}")
-        results[name] = run_set(name, a.seeds, a.epochs, a.root)
+        results[name] = run_set(name, a.seeds, a.epochs, a.root, sizes.get(name))
         print_table(name, results[name])  # type: ignore[arg-type]
-        results["load_average"] = list(os.getloadavg())  # the machine may be shared: ratios count
-        results["command"] = f"python benchmarks/real.py --sets {a.sets} --seeds {a.seeds}" + (
-            f" --epochs {a.epochs}" if a.epochs else "")
+        results[name]["load_average"] = list(os.getloadavg())  # type: ignore[index]  # shared machine
+        commands[name] = f"python benchmarks/real.py --sets {name} --seeds {a.seeds}" + (
+            f" --epochs {a.epochs}" if a.epochs else "") + (f" --n {name}={sizes[name]}" if name in sizes else "")
+        results["commands"] = commands
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")  # after every set
-    print(f"\nload average {results['load_average']}; wrote {a.out}")
+    print(f"\nload average {list(os.getloadavg())}; wrote {a.out}")
 
 
 if __name__ == "__main__":
