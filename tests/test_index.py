@@ -285,3 +285,20 @@ def test_incompatible_run_is_refused(scenes_index: Path, tiny_run: Path, tmp_pat
         Searcher.open(scenes_index, run=other)
     with pytest.raises(IncompatibleRunError):
         add_to_index(scenes_index, tmp_path, run=other)
+
+
+def test_build_with_split_on_a_manifest_without_split_column(tiny_run: Path, scenes_small: Path) -> None:
+    """The same hash split train/eval assign (run's seed), not an error."""
+    from crossalign.data.manifest import load_manifest, write_manifest
+    from crossalign.data.splits import ensure_splits
+
+    rows = [{k: v for k, v in r.items() if k not in ("split", "_row")} for r in load_manifest(scenes_small).rows]
+    plain = write_manifest(rows, scenes_small / "no_split.jsonl")  # beside the files it names
+    try:
+        out = scenes_small.parent / "idx-no-split"
+        rep = build_index(tiny_run, plain, out, ["text"], split="test", overwrite=True)
+        seed = json.loads((tiny_run / "config.json").read_text())["train"]["seed"]
+        expected = sum(r["split"] == "test" for r in ensure_splits(load_manifest(plain), seed).rows)
+        assert rep.added == expected > 0
+    finally:
+        plain.unlink()

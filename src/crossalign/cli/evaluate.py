@@ -7,18 +7,29 @@ from typing import Annotated, Optional
 
 import typer
 
-from crossalign.cli.common import config_from_args
+from crossalign.cli.common import EncoderOpt, config_from_args
+from crossalign.cli.train import PromptMapOpt, PromptOpt
 
 
 def eval_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
              data: Annotated[Optional[Path], typer.Option(help="manifest (default: the run's training data)")] = None,
              split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
-             out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default: RUN)")] = None) -> None:
+             out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default: RUN)")] = None,
+             encoder: EncoderOpt = None, prompt: PromptOpt = None, prompt_map: PromptMapOpt = None) -> None:
     """Retrieval in every direction, zero-shot, hard negatives, diagnostics, linear probes."""
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_run
 
-    res = evaluate_run(run, data, split, out, progress=True)
+    from crossalign.cli.encode import parse_views
+    from crossalign.evaluate.prompts import load_prompts
+
+    try:
+        res = evaluate_run(run, data, split, out, progress=True, prompts=load_prompts(prompt, prompt_map),
+                           encoders=parse_views(encoder or []))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    if res.prompts:
+        typer.echo(f"zero-shot prompts ({res.prompts['how']}), e.g. {list(res.prompts['prompts'].values())[:3]}")
     cols = list(res.embeddings)
     m = res.metrics
     print_tables(retrieval_table(m, cols, "R@1", f"{split} R@1 (row: query, column: target)"),
@@ -31,12 +42,13 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
                   data: Annotated[Optional[Path], typer.Option(help="manifest or folder")] = None,
                   modalities: Annotated[Optional[str], typer.Option(help="view columns")] = None,
                   out: Annotated[Path, typer.Option(help="output folder (benchmark.json)")] = Path("runs/benchmark"),
-                  epochs: Annotated[Optional[int], typer.Option(help="epochs")] = None) -> None:
+                  epochs: Annotated[Optional[int], typer.Option(help="epochs")] = None,
+                  encoder: EncoderOpt = None) -> None:
     """Train crossalign and fit CCA / Procrustes / ridge / random baselines on the same features; one table."""
     from crossalign.recipes.benchmark import benchmark, directions
     from crossalign.evaluate.report import methods_table, print_tables
 
-    cfg = config_from_args(config, data, modalities, None, epochs)
+    cfg = config_from_args(config, data, modalities, None, epochs, encoders=encoder)
     results = benchmark(cfg, out)
     print_tables(methods_table(results, directions(cfg.model.columns)))
     typer.echo(f"wrote {out / 'benchmark.json'}")

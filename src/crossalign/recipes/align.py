@@ -15,7 +15,7 @@ from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable, build_view_encoder, encode_views
 from crossalign.data.manifest import load_manifest
-from crossalign.data.splits import ensure_splits  # noqa: F401  (re-exported: older callers import it here)
+from crossalign.data.splits import ensure_splits
 from crossalign.encoders import Encoder
 from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
@@ -52,6 +52,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
         if ctx.world_size > 1:  # each rank encodes its share into the shared cache; then all read it
             encode_rank_share(cfg, ctx, progress)
         table, encoders = prepare_features(cfg, progress)
+    _record_choices(cfg, out)
     if table.problems:
         (out / "skipped_rows.txt").write_text("\n".join(str(p) for p in table.problems) + "\n")
         log.warning("%d bad rows skipped (see %s)", len(table.problems), out / "skipped_rows.txt")
@@ -90,4 +91,11 @@ def _spec_for(view, table: FeatureTable):  # type: ignore[no-untyped-def]
         return build_view_encoder(view, table.manifest).spec
     return spec
 
+
+def _record_choices(cfg: RunConfig, out: Path) -> None:
+    """`encoder_choice.json`: which encoder each column got and why (also in config.json)."""
+    choice = {v.column: {"encoder": v.resolved_encoder(), "options": v.options, "why": v.why} for v in cfg.model.views}
+    for col, c in choice.items():
+        log.info("%s: %s (%s)", col, c["encoder"], c["why"])
+    (out / "encoder_choice.json").write_text(json.dumps(choice, indent=2, default=str))
 
