@@ -66,6 +66,9 @@ def load_run(folder: str | Path, which: str = "best") -> tuple[AlignmentModel, R
     raw.pop("format", None)
     cfg = RunConfig.from_dict(raw)
     specs = {c: EncoderSpec.from_dict(d) for c, d in json.loads((folder / "encoders.json").read_text()).items()}
+    for v in cfg.model.views:  # runs saved before encoders were chosen per column: keep what they used
+        if v.encoder is None and v.column in specs:
+            v.encoder, v.why = specs[v.column].name, "from the run's encoders.json"
     model = AlignmentModel(cfg.model, specs, build_towers(cfg, specs))
     for name in (which, "model", "best", "last"):
         f = folder / f"{name}.safetensors"

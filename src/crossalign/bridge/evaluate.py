@@ -59,9 +59,9 @@ def evaluate_bridge(folder: str | Path, data: str | Path, *, columns: list[str] 
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from crossalign.progress import progress_bar
 
-        bar = tqdm(total=len(cols) * (1 + (text_col is not None)), desc="bridge eval", unit="system")
+        bar = progress_bar(total=len(cols) * (1 + (text_col is not None)), desc="bridge eval", unit="system")
     for col in cols:
         z = table.emb[col][test]  # (n, dim)
         if text_col is not None:  # (a) retrieval baseline: nearest training caption in the shared space

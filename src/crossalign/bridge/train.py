@@ -73,9 +73,9 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
         bs = min(cfg.batch_size, len(train_ex))
         bar = None
         if progress:
-            from tqdm import tqdm
+            from crossalign.progress import progress_bar
 
-            bar = tqdm(total=epochs * max(1, len(train_ex) // bs), desc=f"bridge {name}", unit="step")
+            bar = progress_bar(total=epochs * max(1, len(train_ex) // bs), desc=f"bridge {name}", unit="step")
         task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr, bar=bar)
         trainer = Trainer(task, out / name, epochs=epochs, batch_size=bs, lr=lr, weight_decay=cfg.weight_decay,
                           warmup=cfg.warmup, seed=cfg.seed, patience=0, progress=False)

@@ -7,30 +7,51 @@ from typing import Any, Optional
 
 import typer
 
-__all__ = ["config_from_args", "DEFAULT_VIEW_OPTIONS"]
+__all__ = ["config_from_args", "apply_encoder_args", "EncoderOpt"]
 
-# What `--modalities image,text,audio,sensor` means when no YAML says otherwise.
-DEFAULT_VIEW_OPTIONS: dict[str, dict[str, Any]] = {
-    "image": {"options": {"grid": 3, "color": True}},
-    "sensor": {"encoder": "sensor:conv2d"},
-}
+from typing import Annotated
+
+EncoderOpt = Annotated[Optional[list[str]], typer.Option(
+    "--encoder", help="COLUMN[=ENCODER[:{json options}]], repeatable; overrides the config and the defaults, "
+                      "e.g. text_zh=text:e5-small or image=image:efficientnet-lite0:{\"grid\":3}")]
+
+
+def apply_encoder_args(views: list[Any], specs: list[str] | None, add_missing: bool) -> list[Any]:
+    """Override views' encoders with `--encoder` specs; with add_missing, unknown columns become views."""
+    from crossalign.cli.encode import parse_views
+
+    by_col = {v.column: v for v in views}
+    for e in parse_views(specs or []):
+        v = by_col.get(e.column)
+        if v is None:
+            if not add_missing:
+                raise typer.BadParameter(f"--encoder {e.column}: not one of the views {list(by_col)}")
+            views.append(e)
+            by_col[e.column] = e
+            continue
+        if e.encoder is not None and e.encoder != v.encoder:
+            v.encoder, v.options, v.why = e.encoder, dict(e.options), "given"
+        else:  # same encoder or only options: options from the command line win
+            v.options = {**v.options, **e.options}
+            v.why = "given"
+    return views
 
 
 def config_from_args(config: Optional[Path], data: Optional[Path], modalities: Optional[str],
                      out: Optional[Path], epochs: Optional[int] = None, objective: Optional[str] = None,
-                     seed: Optional[int] = None) -> "RunConfig":  # noqa: F821
+                     seed: Optional[int] = None, encoders: Optional[list[str]] = None,
+                     announce: bool = True) -> "RunConfig":  # noqa: F821
+    """The run config from a YAML file and/or flags, with every view's encoder chosen (and printed)."""
     from crossalign.config import RunConfig, load_config  # lazy: keeps `crossalign --help` fast
 
     if config is not None:
         cfg = load_config(config)
     else:
-        if data is None or modalities is None:
-            raise typer.BadParameter("give a CONFIG file, or --data and --modalities")
-        views = []
-        for col in [c.strip() for c in modalities.split(",") if c.strip()]:
-            base = col.split("_")[0]
-            views.append({"column": col, **DEFAULT_VIEW_OPTIONS.get(base, {})})
-        cfg = RunConfig.from_dict({"model": {"views": views}, "train": {}})
+        if data is None or (modalities is None and not encoders):
+            raise typer.BadParameter("give a CONFIG file, or --data and --modalities (or --encoder per column)")
+        cols = [c.strip() for c in (modalities or "").split(",") if c.strip()]
+        cfg = RunConfig.from_dict({"model": {"views": [{"column": c} for c in cols]}, "train": {}})
+    cfg.model.views = apply_encoder_args(cfg.model.views, encoders, add_missing=config is None and not modalities)
     if data is not None:
         cfg.train.data = str(data)
     if not cfg.train.data:
@@ -43,5 +64,28 @@ def config_from_args(config: Optional[Path], data: Optional[Path], modalities: O
         cfg.train.seed = seed
     if objective is not None:
         cfg.model.objective = objective
-        cfg.model.__post_init__()
+    cfg.model.__post_init__()
+    _choose_encoders(cfg, announce)
     return cfg
+
+
+def _choose_encoders(cfg: "RunConfig", announce: bool) -> None:  # noqa: F821
+    """Pick each column's encoder now, from the manifest, and say which and why."""
+    from crossalign.data.encoder_choice import resolve_views
+    from crossalign.data.manifest import load_manifest
+    from crossalign.data.fit_check import split_warnings
+
+    m = load_manifest(cfg.train.data)
+    missing = [v.column for v in cfg.model.views if v.column not in m.columns]
+    if missing:
+        raise typer.BadParameter(f"{m.path}: no column(s) {missing}; columns are {m.columns}")
+    try:
+        lines = resolve_views(cfg.model.views, m)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    if announce:
+        typer.echo("encoders:")
+        for line in lines:
+            typer.echo(f"  {line}")
+        for w in split_warnings(m, cfg.train.seed):
+            typer.echo(f"warning: {w}", err=True)

@@ -36,6 +36,7 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
            cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $CROSSALIGN_CACHE)")] = None,
            nproc: Annotated[int, typer.Option(help="worker processes (torchrun on this machine)")] = 1) -> None:
     """Extract features into the content-keyed cache; a second run re-uses them, bad rows are listed."""
+    from crossalign.data.encoder_choice import record_encoded
     from crossalign.data.extract import encode_column
     from crossalign.data.features import build_view_encoder
     from crossalign.data.manifest import load_manifest
@@ -56,11 +57,12 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
     for v in parse_views(encoder):
         if v.column not in m.columns:
             raise typer.BadParameter(f"column '{v.column}' not in {m.path} (columns: {', '.join(m.columns)})")
-        enc = build_view_encoder(v, m)
+        enc = build_view_encoder(v, m)  # an unset encoder is chosen from the column's name and content
+        record_encoded(m, v.column, v.resolved_encoder(), v.options)  # `train` then uses the same one
         cf = encode_column(m, v.column, enc, batch_size=batch_size, progress=True, cache_dir=cache_dir,
                            modality=v.resolved_modality())
         shape = "x".join(str(s) for s in cf.spec.output_shape)
-        typer.echo(f"{v.column}: {enc.spec.name} -> {len(cf.rows)} rows of {shape} "
+        typer.echo(f"{v.column}: {enc.spec.name} ({v.why}) -> {len(cf.rows)} rows of {shape} "
                    f"({cf.encoded} newly encoded, the rest from the cache) [{cf.spec.cache_key()}]")
         for p in cf.problems[:50]:
             typer.echo(f"  skipped {p}")

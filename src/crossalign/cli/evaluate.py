@@ -7,20 +7,31 @@ from typing import Annotated, Optional
 
 import typer
 
-from crossalign.cli.common import config_from_args
+from crossalign.cli.common import EncoderOpt, config_from_args
+from crossalign.cli.train import PromptMapOpt, PromptOpt
 
 
 def eval_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
              data: Annotated[Optional[Path], typer.Option(help="manifest (default: the run's training data)")] = None,
              split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
-             out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default: RUN)")] = None) -> None:
+             out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default: RUN)")] = None,
+             encoder: EncoderOpt = None, prompt: PromptOpt = None, prompt_map: PromptMapOpt = None) -> None:
     """Retrieval in every direction, zero-shot, hard negatives, diagnostics, linear probes."""
     from crossalign.align.io import load_run
     from crossalign.evaluate.plots import plot_run
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_run
 
-    res = evaluate_run(run, data, split, out, progress=True)
+    from crossalign.cli.encode import parse_views
+    from crossalign.evaluate.prompts import load_prompts
+
+    try:
+        res = evaluate_run(run, data, split, out, progress=True, prompts=load_prompts(prompt, prompt_map),
+                           encoders=parse_views(encoder or []))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    if res.prompts:
+        typer.echo(f"zero-shot prompts ({res.prompts['how']}), e.g. {list(res.prompts['prompts'].values())[:3]}")
     cols = list(res.embeddings)
     m = res.metrics
     plot_run(out or run, res.embeddings, res.table, load_run(run)[0].specs)
@@ -38,7 +49,8 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
                   seed: Annotated[Optional[int], typer.Option(help="first random seed")] = None,
                   seeds: Annotated[int, typer.Option(min=1, help="train this many seeds; report mean ± sd")] = 1,
                   methods: Annotated[Optional[str], typer.Option(
-                      help="comma-separated baselines (default: cca,kcca,ridge,procrustes,encoder,random)")] = None) -> None:
+                      help="comma-separated baselines (default: cca,kcca,ridge,procrustes,encoder,random)")] = None,
+                  encoder: EncoderOpt = None) -> None:
     """Train crossalign and fit baselines (CCA, kernel CCA, ridge, Procrustes, the encoders' own space,
     random), each tuned on the validation split, on the same features and splits; one table."""
     import json
@@ -46,7 +58,7 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
     from crossalign.evaluate.benchmark import benchmark, directions
     from crossalign.evaluate.report import methods_table, print_tables, winner_line
 
-    cfg = config_from_args(config, data, modalities, None, epochs, seed=seed)
+    cfg = config_from_args(config, data, modalities, None, epochs, seed=seed, encoders=encoder)
     results = benchmark(cfg, out, seeds=seeds, methods=[m.strip() for m in methods.split(",")] if methods else None)
     wins = json.loads((out / "train_results.json").read_text())
     caption = "; ".join(f"seed {s}: {winner_line(r)}" for s, r in wins.items())

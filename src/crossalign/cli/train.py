@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from crossalign.cli.common import config_from_args
+from crossalign.cli.common import EncoderOpt, config_from_args
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config (model: ..., train: ...)")]
 DataOpt = Annotated[Optional[Path], typer.Option(help="manifest or its folder (overrides the config)")]
 ModOpt = Annotated[Optional[str], typer.Option(help="comma-separated view columns, e.g. image,text,audio,sensor")]
 OutOpt = Annotated[Optional[Path], typer.Option(help="run folder")]
+PromptOpt = Annotated[Optional[str], typer.Option(
+    help="zero-shot prompt template, e.g. 'a photo of {}' (default: derived from the training text)")]
+PromptMapOpt = Annotated[Optional[Path], typer.Option(
+    help="zero-shot prompts per label: JSON {label: text} or a CSV with columns label,text")]
 
 
 def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt = None, out: OutOpt = None,
@@ -23,18 +28,22 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
               evaluate: Annotated[bool, typer.Option(help="evaluate the best model on the test split")] = True,
               seeds: Annotated[int, typer.Option(min=1, help="train this many seeds (OUT/seed-S each); report mean ± sd")] = 1,
               nproc: Annotated[int, typer.Option(help="worker processes on this machine (runs torchrun)")] = 1,
-              max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0) -> None:
+              max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0,
+              encoder: EncoderOpt = None,
+              prompt: PromptOpt = None, prompt_map: PromptMapOpt = None) -> None:
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
     import json
 
     from crossalign.align.io import load_run
     from crossalign.evaluate.plots import plot_run
+    from crossalign.evaluate.prompts import load_prompts
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table, winner_line
     from crossalign.evaluate.run_eval import evaluate_run
     from crossalign.train.api import train
     from crossalign.train.distributed import init_from_env, is_launched
 
-    cfg = config_from_args(config, data, modalities, out, epochs, objective, seed)
+    cfg = config_from_args(config, data, modalities, out, epochs, objective, seed, encoder,
+                           announce=os.environ.get("RANK", "0") == "0")
     if nproc > 1 and not is_launched():
         from crossalign.train.launch import relaunch_self
 
@@ -49,7 +58,7 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     typer.echo(f"run: {run}  best val {cfg.train.primary} = {res.best_metric:.4f} at epoch {res.best_epoch}")
     typer.echo(winner_line(json.loads((run / "train_result.json").read_text())))
     if evaluate:
-        ev = evaluate_run(run, split="test")
+        ev = evaluate_run(run, split="test", prompts=load_prompts(prompt, prompt_map))
         plot_run(run, ev.embeddings, ev.table, load_run(run)[0].specs)
         m = ev.metrics
         print_tables(retrieval_table(m, cfg.model.columns, title="test R@1"), view_table(m, cfg.model.columns))
@@ -83,11 +92,12 @@ def _train_seeds(cfg, seeds: int, fresh: bool, evaluate: bool) -> None:  # type:
 def tune_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt = None,
              out: Annotated[Path, typer.Option(help="folder for trials, best.yaml and tune.json")] = Path("runs/tune"),
              trials: Annotated[int, typer.Option(help="number of trials")] = 10,
-             epochs: Annotated[Optional[int], typer.Option(help="epochs per trial")] = None) -> None:
+             epochs: Annotated[Optional[int], typer.Option(help="epochs per trial")] = None,
+             encoder: EncoderOpt = None) -> None:
     """Hyperparameter search with Optuna on the validation split; writes OUT/best.yaml."""
     from crossalign.train.tune import tune
 
-    cfg = config_from_args(config, data, modalities, None)
+    cfg = config_from_args(config, data, modalities, None, encoders=encoder)
     s = tune(cfg, trials=trials, out=out, epochs=epochs)
     typer.echo(f"best val {cfg.train.primary} = {s['best_value']:.4f} with {s['best_params']}; config: {out / 'best.yaml'}")
 

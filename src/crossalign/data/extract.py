@@ -76,9 +76,9 @@ def encode_column(manifest: Manifest, column: str, encoder: Encoder, *, batch_si
             todo[k] = i
     bar = None
     if progress and todo:
-        from tqdm import tqdm
+        from crossalign.progress import progress_bar
 
-        bar = tqdm(total=len(todo), desc=f"encode {column} [{encoder.spec.name}]", unit="item")
+        bar = progress_bar(total=len(todo), desc=f"encode {column} [{encoder.spec.name}]", unit="item")
     failed: set[int] = set()
     items = list(todo.items())
 

@@ -24,6 +24,7 @@ class ViewSpec:
     encoder: str | None = None  # registry name; None -> the modality's default
     options: dict[str, Any] = field(default_factory=dict)
     modality: str | None = None  # None -> from the column name (text_zh -> text)
+    why: str = ""  # why this encoder (filled when it is chosen; recorded in the run's config)
 
     def resolved_modality(self) -> str:
         m = self.modality or column_modality(self.column)
@@ -32,10 +33,17 @@ class ViewSpec:
         return m
 
     def resolved_encoder(self) -> str:
+        """The chosen encoder; before `resolve_view` looked at the data, the modality's plain default."""
         return self.encoder or DEFAULT_ENCODERS[self.resolved_modality()]
 
 
 def build_view_encoder(view: ViewSpec, manifest: Manifest | None = None) -> Encoder:
+    """Build the view's encoder; with a manifest, an unset encoder is chosen from the column's
+    name and content first (data/encoder_choice.py) and written into the view."""
+    if manifest is not None:
+        from crossalign.data.encoder_choice import resolve_view
+
+        resolve_view(view, manifest)
     name = view.resolved_encoder()
     opts = dict(view.options)
     if name.startswith("sensor:") and "input_shape" not in opts:

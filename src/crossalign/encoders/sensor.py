@@ -27,6 +27,11 @@ class SensorEncoder(Encoder):
         super().__init__()
         self.kind, self.input_shape, self.dim = kind, tuple(int(s) for s in input_shape), int(dim)
         shape = self.input_shape
+        ranks = {"conv1d": (1, 2), "conv2d": (2, 3)}.get(kind)
+        if ranks and len(shape) not in ranks:  # fail here, not as a torch traceback mid-training
+            hint = "sensor:conv1d" if len(shape) == 1 else ("sensor:conv2d" if len(shape) in (2, 3) else "sensor:mlp")
+            raise ValueError(f"sensor:{kind} takes {' or '.join(f'{r}-D' for r in ranks)} arrays, "
+                             f"got {len(shape)}-D {shape}: use {hint}")
         if kind == "mlp":
             n = math.prod(shape)
             self.net: nn.Module = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(n, affine=False), nn.Linear(n, 512),

@@ -12,6 +12,7 @@ import numpy as np
 
 from crossalign.data.check import Problem
 from crossalign.data.manifest import Manifest, column_modality, load_manifest
+from crossalign.data.splits import ensure_splits, has_splits
 from crossalign.index.backends import IndexParams
 from crossalign.index.identity import IncompatibleRunError, run_identity
 from crossalign.index.store import OnDuplicate, VectorIndex
@@ -123,8 +124,11 @@ def embed_manifest(
     return (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), items, problems
 
 
-def _load(data: str | Path | Manifest, split: str | None) -> Manifest:
+def _load(data: str | Path | Manifest, split: str | None, run: str | Path | None = None) -> Manifest:
     m = data if isinstance(data, Manifest) else load_manifest(data)
+    if split is not None and not has_splits(m):
+        # No split column: the same hash split that train/eval assigned (with the run's seed).
+        ensure_splits(m, _run_seed(run))
     if split is not None:
         m = m.select(split)
         if not len(m):
@@ -147,7 +151,7 @@ def build_index(
     manifest with a trained run and write a new index at `out`."""
     from crossalign.align.embedder import Embedder
 
-    m = _load(data, split)
+    m = _load(data, split, run)
     embedder = Embedder.from_run(run)
     cols = _resolve_columns(embedder, m, modalities)
     ident = run_identity(run)
@@ -188,7 +192,7 @@ def add_to_index(
                 f"{index} was built with run {ix.identity.run_id}, {run} is run "
                 f"{ident.run_id} ({'; '.join(diff)}); add with the original run"
             )
-        m = _load(data, split)
+        m = _load(data, split, run)
         embedder = Embedder.from_run(run)
         cols = _resolve_columns(embedder, m, modalities)
         x, items, problems = embed_manifest(embedder, m, cols, batch_size, progress)
@@ -217,3 +221,14 @@ def delete_from_index(
         if n:
             ix.commit()
     return n, missing
+
+
+def _run_seed(run: str | Path | None) -> int:
+    """The seed the run's hash split used (train.seed in its config.json; 0 when unknown)."""
+    import json
+
+    try:
+        return int(json.loads((Path(run) / "config.json").read_text())["train"]["seed"]) if run else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+

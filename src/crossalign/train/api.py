@@ -16,8 +16,8 @@ from crossalign.align.io import build_towers, save_model
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable, build_view_encoder, encode_views
-from crossalign.data.manifest import Manifest, load_manifest
-from crossalign.data.scenes import split_of
+from crossalign.data.manifest import load_manifest
+from crossalign.data.splits import ensure_splits
 from crossalign.encoders import Encoder
 from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
@@ -27,16 +27,6 @@ from crossalign.train.trainer import Trainer, TrainResult, set_seed
 __all__ = ["prepare_features", "train", "ensure_splits"]
 
 log = logging.getLogger(__name__)
-
-
-def ensure_splits(m: Manifest, seed: int = 0) -> Manifest:
-    """Rows without a `split` get a deterministic 80/10/10 one by id hash (groups kept together)."""
-    if all(r.get("split") for r in m.rows):
-        return m
-    for i, r in enumerate(m.rows):
-        if not r.get("split"):
-            r["split"] = split_of(str(r.get("group") or r.get("id") or i), seed)
-    return m
 
 
 def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTable, dict[str, Encoder]]:
@@ -66,6 +56,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
         if ctx.world_size > 1:  # each rank encodes its share into the shared cache; then all read it
             encode_rank_share(cfg, ctx, progress)
         table, encoders = prepare_features(cfg, progress)
+    _record_choices(cfg, out)
     if table.problems:
         (out / "skipped_rows.txt").write_text("\n".join(str(p) for p in table.problems) + "\n")
         log.warning("%d bad rows skipped (see %s)", len(table.problems), out / "skipped_rows.txt")
@@ -161,4 +152,11 @@ def _spec_for(view, table: FeatureTable):  # type: ignore[no-untyped-def]
         return build_view_encoder(view, table.manifest).spec
     return spec
 
+
+def _record_choices(cfg: RunConfig, out: Path) -> None:
+    """`encoder_choice.json`: which encoder each column got and why (also in config.json)."""
+    choice = {v.column: {"encoder": v.resolved_encoder(), "options": v.options, "why": v.why} for v in cfg.model.views}
+    for col, c in choice.items():
+        log.info("%s: %s (%s)", col, c["encoder"], c["why"])
+    (out / "encoder_choice.json").write_text(json.dumps(choice, indent=2, default=str))
 

@@ -241,9 +241,9 @@ def encode_sharded(source, view, out, ctx: DistContext, *, chunk: int = 1024,  #
     enc = build_view_encoder(view)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from crossalign.progress import progress_bar
 
-        bar = tqdm(desc=f"encode {view.column} [{enc.spec.name}] rank {ctx.rank}", unit="item")
+        bar = progress_bar(desc=f"encode {view.column} [{enc.spec.name}] rank {ctx.rank}", unit="item")
 
     def embed(raws: list) -> np.ndarray:  # type: ignore[type-arg]
         # From-scratch towers store their (preprocessed) inputs, as the feature cache does.

@@ -143,9 +143,9 @@ class Trainer:
             log_path.unlink()
         bar = None
         if self.progress and self.rank == 0:
-            from tqdm import tqdm
+            from crossalign.progress import progress_bar
 
-            bar = tqdm(total=self.epochs, initial=start, desc="train", unit="epoch")
+            bar = progress_bar(total=self.epochs, initial=start, desc="train", unit="epoch")
         better = (lambda a, b: a > b) if self.task.greater_is_better else (lambda a, b: a < b)
         stopped = False
         epoch = start - 1

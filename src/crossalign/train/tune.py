@@ -55,9 +55,9 @@ def tune(cfg: RunConfig, trials: int = 10, out: str | Path = "runs/tune", epochs
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     bar = None
     if progress:
-        from tqdm import tqdm
+        from crossalign.progress import progress_bar
 
-        bar = tqdm(total=trials, desc="tune", unit="trial")
+        bar = progress_bar(total=trials, desc="tune", unit="trial")
     for _ in range(trials):
         study.optimize(objective, n_trials=1)
         if bar:

@@ -1,0 +1,175 @@
+"""Which encoder each manifest column gets, and why — by column name *and* content.
+
+Order: an encoder the user named (`--encoder`, a config file) > the one `crossalign encode` last
+cached for this manifest's column > a default that fits the content:
+- text: English MiniLM, unless the values are mostly non-Latin script (Chinese, Japanese, Korean,
+  Cyrillic, Arabic, ...) or the column name carries a non-English language (`text_fr`): then
+  multilingual e5;
+- audio: Whisper tiny.en, unless the column name carries a non-English language (`audio_zh`):
+  then multilingual Whisper base;
+- sensor: a tower that fits the arrays' rank (1-D series -> conv1d, 2-D maps and (C, H, W) stacks
+  -> conv2d, anything else -> MLP);
+- image: EfficientNet-Lite0 with a 3x3 grid and colour statistics.
+The choice and its reason are written into each view (`ViewSpec.why`), so a run folder records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from crossalign.data.manifest import Manifest
+
+__all__ = ["choose_default", "resolve_view", "resolve_views", "column_language", "script_profile",
+           "record_encoded", "recorded_encoders", "ENGLISH_ONLY", "fits_rank"]
+
+# ISO 639-1 codes (and a few 639-2/3 ones people use for Chinese varieties) read as a column suffix.
+LANGUAGES = frozenset(
+    "af am ar as az be bg bn bo br bs ca cs cy da de el en eo es et eu fa fi fo fr fy ga gl gu ha he hi hr ht "
+    "hu hy id is it ja jv ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps "
+    "pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh zu "
+    "cmn yue zho jpn kor fra deu spa rus ara por ita nld".split())
+ENGLISH_ONLY = frozenset({"text:minilm", "audio:whisper-tiny"})
+MULTILINGUAL = {"text": "text:e5-small", "audio": "audio:whisper-base"}
+NON_LATIN_THRESHOLD = 0.3  # share of letters outside Latin script that makes a column "not English"
+PROBE_ROWS = 200
+
+
+def column_language(column: str) -> str | None:
+    """`text_zh` -> "zh", `audio_pt_br` -> "pt", `text_neg` -> None (not a language code)."""
+    parts = column.lower().replace("-", "_").split("_")[1:]
+    return parts[0] if parts and parts[0] in LANGUAGES else None
+
+
+def script_profile(values: list[Any]) -> tuple[float, float]:
+    """(share of letters that are CJK, share of letters outside the Latin script) over the values."""
+    letters = cjk = non_latin = 0
+    for v in values:
+        if not isinstance(v, str):
+            continue
+        for ch in v:
+            if not ch.isalpha():
+                continue
+            letters += 1
+            o = ord(ch)
+            if o > 0x24F:  # beyond Latin Extended-B
+                non_latin += 1
+                if 0x3040 <= o <= 0x30FF or 0x3400 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF:
+                    cjk += 1
+    return (cjk / letters, non_latin / letters) if letters else (0.0, 0.0)
+
+
+def _sensor_rank(manifest: Manifest, column: str) -> tuple[int, ...]:
+    from crossalign.data.extract import infer_sensor_shape
+
+    return infer_sensor_shape(manifest, column)
+
+
+def fits_rank(encoder: str, shape: tuple[int, ...]) -> str | None:
+    """None if a sensor tower takes arrays of this shape, else why not."""
+    rank = len(shape)
+    ok = {"sensor:conv1d": (1, 2), "sensor:conv2d": (2, 3)}.get(encoder)
+    if ok is None or rank in ok:
+        return None
+    hint = "sensor:conv1d" if rank == 1 else ("sensor:conv2d" if rank in (2, 3) else "sensor:mlp")
+    want = " or ".join(f"{r}-D" for r in ok)
+    return f"{encoder} takes {want} arrays but this column's arrays are {rank}-D {shape}: use {hint}"
+
+
+def choose_default(column: str, modality: str, manifest: Manifest | None) -> tuple[str, dict[str, Any], str]:
+    """-> (encoder name, options, reason) for a column nobody chose an encoder for."""
+    lang = column_language(column)
+    if modality == "text":
+        values = [r.get(column) for r in manifest.rows[:PROBE_ROWS]] if manifest is not None else []
+        cjk, non_latin = script_profile(values)
+        if non_latin >= NON_LATIN_THRESHOLD:
+            kind = "CJK" if cjk >= 0.5 * non_latin else "non-Latin"
+            return MULTILINGUAL["text"], {}, f"{non_latin:.0%} of its letters are {kind} script: multilingual encoder"
+        if lang not in (None, "en"):
+            return MULTILINGUAL["text"], {}, f"column name says language '{lang}': multilingual encoder"
+        return "text:minilm", {}, "English text, the default"
+    if modality == "audio":
+        if lang not in (None, "en"):
+            return MULTILINGUAL["audio"], {}, f"column name says language '{lang}': multilingual Whisper"
+        return "audio:whisper-tiny", {}, "English speech, the default (name other languages audio_xx)"
+    if modality == "sensor":
+        if manifest is None:
+            return "sensor:mlp", {}, "no data to look at, the default"
+        shape = _sensor_rank(manifest, column)
+        if len(shape) == 1:
+            return "sensor:conv1d", {}, f"1-D arrays {shape}: 1-D convolutional tower"
+        if len(shape) in (2, 3):
+            return "sensor:conv2d", {}, f"{len(shape)}-D arrays {shape}: 2-D convolutional tower"
+        return "sensor:mlp", {}, f"{len(shape)}-D arrays {shape}: MLP tower"
+    if modality == "image":
+        return "image:efficientnet-lite0", {"grid": 3, "color": True}, "default image tower, 3x3 grid + colour"
+    raise ValueError(f"column '{column}': no default encoder for modality '{modality}'")
+
+
+def _record_path(manifest: Manifest) -> Path | None:
+    if manifest.path is None:
+        return None
+    from crossalign.paths import cache_root
+
+    key = hashlib.sha1(str(Path(manifest.path).resolve()).encode()).hexdigest()[:16]
+    return cache_root() / "encode-records" / f"{key}.json"
+
+
+def recorded_encoders(manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """{column: {"encoder", "options"}} that `crossalign encode` last used on this manifest."""
+    p = _record_path(manifest)
+    if p is None or not p.exists():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}  # a damaged record only loses the hint, never the run
+    return data.get("columns", {}) if isinstance(data, dict) else {}
+
+
+def record_encoded(manifest: Manifest, column: str, encoder: str, options: dict[str, Any]) -> None:
+    p = _record_path(manifest)
+    if p is None:
+        return
+    p.parent.mkdir(parents=True, exist_ok=True)
+    cols = recorded_encoders(manifest)
+    cols[column] = {"encoder": encoder, "options": {k: v for k, v in options.items() if k != "input_shape"}}
+    tmp = p.with_suffix(f".{hashlib.sha1(column.encode()).hexdigest()[:6]}.tmp")
+    tmp.write_text(json.dumps({"manifest": str(Path(manifest.path).resolve()), "columns": cols}, indent=2))
+    tmp.replace(p)
+
+
+def resolve_view(view: Any, manifest: Manifest | None, recorded: dict[str, dict[str, Any]] | None = None) -> str:
+    """Fill `view.encoder` (and default options) in place when unset; record why in `view.why`.
+    Raises ValueError when a named sensor tower cannot take the column's arrays."""
+    modality = view.resolved_modality()
+    if view.encoder is None:
+        rec = (recorded if recorded is not None else (recorded_encoders(manifest) if manifest else {}))
+        hit = rec.get(view.column)
+        if hit and isinstance(hit.get("encoder"), str):
+            view.encoder = hit["encoder"]
+            view.options = {**(hit.get("options") or {}), **view.options}
+            view.why = "as cached by `crossalign encode` for this manifest"
+        else:
+            name, opts, why = choose_default(view.column, modality, manifest)
+            view.encoder, view.options, view.why = name, {**opts, **view.options}, why
+    elif not getattr(view, "why", ""):
+        view.why = "given"
+    if manifest is not None and view.encoder in ("sensor:conv1d", "sensor:conv2d") and view.column in manifest.columns:
+        problem = fits_rank(view.encoder, tuple(view.options.get("input_shape") or _sensor_rank(manifest, view.column)))
+        if problem:
+            raise ValueError(f"column '{view.column}': {problem}")
+    return view.why
+
+
+def resolve_views(views: list[Any], manifest: Manifest) -> list[str]:
+    """Resolve every view; -> one line per view: `column: encoder {options} (why)`."""
+    rec = recorded_encoders(manifest)
+    lines = []
+    for v in views:
+        resolve_view(v, manifest, rec)
+        opts = {k: o for k, o in v.options.items() if k != "input_shape"}
+        lines.append(f"{v.column}: {v.encoder}{' ' + json.dumps(opts) if opts else ''} ({v.why})")
+    return lines
