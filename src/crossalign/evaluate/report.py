@@ -45,13 +45,13 @@ def view_table(m: dict[str, float], columns: Sequence[str]) -> Table:
 
 def methods_table(results: dict[str, dict[str, float]], directions: Sequence[str], metric: str = "R@1",
                   caption: str | None = None) -> Table:
-    """Directions as rows, methods as columns. Direction names and numbers never wrap or truncate:
-    method names in the header wrap instead, and a table wider than the terminal stays whole."""
+    """Directions as rows, methods as columns. Names and numbers never wrap or truncate: a table wider
+    than the terminal is printed whole (`print_tables` does not crop)."""
     t = Table(title=f"test {metric} by method (same features, same splits)", caption=caption)
     t.add_column("direction", no_wrap=True, min_width=max([len(d) for d in directions] + [9]))
+    width = 11 if any(m.get("seeds", 1) > 1 for m in results.values()) else 5
     for name in results:
-        t.add_column(name, justify="right", no_wrap=False,
-                     min_width=11 if any(m.get("seeds", 1) > 1 for m in results.values()) else 5)
+        t.add_column(name, justify="right", no_wrap=True, min_width=max(width, len(name)))
     for d in directions:
         t.add_row(d, *[fmt(m, f"{d}/{metric}") for m in results.values()])
     means: list[str] = []
