@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Basis", "pca_basis", "NystromMap", "LinearMap", "KernelMap", "cca_solve", "mcca_solve", "l2",
+__all__ = ["Basis", "pca_basis", "NystromMap", "LinearMap", "AffineMap", "KernelMap", "cca_solve", "mcca_solve", "l2",
            "pair_score", "PairScorer"]
 
 
@@ -105,6 +105,26 @@ class LinearMap:
     def weight(self) -> np.ndarray:
         """(D, c) map from the standardised, flattened features (what a linear head holds)."""
         return self.basis.comps[:, :len(self.proj)].astype(np.float64) @ self.proj
+
+    def bias(self) -> np.ndarray:
+        return -(self.basis.mean.astype(np.float64) @ self.weight())  # (c,)
+
+
+@dataclass
+class AffineMap:
+    """x -> flat(x) @ w + b: any linear map given directly (e.g. the encoder's own space)."""
+
+    w: np.ndarray  # (D, c)
+    b: np.ndarray  # (c,)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return _flat(x).astype(np.float64) @ self.w + self.b
+
+    def weight(self) -> np.ndarray:
+        return self.w
+
+    def bias(self) -> np.ndarray:
+        return self.b
 
 
 @dataclass

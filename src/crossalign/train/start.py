@@ -18,18 +18,19 @@ import torch
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig, TrainConfig
 from crossalign.data.features import FeatureTable
-from crossalign.evaluate.closed_form import LinearMap, PairScorer, mcca_solve
-from crossalign.evaluate.tuning import POWERS, REGS, ViewData, dims_grid, tune_cca, tune_procrustes, tune_ridge
+from crossalign.evaluate.closed_form import AffineMap, LinearMap, PairScorer, mcca_solve
+from crossalign.evaluate.tuning import (POWERS, REGS, Fitted, ViewData, dims_grid, tune_cca, tune_procrustes,
+                                       tune_ridge)
 
 __all__ = ["ClosedForm", "fit_closed_form", "apply_closed_form", "small_data_defaults"]
 
 
 @dataclass
 class ClosedForm:
-    method: str  # cca | ridge | procrustes | mcca
+    method: str  # cca | ridge | procrustes | encoder | mcca
     params: dict[str, Any]
     val_score: float  # the tuner's validation score (mean R@1 over pairs + MRR tie-break)
-    maps: dict[str, LinearMap] = field(repr=False, default_factory=dict)
+    maps: dict[str, LinearMap | AffineMap] = field(repr=False, default_factory=dict)
 
 
 @torch.no_grad()
@@ -52,10 +53,32 @@ def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, m
         a, b = cols
         fits = {n: t(views[a], views[b], score, max_c=dim)
                 for n, t in (("cca", tune_cca), ("ridge", tune_ridge), ("procrustes", tune_procrustes))}
+        shared = _shared_space(model, views, tr, a, b, score)
+        if shared is not None:
+            fits["encoder"] = shared
         name = max(fits, key=lambda n: fits[n].score)
         f = fits[name]
         return ClosedForm(name, f.params, f.score, {a: f.maps[0], b: f.maps[1]})  # type: ignore[dict-item]
     return _tune_mcca(views, cols, score, dim)
+
+
+def _shared_space(model: AlignmentModel, views: dict[str, ViewData], tr: FeatureTable, a: str, b: str,
+                  score: PairScorer) -> Fitted | None:
+    """Two columns from one encoder: the encoder's own cosine, kept as the top `dim` principal axes
+    of both views' raw features together (an identity path that fits the shared dimension)."""
+    sa, sb = model.specs[a], model.specs[b]
+    if (sa.name, tuple(sa.output_shape), sa.version) != (sb.name, tuple(sb.output_shape), sb.version) or sa.from_scratch:
+        return None
+    raw = np.concatenate([views[a].raw_tr, views[b].raw_tr]).astype(np.float64)  # standardised, per view
+    scale = {c: model.linear[c].norm.std.flatten().double().numpy() for c in (a, b)}
+    mean = {c: model.linear[c].norm.mean.flatten().double().numpy() for c in (a, b)}
+    x = np.concatenate([raw[:len(views[a].raw_tr)] * scale[a] + mean[a], raw[len(views[a].raw_tr):] * scale[b] + mean[b]])
+    mu = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
+    p = vt[:model.cfg.dim].T  # (D, c)
+    maps = {c: AffineMap(scale[c][:, None] * p, (mean[c] - mu) @ p) for c in (a, b)}
+    return Fitted(score(maps[a](views[a].raw_va), maps[b](views[b].raw_va)), {"components": p.shape[1]},
+                  (maps[a], maps[b]))
 
 
 def _tune_mcca(views: dict[str, ViewData], cols: list[str], score: PairScorer, dim: int) -> ClosedForm:
@@ -89,8 +112,7 @@ def _tune_mcca(views: dict[str, ViewData], cols: list[str], score: PairScorer, d
 def apply_closed_form(model: AlignmentModel, cf: ClosedForm) -> None:
     """Linear paths := the closed form (zero-padded to `dim`); heads' gates := 0."""
     for col, m in cf.maps.items():
-        w = m.weight()  # (D, c) on standardised inputs
-        bias = -(m.basis.mean.astype(np.float64) @ w)  # the basis centres again (≈ 0 after standardising)
+        w, bias = m.weight(), m.bias()  # (D, c), (c,) on standardised inputs
         lp = model.linear[col]
         c = min(w.shape[1], lp.linear.out_features)
         lp.linear.weight.zero_()
