@@ -70,6 +70,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
              for v in cfg.model.views}
     start = cfg.train.start
     cands: dict[str, float] = {}
+    ties: dict[str, float] = {}  # validation mean MRR: small validation splits tie on R@1
     result = TrainResult(-1, float("nan"), 0)
     if start in ("auto", "scratch"):
         model = _build(cfg, specs, tr)
@@ -77,6 +78,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
         if stop_after is not None and result.epochs_run < cfg.train.epochs and not result.stopped_early:
             return out, result  # a simulated interruption: no selection yet
         cands["scratch"] = result.best_metric
+        ties["scratch"] = _mrr_at_best(result)
     cf_info: dict[str, Any] = {}
     best_cf: tuple[str, RunConfig, AlignmentModel] | None = None
     if start != "scratch":
@@ -90,23 +92,25 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
                 model = _build(cfg, specs, tr)
                 result = _fit(AlignmentTask(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after)
                 cands["scratch"] = result.best_metric
+                ties["scratch"] = _mrr_at_best(result)
         else:
             apply_closed_form(model_cf, cf)
             cf_info = {"method": cf.method, "params": cf.params}
             task = AlignmentTask(model_cf, cfg_cf, tr, va, ctx)
-            cands["closed_form"] = task.validate()[cfg.train.primary]
+            v = task.validate()
+            cands["closed_form"], ties["closed_form"] = v[cfg.train.primary], v.get("mean/MRR", 0.0)
             best_cf = ("closed_form", cfg_cf, copy.deepcopy(model_cf))
             ft = out / "candidates" / "fine_tuned"
             res_ft = _fit(task, cfg_cf, ft, len(tr), resume, progress, stop_after)
-            cands["fine_tuned"] = res_ft.best_metric
-            if res_ft.best_metric > cands["closed_form"]:
+            cands["fine_tuned"], ties["fine_tuned"] = res_ft.best_metric, _mrr_at_best(res_ft)
+            if (cands["fine_tuned"], ties["fine_tuned"]) > (cands["closed_form"], ties["closed_form"]):
                 task.load(ft, "best")
                 best_cf = ("fine_tuned", cfg_cf, model_cf)
             if not result.history:
                 result = res_ft
     if ctx.rank != 0:
         return out, result
-    winner = max(cands, key=lambda k: cands[k])  # ties keep the earlier: scratch, then closed form
+    winner = max(cands, key=lambda k: (cands[k], ties[k]))  # full ties keep the earlier: scratch, then closed form
     if best_cf is not None and winner == best_cf[0]:
         best_cf[1].train.out = str(out)
         save_model(best_cf[2], best_cf[1], out, "best")
@@ -117,11 +121,16 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     t = cfg.train
     (out / "train_result.json").write_text(json.dumps(
         {"winner": winner, "margin": cands[winner] - max(others) if others else None,
-         "candidates": {k: {"val_" + t.primary: v} for k, v in cands.items()}, "closed_form": cf_info,
+         "candidates": {k: {"val_" + t.primary: v, "val_mean/MRR": ties[k]} for k, v in cands.items()},
+         "closed_form": cf_info,
          "small_data": small, "best_epoch": result.best_epoch if winner != "closed_form" else -1, "best_" + t.primary: cands[winner],
          "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
          "train_rows": len(tr), "val_rows": len(va)}, indent=2))
     return out, result
+
+
+def _mrr_at_best(res: TrainResult) -> float:
+    return float(next((r.get("val/mean/MRR", 0.0) for r in res.history if r.get("epoch") == res.best_epoch), 0.0))
 
 
 def _build(cfg: RunConfig, specs: dict[str, Any], tr: FeatureTable) -> AlignmentModel:
