@@ -113,6 +113,14 @@ def test_baselines_choose_on_validation_only() -> None:
     assert ra["cca"]["mean/R@1"] > 0.5 > rb["cca"]["mean/R@1"]  # the test split was read, after selection
 
 
+def test_baseline_phase_shows_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossalign.evaluate.baselines import run_baselines
+
+    run_baselines(_synthetic_table(n=200), ["sensor_a", "sensor_b"], methods=["cca", "random"], progress=True)
+    err = capsys.readouterr().err
+    assert "baselines" in err and "2/2" in err
+
+
 def test_tuned_cca_beats_untuned_on_noisy_views() -> None:
     """Regularisation and dimensions chosen on validation beat a fixed tiny ridge on noisy data."""
     from crossalign.evaluate.closed_form import PairScorer, cca_solve, pair_score

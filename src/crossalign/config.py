@@ -117,6 +117,7 @@ class TrainConfig:
     # Candidates chosen on validation: "auto" = closed form as-is, heads fine-tuned from it, and heads
     # trained from scratch; "closed_form" = the first two; "scratch" = the last only.
     start: Literal["auto", "closed_form", "scratch"] = "auto"
+    finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
 
     def __post_init__(self) -> None:
