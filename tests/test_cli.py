@@ -33,8 +33,12 @@ def test_train_and_eval_commands(scenes_small: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--epochs", "2"])
     assert r.exit_code == 0, r.output
     assert "test R@1" in r.output and (tmp_path / "run" / "model.safetensors").exists()
+    assert "crossalign = " in r.output  # which candidate won, and by how much
+    for png in ("curves.png", "similarity.png"):  # like `demo`, pictures land in the run folder
+        assert (tmp_path / "run" / png).stat().st_size > 1000, png
     r = runner.invoke(app, ["eval", str(tmp_path / "run"), "--split", "val", "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "ev" / "similarity.png").exists()
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "text->audio/R@1" in m and "audio->text/MRR" in m
 

@@ -46,6 +46,9 @@ class HeadConfig:
     dropout: float = 0.1  # dropout inside the MLP (and on token inputs)
     tokens: Literal["flatten", "mean"] = "flatten"  # how (T, D) token features enter the head
     token_dim: int = 128  # with tokens="flatten": shared per-token projection D -> token_dim first (0: none)
+    # A gated residual linear map from the view's standardised input, added before normalising: it
+    # holds the closed-form (CCA / ridge) start, and the head learns what a linear map cannot.
+    linear_path: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "mlp"):
@@ -128,6 +131,11 @@ class TrainConfig:
     progress: bool = True
     grad_cache_chunk: int = 0  # >0: GradCache, towers run this many items at a time (memory), same gradients
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward (GPUs with bf16, and CPUs)
+    # Candidates chosen on validation: "auto" = closed form as-is, heads fine-tuned from it, and heads
+    # trained from scratch; "closed_form" = the first two; "scratch" = the last only.
+    start: Literal["auto", "closed_form", "scratch"] = "auto"
+    finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
+    small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -136,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"train.precision must be fp32 or bf16, not {self.precision!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError("0 <= warmup < 1")
+        if self.start not in ("auto", "closed_form", "scratch"):
+            raise ValueError(f"train.start must be auto, closed_form or scratch, not {self.start!r}")
 
 
 @dataclass

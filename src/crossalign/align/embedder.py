@@ -68,7 +68,7 @@ class Embedder:
                 x = enc.preprocess(chunk) if enc.spec.from_scratch else chunk
                 z = self.model.embed(col, x)
             else:
-                z = self.model.heads[col](enc.encode(chunk))
+                z = self.model.embed(col, enc.encode(chunk))
             out.append(z.float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.cfg.dim), np.float32)
 

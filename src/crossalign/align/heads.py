@@ -10,7 +10,7 @@ from torch import nn
 
 from crossalign.config import HeadConfig
 
-__all__ = ["Standardize", "ProjectionHead"]
+__all__ = ["Standardize", "ProjectionHead", "LinearPath"]
 
 
 class Standardize(nn.Module):
@@ -62,9 +62,28 @@ class ProjectionHead(nn.Module):
             layers.append(nn.Linear(width, dim))
             self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *in_shape) -> (B, dim), before L2 normalisation."""
         x = self.norm(x.float())
         if x.dim() == 3:  # (B, T, D) tokens
             x = self.token_proj(self.drop_in(x))  # (B, T, token_dim)
             x = x.flatten(1) if self.cfg.tokens == "flatten" else x.mean(1)  # (B, T*D) or (B, D)
-        return F.normalize(self.net(x), dim=-1)
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.project(x), dim=-1)
+
+
+class LinearPath(nn.Module):
+    """Standardise -> flatten -> linear into the shared space, plus the gate on the head's path:
+    embed = normalize(gate * head(x) + linear(x)). Started from a closed form (CCA, ridge) with
+    gate 0, training begins exactly at the closed-form solution and the head grows from there."""
+
+    def __init__(self, in_shape: tuple[int, ...], dim: int):
+        super().__init__()
+        self.norm = Standardize(tuple(in_shape))
+        self.linear = nn.Linear(math.prod(in_shape), dim)
+        self.gate = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(x.float()).flatten(1))  # (B, dim)

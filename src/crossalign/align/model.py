@@ -6,13 +6,14 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from crossalign.align.heads import ProjectionHead
+from crossalign.align.heads import LinearPath, ProjectionHead
 from crossalign.config import ModelConfig
 from crossalign.encoders import Encoder, EncoderSpec
 
-__all__ = ["AlignmentModel"]
+__all__ = ["AlignmentModel", "linear_input_shape"]
 
 
 class AlignmentModel(nn.Module):
@@ -20,6 +21,8 @@ class AlignmentModel(nn.Module):
     - `towers[col]`: encoders whose weights train (sensor towers from scratch, or a pretrained tower
       listed in `train_towers`); frozen pretrained towers stay outside and feed cached features;
     - `heads[col]`: projection head (standardise -> linear/MLP -> L2 normalise);
+    - `linear[col]` (with `head.linear_path`): a gated residual linear map from the view's input
+      (cached features, or a from-scratch tower's input) that holds the closed-form start;
     plus a learnable logit scale (clamped) and a bias for sigmoid objectives.
 
     `forward({col: input})` -> `{col: (B, dim)}` where input is the cached tensor for frozen views
@@ -37,6 +40,12 @@ class AlignmentModel(nn.Module):
             # Standardisation is fitted on cached features; a trained tower's outputs move, so none there.
             self.heads[col] = ProjectionHead(tuple(spec.output_shape), cfg.dim, cfg.head,
                                              standardize=col not in self.towers)
+        self.linear = nn.ModuleDict()
+        if cfg.head.linear_path:
+            for col in cfg.columns:
+                shape = linear_input_shape(specs[col], col in self.towers)
+                if shape is not None:
+                    self.linear[col] = LinearPath(shape, cfg.dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),
                                         requires_grad=cfg.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias)))
@@ -50,16 +59,31 @@ class AlignmentModel(nn.Module):
         return self.logit_scale.clamp(max=math.log(self.cfg.max_logit_scale)).exp()
 
     def embed(self, col: str, x: Any) -> torch.Tensor:
+        inp = x
         if col in self.towers:
             x = self.towers[col](x)
-        return self.heads[col](x)
+        if col not in self.linear:
+            return self.heads[col](x)
+        lp = self.linear[col]
+        return F.normalize(lp.gate * self.heads[col].project(x) + lp(inp), dim=-1)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {col: self.embed(col, x) for col, x in batch.items() if col in self.heads}
 
     def fit_normalizers(self, feats: dict[str, torch.Tensor]) -> None:
-        """Fit each frozen view's input standardisation on training features."""
+        """Fit each frozen view's input standardisation (and every linear path's) on training features."""
         for col, x in feats.items():
             head = self.heads[col]
             if col not in self.towers and hasattr(head.norm, "fit"):
                 head.norm.fit(x.float())
+            if col in self.linear:
+                self.linear[col].norm.fit(x.float())
+
+
+def linear_input_shape(spec: EncoderSpec, towered: bool) -> tuple[int, ...] | None:
+    """What a view's linear path reads: cached features, or a from-scratch tower's input array;
+    None for fine-tuned pretrained towers (their input is raw text, images or audio)."""
+    if not towered:
+        return tuple(spec.output_shape)
+    shape = spec.options.get("input_shape") if spec.from_scratch else None
+    return tuple(int(s) for s in shape) if shape else None

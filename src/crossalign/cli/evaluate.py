@@ -17,6 +17,8 @@ def eval_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
              out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default: RUN)")] = None,
              encoder: EncoderOpt = None, prompt: PromptOpt = None, prompt_map: PromptMapOpt = None) -> None:
     """Retrieval in every direction, zero-shot, hard negatives, diagnostics, linear probes."""
+    from crossalign.align.io import load_run
+    from crossalign.evaluate.plots import plot_run
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_run
 
@@ -32,6 +34,7 @@ def eval_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
         typer.echo(f"zero-shot prompts ({res.prompts['how']}), e.g. {list(res.prompts['prompts'].values())[:3]}")
     cols = list(res.embeddings)
     m = res.metrics
+    plot_run(out or run, res.embeddings, res.table, load_run(run)[0].specs)
     print_tables(retrieval_table(m, cols, "R@1", f"{split} R@1 (row: query, column: target)"),
                  retrieval_table(m, cols, "R@10", f"{split} R@10"), view_table(m, cols))
     typer.echo(f"mean R@1 {m.get('mean/R@1', float('nan')):.4f}  mean MRR {m.get('mean/MRR', float('nan')):.4f}"
@@ -43,15 +46,24 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
                   modalities: Annotated[Optional[str], typer.Option(help="view columns")] = None,
                   out: Annotated[Path, typer.Option(help="output folder (benchmark.json)")] = Path("runs/benchmark"),
                   epochs: Annotated[Optional[int], typer.Option(help="epochs")] = None,
+                  seed: Annotated[Optional[int], typer.Option(help="first random seed")] = None,
+                  seeds: Annotated[int, typer.Option(min=1, help="train this many seeds; report mean ± sd")] = 1,
+                  methods: Annotated[Optional[str], typer.Option(
+                      help="comma-separated baselines (default: cca,kcca,ridge,procrustes,encoder,random)")] = None,
                   encoder: EncoderOpt = None) -> None:
-    """Train crossalign and fit CCA / Procrustes / ridge / random baselines on the same features; one table."""
-    from crossalign.recipes.benchmark import benchmark, directions
-    from crossalign.evaluate.report import methods_table, print_tables
+    """Train crossalign and fit baselines (CCA, kernel CCA, ridge, Procrustes, the encoders' own space,
+    random), each tuned on the validation split, on the same features and splits; one table."""
+    import json
 
-    cfg = config_from_args(config, data, modalities, None, epochs, encoders=encoder)
-    results = benchmark(cfg, out)
-    print_tables(methods_table(results, directions(cfg.model.columns)))
-    typer.echo(f"wrote {out / 'benchmark.json'}")
+    from crossalign.recipes.benchmark import benchmark, directions
+    from crossalign.evaluate.report import methods_table, print_tables, winner_line
+
+    cfg = config_from_args(config, data, modalities, None, epochs, seed=seed, encoders=encoder)
+    results = benchmark(cfg, out, seeds=seeds, methods=[m.strip() for m in methods.split(",")] if methods else None)
+    wins = json.loads((out / "train_results.json").read_text())
+    caption = "; ".join(f"seed {s}: {winner_line(r)}" for s, r in wins.items())
+    print_tables(methods_table(results, directions(cfg.model.columns), caption=caption))
+    typer.echo(f"wrote {out / 'benchmark.json'} (choices: {out / 'baselines.json'})")
 
 
 def register(app: typer.Typer) -> None:

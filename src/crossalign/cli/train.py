@@ -26,13 +26,18 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
               seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
               fresh: Annotated[bool, typer.Option("--fresh", help="ignore an existing checkpoint in OUT")] = False,
               evaluate: Annotated[bool, typer.Option(help="evaluate the best model on the test split")] = True,
+              seeds: Annotated[int, typer.Option(min=1, help="train this many seeds (OUT/seed-S each); report mean ± sd")] = 1,
               nproc: Annotated[int, typer.Option(help="worker processes on this machine (runs torchrun)")] = 1,
               max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0,
               encoder: EncoderOpt = None,
               prompt: PromptOpt = None, prompt_map: PromptMapOpt = None) -> None:
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
+    import json
+
+    from crossalign.align.io import load_run
+    from crossalign.evaluate.plots import plot_run
     from crossalign.evaluate.prompts import load_prompts
-    from crossalign.evaluate.report import print_tables, retrieval_table, view_table
+    from crossalign.evaluate.report import print_tables, retrieval_table, view_table, winner_line
     from crossalign.evaluate.run_eval import evaluate_run
     from crossalign.recipes.align import train
     from crossalign.train.distributed import init_from_env, is_launched
@@ -44,13 +49,44 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
 
         # --fresh applies once, here: restarted workers must resume from the last checkpoint.
         raise typer.Exit(relaunch_self(nproc, max_restarts=max_restarts, fresh_out=Path(cfg.train.out) if fresh else None))
+    if seeds > 1:
+        _train_seeds(cfg, seeds, fresh, evaluate)
+        return
     run, res = train(cfg, resume=not fresh)
     if init_from_env().rank != 0:
         return
     typer.echo(f"run: {run}  best val {cfg.train.primary} = {res.best_metric:.4f} at epoch {res.best_epoch}")
+    typer.echo(winner_line(json.loads((run / "train_result.json").read_text())))
     if evaluate:
-        m = evaluate_run(run, split="test", prompts=load_prompts(prompt, prompt_map)).metrics
+        ev = evaluate_run(run, split="test", prompts=load_prompts(prompt, prompt_map))
+        plot_run(run, ev.embeddings, ev.table, load_run(run)[0].specs)
+        m = ev.metrics
         print_tables(retrieval_table(m, cfg.model.columns, title="test R@1"), view_table(m, cfg.model.columns))
+
+
+def _train_seeds(cfg, seeds: int, fresh: bool, evaluate: bool) -> None:  # type: ignore[no-untyped-def]
+    """Seeds S, S+1, ... into OUT/seed-S ...; test metrics aggregated into OUT/seeds.json."""
+    import copy
+
+    from crossalign.evaluate.report import print_tables, retrieval_table, winner_line
+    from crossalign.evaluate.run_eval import evaluate_run
+    from crossalign.evaluate.seeds import aggregate
+    from crossalign.recipes.align import train
+
+    root, runs = Path(cfg.train.out), []
+    for i in range(seeds):
+        c = copy.deepcopy(cfg)
+        c.train.seed = cfg.train.seed + i
+        c.train.out = str(root / f"seed-{c.train.seed}")
+        run, res = train(c, resume=not fresh)
+        typer.echo(f"seed {c.train.seed}: {winner_line(json.loads((run / 'train_result.json').read_text()))}")
+        if evaluate:
+            runs.append(evaluate_run(run, split="test").metrics)
+    if runs:
+        agg = aggregate(runs)
+        (root / "seeds.json").write_text(json.dumps({"mean_sd": agg, "runs": runs}, indent=2))
+        print_tables(retrieval_table(agg, cfg.model.columns, title=f"test R@1, mean ± sd over {seeds} seeds"))
+        typer.echo(f"mean R@1 {agg['mean/R@1']:.4f} ± {agg['mean/R@1/sd']:.4f}  -> {root / 'seeds.json'}")
 
 
 def tune_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt = None,

@@ -1,144 +1,113 @@
-"""Classical baselines on the same cached features and splits as crossalign's heads.
+"""Classical baselines on the same cached features and splits as crossalign's heads, tuned as fairly.
 
-Each baseline is fitted per pair of views on the train split and embeds the test split of both
-views into a common space, where retrieval is scored exactly as for crossalign:
-- `cca`: exact regularised CCA (closed form: whitening + SVD of the cross-covariance) on
-  PCA-reduced, standardised features;
-- `cca-sklearn`: scikit-learn's iterative CCA on the same inputs (slow: ~10 s a pair, and its
-  NIPALS iterations often stop before converging; kept for reference in `crossalign benchmark`);
-- `procrustes`: orthogonal Procrustes rotation between the two PCA spaces (scipy);
-- `ridge`: least-squares (ridge) map from view a's PCA space to view b's;
+Per pair of views, each baseline is fitted on the train split with every hyperparameter chosen on
+the validation split (`evaluate/tuning.py`); only then is the test split read and scored exactly
+as crossalign's heads are:
+- `cca`: exact regularised CCA on standardised PCA scores (dims incl. all up to 512, ridge 1e-3..10,
+  number of components, components weighted by their canonical correlation);
+- `kcca`: the same on Nyström RBF features (landmarks and bandwidth tuned too);
+- `ridge`: least squares from one view's PCA space to the other's (dims, alpha, direction);
+- `procrustes`: orthogonal rotation between the two PCA spaces (dims, whitening);
+- `encoder`: the encoders' own cosine, where both columns come from the same encoder;
 - `random`: an untrained random projection of each view (the floor).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import logging
+import sys
+from typing import Any
 
 import numpy as np
 
 from crossalign.data.features import FeatureTable
+from crossalign.evaluate.closed_form import PairScorer
 from crossalign.evaluate.retrieval import retrieval_metrics
+from crossalign.evaluate.tuning import TUNERS, Fitted, ViewData
 
-__all__ = ["BASELINES", "run_baselines"]
+__all__ = ["BASELINES", "DEFAULT_METHODS", "run_baselines", "view_data", "selection_split"]
 
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-9)
-
-
-class _Reducer:
-    """Flatten, standardise, PCA to k dims (fitted on train)."""
-
-    def __init__(self, k: int, seed: int = 0):
-        self.k, self.seed = k, seed
-
-    def fit(self, x: np.ndarray) -> "_Reducer":
-        from sklearn.decomposition import PCA
-
-        x = x.reshape(len(x), -1)
-        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
-        self.pca = PCA(n_components=min(self.k, x.shape[1], len(x) - 1), random_state=self.seed).fit((x - self.mu) / self.sd)
-        return self
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.pca.transform((x.reshape(len(x), -1) - self.mu) / self.sd)
+log = logging.getLogger(__name__)
+BASELINES = TUNERS
+DEFAULT_METHODS = ["cca", "kcca", "ridge", "procrustes", "encoder", "random"]
 
 
-Reduce = Callable[[np.ndarray, int], _Reducer]
-Fit = Callable[[np.ndarray, np.ndarray, int, Reduce],
-               Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
+def selection_split(table: FeatureTable, train_split: str, val_split: str,
+                    seed: int = 0) -> tuple[FeatureTable, FeatureTable]:
+    """(fit rows, selection rows): the validation split, or 10 % of train held out when there is none."""
+    tr, va = table.split(train_split), table.split(val_split)
+    if len(va) >= 2:
+        return tr, va
+    hold = np.zeros(len(tr), bool)
+    hold[np.random.default_rng(seed).permutation(len(tr))[:max(2, len(tr) // 10)]] = True
+    return tr.subset(~hold), tr.subset(hold)
 
 
-def _fresh(seed: int) -> Reduce:
-    return lambda x, k: _Reducer(k, seed).fit(x)
+def view_data(tr: FeatureTable, va: FeatureTable, columns: list[str], max_k: int = 512) -> dict[str, ViewData]:
+    """Per view: PCA basis fitted on train, train and validation scores (shared by every method)."""
+    out = {}
+    for c in columns:
+        spec = tr.specs.get(c)
+        key = (spec.name, tuple(spec.output_shape), spec.version) if spec is not None and not spec.from_scratch else ()
+        out[c] = ViewData.fit(tr.features[c], va.features[c], max_k, key)
+    return out
 
 
-def _inv_sqrt(c: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(c)
-    return (v / np.sqrt(np.clip(w, 1e-12, None))) @ v.T
+def _bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+    """A tqdm bar on a terminal; a few plain lines otherwise (logs stay short)."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
 
-
-def _cca(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None, n: int = 48, reg: float = 1e-3):  # type: ignore[no-untyped-def]
-    """Canonical directions maximise corr(A wa, B wb): with Ca^-1/2 Cab Cb^-1/2 = U S V^T,
-    wa = Ca^-1/2 U and wb = Cb^-1/2 V (Hotelling 1936); a small ridge keeps the covariances invertible."""
-    ra, rb = (reduce or _fresh(seed))(a, 128), (reduce or _fresh(seed))(b, 128)
-    xa, xb = ra(a), rb(b)
-    ma, mb = xa.mean(0), xb.mean(0)
-    xa, xb = xa - ma, xb - mb
-    ca, cb = xa.T @ xa / len(xa), xb.T @ xb / len(xb)
-    ca += reg * np.trace(ca) / len(ca) * np.eye(len(ca))
-    cb += reg * np.trace(cb) / len(cb) * np.eye(len(cb))
-    wa, wb = _inv_sqrt(ca), _inv_sqrt(cb)
-    u, _, vt = np.linalg.svd(wa @ (xa.T @ xb / len(xa)) @ wb)
-    k = min(n, u.shape[1], vt.shape[0])
-    pa, pb = wa @ u[:, :k], wb @ vt[:k].T
-    return lambda x, y: (_l2((ra(x) - ma) @ pa), _l2((rb(y) - mb) @ pb))
-
-
-def _cca_sklearn(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
-    from sklearn.cross_decomposition import CCA
-
-    ra, rb = (reduce or _fresh(seed))(a, 128), (reduce or _fresh(seed))(b, 128)
-    n = min(48, ra.pca.n_components_, rb.pca.n_components_)
-    cca = CCA(n_components=n, max_iter=1000).fit(ra(a), rb(b))
-    return lambda x, y: tuple(map(_l2, cca.transform(ra(x), rb(y))))
-
-
-def _procrustes(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
-    from scipy.linalg import orthogonal_procrustes
-
-    k = 128
-    ra, rb = (reduce or _fresh(seed))(a, k), (reduce or _fresh(seed))(b, k)
-    k = min(ra.pca.n_components_, rb.pca.n_components_)
-    r, _ = orthogonal_procrustes(ra(a)[:, :k], rb(b)[:, :k])
-    return lambda x, y: (_l2(ra(x)[:, :k] @ r), _l2(rb(y)[:, :k]))
-
-
-def _ridge(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
-    from sklearn.linear_model import Ridge
-
-    ra, rb = (reduce or _fresh(seed))(a, 256), (reduce or _fresh(seed))(b, 128)
-    reg = Ridge(alpha=10.0).fit(ra(a), rb(b))
-    return lambda x, y: (_l2(reg.predict(ra(x))), _l2(rb(y)))
-
-
-def _random(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = None):  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(seed)
-    pa = rng.standard_normal((int(np.prod(a.shape[1:])), 256)).astype(np.float32)
-    pb = rng.standard_normal((int(np.prod(b.shape[1:])), 256)).astype(np.float32)
-    return lambda x, y: (_l2(x.reshape(len(x), -1) @ pa), _l2(y.reshape(len(y), -1) @ pb))
-
-
-BASELINES: dict[str, Fit] = {"cca": _cca, "cca-sklearn": _cca_sklearn, "procrustes": _procrustes, "ridge": _ridge,
-                             "random": _random}
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, desc="baselines", unit="fit", disable=False, mininterval=0.5 if tty else 30.0,
+                file=sys.stderr)
 
 
 def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",
-                  methods: list[str] | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
-    """{method: {"a->b/R@1": ...}} for every ordered pair of views."""
-    tr, te = table.split(train_split), table.split(test_split)
+                  methods: list[str] | None = None, seed: int = 0, val_split: str = "val", progress: bool = False,
+                  selected: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """{method: {"a->b/R@1": ...}} on the test split for every ordered pair of views.
+
+    `selected`, when given, receives {method: {"a-b": {"val": score, "params": {...}}}}: what the
+    validation split chose. The test split is read only after every choice is made."""
+    methods = methods or DEFAULT_METHODS
+    unknown = [m for m in methods if m not in TUNERS]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(TUNERS)}")
+    tr, va = selection_split(table, train_split, val_split, seed)
+    score = PairScorer(va.groups(), len(va))
+    views = view_data(tr, va, columns)
+    pairs = [(a, b) for i, a in enumerate(columns) for b in columns[i + 1:]]
+    bar = _bar(len(methods) * len(pairs), progress)
+    fits: dict[str, dict[tuple[str, str], Fitted]] = {}
+    for name in methods:
+        fits[name] = {}
+        for a, b in pairs:
+            f = TUNERS[name](views[a], views[b], score, seed=seed)
+            if f is not None:
+                fits[name][(a, b)] = f
+            if bar is not None:
+                bar.set_postfix_str(f"{name} {a}-{b}", refresh=False)
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if selected is not None:
+        selected.update({n: {f"{a}-{b}": {"val": round(f.score, 6), "params": f.params} for (a, b), f in fs.items()}
+                         for n, fs in fits.items()})
+    te = table.split(test_split)  # first read of the test split
     groups = te.groups()
     out: dict[str, dict[str, float]] = {}
-    # A view's PCA is the same for every pair and method: fit it once per (view, size).
-    memo: dict[tuple[str, int], _Reducer] = {}
-    by_id = {id(tr.features[c]): c for c in columns}
-
-    def reduce(x: np.ndarray, k: int) -> _Reducer:
-        key = (by_id[id(x)], k)
-        if key not in memo:
-            memo[key] = _Reducer(k, seed).fit(x)
-        return memo[key]
-
-    for name in methods or list(BASELINES):
+    for name, fs in fits.items():
         res: dict[str, float] = {}
-        for i, a in enumerate(columns):
-            for b in columns[i + 1:]:
-                project = BASELINES[name](tr.features[a], tr.features[b], seed, reduce)
-                za, zb = project(te.features[a], te.features[b])
-                for q, d, key in ((za, zb, f"{a}->{b}"), (zb, za, f"{b}->{a}")):
-                    for k, v in retrieval_metrics(q, d, groups).items():
-                        res[f"{key}/{k}"] = v
+        for (a, b), f in fs.items():
+            za, zb = (np.asarray(z, np.float32) for z in (f.maps[0](te.features[a]), f.maps[1](te.features[b])))
+            za, zb = za / np.linalg.norm(za, axis=1, keepdims=True).clip(1e-9), zb / np.linalg.norm(zb, axis=1, keepdims=True).clip(1e-9)
+            for q, d, key in ((za, zb, f"{a}->{b}"), (zb, za, f"{b}->{a}")):
+                for k, v in retrieval_metrics(q, d, groups).items():
+                    res[f"{key}/{k}"] = v
+        if not res:
+            continue
         from crossalign.evaluate.evaluators import mean_over_directions
 
         res.update(mean_over_directions(res))

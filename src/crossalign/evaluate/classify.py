@@ -39,6 +39,10 @@ def linear_probe(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray
 
     if len(set(train_y)) < 2:
         return float("nan")
+    import warnings
+
     clf = LogisticRegression(max_iter=2000, C=1.0)
-    clf.fit(train_x, list(train_y))
+    with warnings.catch_warnings():  # convergence / class-count notices are for developers, not results
+        warnings.simplefilter("ignore")
+        clf.fit(train_x, list(train_y))
     return float(clf.score(test_x, list(test_y)))

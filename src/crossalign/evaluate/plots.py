@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_curves", "plot_similarity", "plot_gallery"]
+__all__ = ["plot_curves", "plot_similarity", "plot_gallery", "plot_run"]
 
 
 def plot_curves(metrics_jsonl: Path, out: Path) -> Path:
@@ -69,4 +69,26 @@ def plot_gallery(queries: Sequence[str], q: np.ndarray, d: np.ndarray, images: S
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return out
+
+
+def plot_run(run: Path, embeddings: dict[str, np.ndarray], table, specs: dict) -> list[Path]:  # type: ignore[no-untyped-def]
+    """The run folder's pictures: curves.png (when it has metrics.jsonl), similarity.png (image x text
+    when both exist, else the first two views) and gallery.png (text -> image search, when both exist).
+    `table` is the evaluated split's FeatureTable, `specs` the model's encoder spec per column."""
+    run = Path(run)
+    out = []
+    if (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip():
+        out.append(plot_curves(run / "metrics.jsonl", run / "curves.png"))
+    cols = list(embeddings)
+    by = {m: [c for c in cols if specs[c].modality == m] for m in ("image", "text")}
+    pair = (by["image"][0], by["text"][0]) if by["image"] and by["text"] else tuple(cols[:2])
+    if len(pair) == 2:
+        out.append(plot_similarity(embeddings[pair[0]], embeddings[pair[1]], run / "similarity.png", pair))  # type: ignore[arg-type]
+    if by["image"] and by["text"]:
+        img, txt = by["image"][0], by["text"][0]
+        paths = [table.manifest.base_dir / str(p) for p in table.meta(img)]
+        if all(p.is_file() for p in paths[:len(paths)]):
+            out.append(plot_gallery([str(t) for t in table.meta(txt)[:4]], embeddings[txt][:4], embeddings[img],
+                                    paths, run / "gallery.png"))
     return out

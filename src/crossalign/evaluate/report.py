@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["retrieval_table", "view_table", "methods_table", "print_tables"]
+__all__ = ["retrieval_table", "view_table", "methods_table", "print_tables", "fmt", "winner_line"]
+
+
+def fmt(m: dict[str, float], key: str) -> str:
+    """`0.939`, or `0.939±0.012` when the dict holds a seed spread (`key/sd`); `—` when missing."""
+    v = m.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    sd = m.get(f"{key}/sd")
+    return f"{v:.3f}" if sd is None or m.get("seeds", 1) <= 1 else f"{v:.3f}±{sd:.3f}"
 
 
 def retrieval_table(m: dict[str, float], columns: Sequence[str], metric: str = "R@1", title: str = "") -> Table:
     t = Table(title=title or f"retrieval {metric} (row: query, column: target)")
-    t.add_column("query \\ target")
+    t.add_column("query \\ target", no_wrap=True)
     for c in columns:
-        t.add_column(c, justify="right")
+        t.add_column(c, justify="right", no_wrap=True)
     for a in columns:
-        t.add_row(a, *["—" if a == b else f"{m.get(f'{a}->{b}/{metric}', float('nan')):.3f}" for b in columns])
+        t.add_row(a, *["—" if a == b else fmt(m, f"{a}->{b}/{metric}") for b in columns])
     return t
 
 
@@ -25,29 +35,51 @@ def view_table(m: dict[str, float], columns: Sequence[str]) -> Table:
             ("probe_acc", "linear probe"), ("uniformity", "uniformity")]
     present = [(k, n) for k, n in keys if any(f"{c}/{k}" in m for c in columns)]
     t = Table(title="per view")
-    t.add_column("view")
+    t.add_column("view", no_wrap=True)
     for _, n in present:
         t.add_column(n, justify="right")
     for c in columns:
-        t.add_row(c, *[f"{m[f'{c}/{k}']:.3f}" if f"{c}/{k}" in m else "—" for k, _ in present])
+        t.add_row(c, *[fmt(m, f"{c}/{k}") for k, _ in present])
     return t
 
 
-def methods_table(results: dict[str, dict[str, float]], directions: Sequence[str], metric: str = "R@1") -> Table:
-    """Directions as rows, methods as columns (fits a terminal however many views there are)."""
-    t = Table(title=f"test {metric} by method (same features, same splits)")
-    t.add_column("direction")
+def methods_table(results: dict[str, dict[str, float]], directions: Sequence[str], metric: str = "R@1",
+                  caption: str | None = None) -> Table:
+    """Directions as rows, methods as columns. Names and numbers never wrap or truncate: a table wider
+    than the terminal is printed whole (`print_tables` does not crop)."""
+    t = Table(title=f"test {metric} by method (same features, same splits)", caption=caption)
+    t.add_column("direction", no_wrap=True, min_width=max([len(d) for d in directions] + [9]))
+    width = 11 if any(m.get("seeds", 1) > 1 for m in results.values()) else 5
     for name in results:
-        t.add_column(name, justify="right")
+        t.add_column(name, justify="right", no_wrap=True, min_width=max(width, len(name)))
     for d in directions:
-        t.add_row(d, *[f"{m.get(f'{d}/{metric}', float('nan')):.3f}" for m in results.values()])
-    means = [sum(m.get(f"{d}/{metric}", float("nan")) for d in directions) / max(len(directions), 1)
-             for m in results.values()]
-    t.add_row("mean", *[f"{v:.3f}" for v in means], style="bold")
+        t.add_row(d, *[fmt(m, f"{d}/{metric}") for m in results.values()])
+    means: list[str] = []
+    for m in results.values():
+        vals = [m.get(f"{d}/{metric}") for d in directions]
+        means.append("—" if any(v is None for v in vals) else f"{sum(vals) / len(vals):.3f}")  # type: ignore[arg-type]
+    t.add_row("mean", *means, style="bold")
     return t
+
+
+def winner_line(train_result: dict[str, Any]) -> str:
+    """`crossalign = fine_tuned (val mean/R@1 0.951, +0.012 over closed_form)` from train_result.json."""
+    c = train_result.get("candidates") or {}
+    w = train_result.get("winner")
+    if not c or w is None:
+        return ""
+    key = next(iter(c[w]))
+    others = {k: v[key] for k, v in c.items() if k != w}
+    tail = ""
+    if others:
+        runner = max(others, key=lambda k: others[k])
+        tail = f", {c[w][key] - others[runner]:+.3f} over {runner}"
+    cf = train_result.get("closed_form") or {}
+    how = f"; closed form: {cf['method']} {cf['params']}" if cf else ""
+    return f"crossalign = {w} (val {key.removeprefix('val_')} {c[w][key]:.3f}{tail}){how}"
 
 
 def print_tables(*tables: Table) -> None:
-    con = Console()
+    con = Console(width=max(Console().width, 60))
     for t in tables:
-        con.print(t)
+        con.print(t, overflow="ignore", crop=False)

@@ -73,7 +73,7 @@ def evaluate_model(model: AlignmentModel, cfg: RunConfig, table: FeatureTable, s
         negf = encode_column(sub, "text_neg", enc, progress=progress, modality="text")
         if len(negf.rows) == len(test):
             with torch.inference_mode():
-                neg = model.heads["text"](torch.from_numpy(negf.features)).numpy()
+                neg = model.embed("text", torch.from_numpy(negf.features)).numpy()
             for c in others:
                 for k, v in hard_negative(emb[c], emb["text"], neg, test.meta("neg_attr")).items():
                     metrics[f"{c}/{k}"] = v

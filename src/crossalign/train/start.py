@@ -1,0 +1,143 @@
+"""The closed-form start of a model, and defaults for small data.
+
+`fit_closed_form` tunes a linear closed form on the train split against the validation split —
+for two views the best of regularised CCA, ridge and Procrustes (exactly the baselines
+`crossalign benchmark` prints), for more views a multi-view CCA — and `apply_closed_form` writes it
+into the model's linear paths with the heads' gates at 0, so the model *is* that solution until
+training moves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossalign.align.model import AlignmentModel
+from crossalign.config import RunConfig, TrainConfig
+from crossalign.data.features import FeatureTable
+from crossalign.evaluate.closed_form import AffineMap, LinearMap, PairScorer, mcca_solve
+from crossalign.evaluate.tuning import (POWERS, REGS, Fitted, ViewData, dims_grid, tune_cca, tune_procrustes,
+                                       tune_ridge)
+
+__all__ = ["ClosedForm", "fit_closed_form", "apply_closed_form", "small_data_defaults"]
+
+
+@dataclass
+class ClosedForm:
+    method: str  # cca | ridge | procrustes | encoder | mcca
+    params: dict[str, Any]
+    val_score: float  # the tuner's validation score (mean R@1 over pairs + MRR tie-break)
+    maps: dict[str, LinearMap | AffineMap] = field(repr=False, default_factory=dict)
+
+
+@torch.no_grad()
+def _standardised(model: AlignmentModel, table: FeatureTable, col: str) -> np.ndarray:
+    return model.linear[col].norm(torch.from_numpy(np.asarray(table.features[col])).float()).flatten(1).numpy()
+
+
+def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, max_k: int = 512) -> ClosedForm | None:
+    """The best linear closed form on validation, in the linear paths' standardised inputs; None when
+    a view has no linear path (a fine-tuned pretrained tower reads raw inputs)."""
+    cols = model.columns
+    if any(c not in model.linear for c in cols) or len(cols) < 2:
+        return None
+    k = max_k if len(cols) == 2 else min(max_k, 256)  # the joint eigenproblem grows with every view
+    views = {c: ViewData.fit(_standardised(model, tr, c), _standardised(model, va, c), k, standardize=False)
+             for c in cols}
+    score = PairScorer(va.groups(), len(va))
+    dim = model.cfg.dim
+    if len(cols) == 2:
+        a, b = cols
+        fits = {n: t(views[a], views[b], score, max_c=dim)
+                for n, t in (("cca", tune_cca), ("ridge", tune_ridge), ("procrustes", tune_procrustes))}
+        shared = _shared_space(model, views, tr, a, b, score)
+        if shared is not None:
+            fits["encoder"] = shared
+        name = max(fits, key=lambda n: fits[n].score)
+        f = fits[name]
+        return ClosedForm(name, f.params, f.score, {a: f.maps[0], b: f.maps[1]})  # type: ignore[dict-item]
+    return _tune_mcca(views, cols, score, dim)
+
+
+def _shared_space(model: AlignmentModel, views: dict[str, ViewData], tr: FeatureTable, a: str, b: str,
+                  score: PairScorer) -> Fitted | None:
+    """Two columns from one encoder: the encoder's own cosine, kept as the top `dim` principal axes
+    of both views' raw features together (an identity path that fits the shared dimension)."""
+    sa, sb = model.specs[a], model.specs[b]
+    if (sa.name, tuple(sa.output_shape), sa.version) != (sb.name, tuple(sb.output_shape), sb.version) or sa.from_scratch:
+        return None
+    raw = np.concatenate([views[a].raw_tr, views[b].raw_tr]).astype(np.float64)  # standardised, per view
+    scale = {c: model.linear[c].norm.std.flatten().double().numpy() for c in (a, b)}
+    mean = {c: model.linear[c].norm.mean.flatten().double().numpy() for c in (a, b)}
+    x = np.concatenate([raw[:len(views[a].raw_tr)] * scale[a] + mean[a], raw[len(views[a].raw_tr):] * scale[b] + mean[b]])
+    mu = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
+    p = vt[:model.cfg.dim].T  # (D, c)
+    maps = {c: AffineMap(scale[c][:, None] * p, (mean[c] - mu) @ p) for c in (a, b)}
+    return Fitted(score(maps[a](views[a].raw_va), maps[b](views[b].raw_va)), {"components": p.shape[1]},
+                  (maps[a], maps[b]))
+
+
+def _tune_mcca(views: dict[str, ViewData], cols: list[str], score: PairScorer, dim: int) -> ClosedForm:
+    n = len(views[cols[0]].tr)
+    cross = {(i, j): views[a].tr.T @ views[b].tr / n for i, a in enumerate(cols) for j, b in enumerate(cols) if i < j}
+    pairs = list(cross)
+    best: list[Any] = [-1.0, {}, None]
+
+    def point(k: int, reg: float) -> None:
+        ks = [min(k, views[c].k) for c in cols]
+        sub = {(i, j): c[:ks[i], :ks[j]] for (i, j), c in cross.items()}
+        proj, w = mcca_solve(sub, [views[c].basis.var[:ks[i]] for i, c in enumerate(cols)], reg, min(dim, sum(ks)))
+        z = [views[c].va[:, :ks[i]] @ proj[i] for i, c in enumerate(cols)]
+        for nc in dims_grid(len(w), lo=16):
+            for pw in POWERS:
+                s = w[:nc] ** pw
+                sc = float(np.mean([score(z[i][:, :nc] * s, z[j][:, :nc] * s) for i, j in pairs]))
+                if sc > best[0]:
+                    best[:] = [sc, {"dims": k, "reg": reg, "components": nc, "power": pw},
+                               [p[:, :nc] * s for p in proj]]
+
+    for k in dims_grid(max(v.k for v in views.values()), lo=32):
+        for reg in REGS[::2]:
+            point(k, float(reg))
+    for reg in REGS[1::2]:
+        point(best[1]["dims"], float(reg))
+    return ClosedForm("mcca", best[1], best[0], {c: LinearMap(views[c].basis, best[2][i]) for i, c in enumerate(cols)})
+
+
+@torch.no_grad()
+def apply_closed_form(model: AlignmentModel, cf: ClosedForm) -> None:
+    """Linear paths := the closed form (zero-padded to `dim`); heads' gates := 0."""
+    for col, m in cf.maps.items():
+        w, bias = m.weight(), m.bias()  # (D, c), (c,) on standardised inputs
+        lp = model.linear[col]
+        c = min(w.shape[1], lp.linear.out_features)
+        lp.linear.weight.zero_()
+        lp.linear.bias.zero_()
+        lp.linear.weight[:c] = torch.from_numpy(w[:, :c].T.copy()).float()
+        lp.linear.bias[:c] = torch.from_numpy(bias[:c].copy()).float()
+        lp.gate.zero_()
+
+
+def small_data_defaults(cfg: RunConfig, n_train: int, n_val: int) -> dict[str, Any]:
+    """Below 5000 train rows, fields still at their defaults are scaled to the data: batches that give
+    several steps an epoch, patience that a noisy small validation split cannot trip at epoch 0, a
+    narrower head. Returns what changed (recorded in train_result.json)."""
+    if not cfg.train.small_data or n_train >= 5000:
+        return {}
+    d, changed = TrainConfig(), {}
+    t = cfg.train
+    if t.batch_size == d.batch_size:
+        t.batch_size = int(min(256, max(32, n_train // 8)))
+        changed["batch_size"] = t.batch_size
+    if t.patience == d.patience and n_val < 500:
+        t.patience = max(t.patience, t.epochs // 2)
+        changed["patience"] = t.patience
+    h = cfg.model.head
+    if h.hidden == 1024 and n_train < 1000:
+        h.hidden = 512
+        changed["head.hidden"] = h.hidden
+    return changed
