@@ -37,7 +37,7 @@ def partition_rows(m: Manifest, kind: str, arg: str | float | None, sites: int, 
     rng = np.random.default_rng(seed)
     if kind == "column":
         names = sorted({str(r.get(str(arg))) for r in first if r.get(str(arg)) is not None})
-        missing = [m.row_number(u[0]) for u, r in zip(units, first) if r.get(str(arg)) is None]
+        missing = [m.row_number(i) for i, r in enumerate(m.rows) if r.get(str(arg)) is None]
         if missing:
             raise ValueError(f"{m.path}: rows {missing[:5]} have no '{arg}' value (needed by column:{arg})")
         if len(names) != sites:

@@ -31,7 +31,7 @@ from crossalign.federate.params import (
     to_record,
 )
 from crossalign.federate.record import FederationRecord, RoundFailed
-from crossalign.federate.strategy import build_strategy
+from crossalign.federate.strategy import SiteAwareStrategy, build_strategy
 from crossalign.train.trainer import set_seed
 
 __all__ = ["global_model", "make_server_app", "run_server", "server_app"]
@@ -59,7 +59,8 @@ def _wait_for_sites(grid: Grid, n: int, timeout: float) -> list[int]:
 
 
 def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel,
-                      record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None = None) -> None:
+                      record: FederationRecord, strategy: SiteAwareStrategy,
+                      on_receive: Callable[[int, str, Message], None] | None = None) -> None:
     """Pooled per-feature mean/std of every frozen view -> the heads' standardisation buffers."""
     nodes = _wait_for_sites(grid, fed.sites, fed.timeout)
     msgs = [Message(RecordDict({"config": ConfigRecord({"federation": fed_json})}), dst_node_id=n,
@@ -68,6 +69,8 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
     for r in replies if on_receive is not None else ():
         on_receive(0, "statistics", r)
     ok = [r for r in replies if not r.has_error()]
+    for r in ok:  # lets the strategy name a site whose later reply is an error
+        strategy.node_site[r.metadata.src_node_id] = str(int(next(iter(r.content.metric_records.values()))["site"]))
     fails = [{"node": r.metadata.src_node_id, "reason": str(r.error.reason)[-500:]} for r in replies if r.has_error()]
     record.statistics = {"sites": len(ok), "failures": len(fails), "failed": fails,
                          "bytes_received": sum(record_bytes(r.content["arrays"]) for r in ok)}
@@ -100,7 +103,7 @@ def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
     strategy = build_strategy(fed, record, on_receive)
     cfg_rec = ConfigRecord({"federation": fed_json})
     try:
-        _statistics_round(grid, fed, fed_json, model, record, on_receive)
+        _statistics_round(grid, fed, fed_json, model, record, strategy, on_receive)
         init = to_record(model, exchanged_keys(model) + norm_keys(model))
         log.info("global arrays: %d (%.2f MB)", len(init), record_bytes(init) / 2**20)
         result = strategy.start(grid, init, num_rounds=fed.rounds, timeout=fed.timeout,

@@ -137,7 +137,9 @@ class SiteAwareStrategy(Strategy):
             self.record.site(server_round, self._site(msg)).update(
                 {"train_loss": m.get("train-loss"), "local_val_R@1": m.get("local-val-R@1"), "examples": int(m["num-examples"]),
                  "train_seconds": round(m.get("seconds", 0.0), 3), "bytes_sent": self._sent, "bytes_received": got,
-                 "arrays": len(arrays)})
+                 "arrays": len(arrays), "update_norm": float(np.sqrt(sum(
+                     float(((v.astype(np.float64) - self.current[k]) ** 2).sum()) for k, v in arrays.items()
+                     if k in self.current)))})
             updates.append((m["num-examples"], arrays))
             weights.append(m["num-examples"])
             losses.append(m.get("train-loss", np.nan))
