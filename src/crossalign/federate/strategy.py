@@ -13,6 +13,7 @@ the per-site record, and:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -148,10 +149,13 @@ class SiteAwareStrategy(Strategy):
         rec["train_loss"] = float(np.average(losses, weights=weights))
         untouched = [k for k, c in count.items() if c == 0]
         if self.fed.dp:
+            completed = []
             for msg, (_, arrays) in zip(ok, updates):  # zero update where the site did not train
                 full = {k: arrays.get(k, cur) for k, cur in self.current.items()}
-                msg.content = RecordDict({"arrays": to_record_np(full), "metrics": MetricRecord({"num-examples": 1.0})})
-            agg, _ = self.inner.aggregate_train(server_round, ok)
+                completed.append(copy.copy(msg))  # the site's own message stays as received
+                completed[-1].content = RecordDict({"arrays": to_record_np(full),
+                                                    "metrics": MetricRecord({"num-examples": 1.0})})
+            agg, _ = self.inner.aggregate_train(server_round, completed)
             if agg is None:
                 rec["status"] = "failed"
                 raise RoundFailed(f"round {server_round}: Flower's DP wrapper refused to aggregate (a site failed)")
@@ -162,7 +166,7 @@ class SiteAwareStrategy(Strategy):
             self._privacy()
             agg = to_record_np(out)
         else:
-            carrier = ok[0]  # Flower's strategy sees one reply: the per-parameter average, weight 1
+            carrier = copy.copy(ok[0])  # Flower's strategy sees one reply: the per-parameter average, weight 1
             carrier.content = RecordDict({"arrays": to_record_np(new), "metrics": MetricRecord({"num-examples": 1.0})})
             agg, _ = self.inner.aggregate_train(server_round, [carrier])
             if agg is None:
