@@ -98,6 +98,8 @@ def test_epsilon_of_composed_gaussian_rounds() -> None:
     assert epsilon_for(1.0, 20, 1e-5) > epsilon_for(1.0, 5, 1e-5) > eps  # composition costs
     assert epsilon_for(4.0, 20, 1e-5) < epsilon_for(1.0, 20, 1e-5)  # more noise, less cost
     assert epsilon_for(0.0, 3, 1e-5) == math.inf and epsilon_for(1.0, 0, 1e-5) == 0.0
+    mu = math.sqrt(20) / 0.002  # tiny noise: a huge but finite epsilon (about mu^2 / 2), no overflow
+    assert mu**2 / 2 < epsilon_for(0.002, 20, 1e-5) < mu**2
 
 
 def test_config_validation() -> None:

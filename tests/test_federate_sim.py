@@ -174,3 +174,25 @@ def test_a_site_that_raises_is_reported_and_fails_the_command(flwr_home: Path, t
     assert r1["train_failures"] == 1 and r1["status"] == "failed"
     assert r1["failed_sites"][0]["site"] == "2" and "needs train and val rows" in r1["failed_sites"][0]["reason"]
     assert "1 failed" in out or "failed" in out
+
+
+def test_separate_processes_superlink_and_supernodes(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:
+    """flower-superlink + 2 flower-supernode + flwr run on localhost; all stopped by PID after."""
+    import psutil
+
+    from crossalign.federate.config import FederationConfig
+    from crossalign.federate.deploy import run_deployed
+
+    fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "run", lr=1e-3), sites=2, rounds=1,
+                           site_cache="{cache}/features", timeout=600)
+    before = set(_live_children())
+    rec = run_deployed(fed, tmp_path / "run", timeout=900)
+    assert rec.status == "completed" and rec.failures == 0, rec.error
+    assert set(rec.rounds[0]["sites"]) == {"0", "1"}
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "flower-logs" / "superlink.log").exists()
+    assert set(_live_children()) - before == set()
+    for name in ("superlink", "supernode-0", "supernode-1", "flwr-run"):
+        pid = int(next(line for line in (tmp_path / "run" / "flower-logs" / "pids.txt").read_text().splitlines()
+                       if line.startswith(name + " ")).split()[1])
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name

@@ -32,13 +32,15 @@ def federate_cmd(
     site_cache: Annotated[str | None, Opt(help="each site's feature cache, e.g. '{cache}/sites/site-{site}'")] = None,
     seed: Annotated[int | None, Opt(help="random seed")] = None,
     evaluate: Annotated[bool, Opt(help="evaluate the result on the test split (needs the pooled manifest)")] = False,
+    processes: Annotated[bool, Opt("--processes", help="real separate processes on this machine: flower-superlink, "
+                                   "one flower-supernode per site, flwr run (logs in OUT/flower-logs)")] = False,
     verbose: Annotated[bool, Opt("--verbose", help="show Flower's and Ray's own logs")] = False,
 ) -> None:
-    """Federated alignment on Flower's simulation engine (one SuperNode per site).
+    """Federated alignment on Flower: simulation engine by default (one SuperNode per site), or
+    --processes for a real SuperLink and SuperNodes (several machines: docs/federated.md).
 
     Exit status 1 when a round fails (fewer sites answered than --min-sites); per-round failures are
-    in OUT/federation.json either way. For separate processes see `crossalign federate-node` and
-    docs/federated.md.
+    in OUT/federation.json either way.
     """
     from crossalign.cli.common import config_from_args
     from crossalign.federate.config import FederationConfig, load_federation_config, parse_site_modalities
@@ -69,7 +71,12 @@ def federate_cmd(
         fed = FederationConfig.from_dict(d | {"run": run})
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from None
-    rec = run_federation(fed, Path(run.train.out), verbose=verbose)
+    if processes:
+        from crossalign.federate.deploy import run_deployed
+
+        rec = run_deployed(fed, Path(run.train.out), timeout=fed.timeout)
+    else:
+        rec = run_federation(fed, Path(run.train.out), verbose=verbose)
     typer.echo(f"federation {rec.status}: {sum(r.get('status') == 'ok' for r in rec.rounds)}/{fed.rounds} rounds, "
                f"{rec.failures} site failure(s); {Path(run.train.out) / 'federation.json'}")
     for r in rec.rounds:

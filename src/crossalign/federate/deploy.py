@@ -115,6 +115,7 @@ def run_deployed(fed: FederationConfig, out: str | Path, *, timeout: float = 360
     work = Path(tempfile.mkdtemp(prefix="crossalign-flwr-deploy-"))
     logs = logs or out / "flower-logs"
     logs.mkdir(parents=True, exist_ok=True)
+    (logs / "pids.txt").unlink(missing_ok=True)
     fed.run.train.out = str(out)
     cfg = fed.run.to_dict() | {"federation": {k: v for k, v in fed.to_dict().items() if k != "run"}}
     (out / "federation-config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -135,6 +136,8 @@ def run_deployed(fed: FederationConfig, out: str | Path, *, timeout: float = 360
         p = subprocess.Popen([os.path.join(bindir, args[0]), *args[1:]], env=env, stdout=f, stderr=subprocess.STDOUT,
                              cwd=work)
         procs.append(p)
+        with open(logs / "pids.txt", "a") as pf:
+            pf.write(f"{name} {p.pid}\n")
         log.info("started %s (pid %d)", name, p.pid)
         return p
 

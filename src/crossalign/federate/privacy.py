@@ -24,7 +24,8 @@ def gdp_mu(noise_multiplier: float, rounds: int) -> float:
 
 
 def _delta(eps: float, mu: float) -> float:
-    return float(norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2))
+    # the second term in log space: exp(eps) overflows long before the product does
+    return float(norm.cdf(-eps / mu + mu / 2) - math.exp(eps + norm.logcdf(-eps / mu - mu / 2)))
 
 
 def epsilon_for(noise_multiplier: float, rounds: int, delta: float) -> float:
@@ -39,6 +40,6 @@ def epsilon_for(noise_multiplier: float, rounds: int, delta: float) -> float:
     hi = 1.0
     while _delta(hi, mu) > delta:
         hi *= 2
-        if hi > 1e6:
+        if hi > 1e15:
             return math.inf
     return float(brentq(lambda e: _delta(e, mu) - delta, 0.0, hi, xtol=1e-9))
