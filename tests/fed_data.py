@@ -35,6 +35,7 @@ def make_pairs(out: Path, n: int = 360, seed: int = 0, sites: tuple[str, ...] = 
                "group": text, "label": COLOURS[c]}
         if sites:
             row["site"] = sites[i % len(sites)]
+            row["group"] = f"{row['site']}:{text}"  # a group never spans institutions
             if row["site"] == val_only_site:
                 row["split"] = "val"
         rows.append(row)

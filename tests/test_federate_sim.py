@@ -147,6 +147,8 @@ def test_one_site_one_epoch_equals_centralised_training(pairs: Path, flwr_home: 
     a, b = load_file(str(central / "model.safetensors")), load_file(str(tmp_path / "fed" / "model.safetensors"))
     assert set(a) == set(b)
     for k in a:
+        if not a[k].is_floating_point():  # BatchNorm's num_batches_tracked counter is not a weight: not sent
+            continue
         assert_close_scaled(b[k], a[k], rtol=1e-5, msg=k)
     init = global_model(fed).state_dict()
     assert not torch.equal(a["heads.text.net.0.weight"], init["heads.text.net.0.weight"])  # it did train

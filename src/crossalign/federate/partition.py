@@ -1,6 +1,7 @@
 """Which manifest rows live at which site: IID, Dirichlet non-IID over a key, or a `site` column.
 
-Rows of one `group` always stay together (they are positives for each other). Every site computes
+Rows of one `group` always stay together (they are positives for each other); with `column:`, a
+group goes to the site named on its first row. Every site computes
 the same split from the same manifest, seed and site count, so a simulated site needs nothing but
 its partition id; a real site with its own manifest skips this (`column:` or a site-local file).
 """
