@@ -104,10 +104,10 @@ def test_only_head_weights_and_scalars_reach_the_server(three_sites: dict[str, A
             assert not any(".norm." in k or "sensor_b" in k for k in keys)  # no statistics, no unheld view
             own = site_run_config(fed, 0).model.columns
             assert {k.split(".")[1] for k in keys if "." in k and k.split(".")[0] in ("heads", "towers")} <= set(own)
-        else:  # statistics: per-feature sums of the frozen text features, never rows
+        else:  # statistics: per-feature mean/std of the frozen text features, never rows
             arrays = {k: a.numpy() for k, a in c["arrays"].items()}
-            assert set(arrays) == {"text/sum", "text/sumsq", "text/count"}
-            assert arrays["text/sum"].shape == (384,) and arrays["text/count"].shape == (1,)
+            assert set(arrays) == {"text/mean", "text/std", "text/count"}
+            assert arrays["text/mean"].shape == (384,) and arrays["text/count"].shape == (1,)
 
 
 def test_head_no_site_trained_is_bit_identical_to_init(three_sites: dict[str, Any]) -> None:

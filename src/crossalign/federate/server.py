@@ -1,7 +1,7 @@
 """The Flower `ServerApp`: statistics round, `strategy.start`, and an ordinary run folder at the end.
 
 The server never sees rows or features: it builds the global model from the config (the same
-packaged towers every site has), asks each site once for per-feature sums so all standardise
+packaged towers every site has), asks each site once for per-feature mean/std/count so all standardise
 alike, then runs the Flower strategy. The best round's global model (val mean R@1 over sites)
 becomes `best`/`model.safetensors`, the final one `last.safetensors`.
 """
@@ -61,7 +61,8 @@ def _wait_for_sites(grid: Grid, n: int, timeout: float) -> list[int]:
 def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel,
                       record: FederationRecord, strategy: SiteAwareStrategy,
                       on_receive: Callable[[int, str, Message], None] | None = None) -> None:
-    """Pooled per-feature mean/std of every frozen view -> the heads' standardisation buffers."""
+    """Pooled per-feature mean/std of every frozen view -> the heads' standardisation buffers.
+    Sites send per-feature (count, mean, std) of their training features, never rows."""
     nodes = _wait_for_sites(grid, fed.sites, fed.timeout)
     msgs = [Message(RecordDict({"config": ConfigRecord({"federation": fed_json})}), dst_node_id=n,
                     message_type=MessageType.QUERY) for n in nodes]
@@ -76,19 +77,21 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
                          "bytes_received": sum(record_bytes(r.content["arrays"]) for r in ok)}
     if len(ok) < fed.required_per_round():
         raise RoundFailed(f"statistics round: {len(ok)} site(s) answered, the minimum is {fed.required_per_round()}")
-    sums: dict[str, np.ndarray] = {}
-    for r in ok:
-        for k, v in from_record(r.content["arrays"]).items():
-            sums[k] = sums[k] + v if k in sums else v.astype(np.float64)
+    stats = [from_record(r.content["arrays"]) for r in ok]
     norm = {}
     for col in model.columns:
-        if f"{col}/count" not in sums or not hasattr(model.heads[col].norm, "mean"):
+        parts = [(float(st[f"{col}/count"][0]), st[f"{col}/mean"].astype(np.float64), st[f"{col}/std"].astype(np.float64))
+                 for st in stats if f"{col}/count" in st and st[f"{col}/count"][0] > 0]
+        if not parts or not hasattr(model.heads[col].norm, "mean"):
             continue
-        n = float(sums[f"{col}/count"][0])
-        mean = sums[f"{col}/sum"] / n
-        var = np.maximum(sums[f"{col}/sumsq"] - n * mean * mean, 0.0) / max(n - 1.0, 1.0)
+        # pooled mean and unbiased variance from per-site (n, mean, std) (Chan et al. 1979); one site
+        # gives back its own float32 statistics exactly, as a centralised Standardize.fit would
+        n = sum(p[0] for p in parts)
+        mean = sum(k * m for k, m, _ in parts) / n
+        m2 = sum((k - 1) * s * s + k * (m - mean) ** 2 for k, m, s in parts)
+        std = np.sqrt(m2 / max(n - 1.0, 1.0)).astype(np.float32)
         norm[f"heads.{col}.norm.mean"] = mean.astype(np.float32)
-        norm[f"heads.{col}.norm.std"] = np.maximum(np.sqrt(var), 1e-4).astype(np.float32)  # as Standardize.fit
+        norm[f"heads.{col}.norm.std"] = np.maximum(std, np.float32(1e-4))  # as Standardize.fit clamps
     load_exchanged(model, norm)
 
 

@@ -99,14 +99,17 @@ class Site:
 
     # -- statistics round -------------------------------------------------------------------
     def feature_stats(self) -> dict[str, np.ndarray]:
-        """Per-feature sum, sum of squares and count of the training features of frozen views."""
+        """Per-feature mean and std (computed exactly as `Standardize.fit` does) and the count of
+        the training features of each frozen view: what the server pools into one standardisation."""
         out = {}
         for c in self.cfg.model.columns:
             if c in self.model.towers:
                 continue
-            x = np.asarray(self.train_table.features[c], np.float64)
-            out[f"{c}/sum"], out[f"{c}/sumsq"] = x.sum(0), (x * x).sum(0)
-            out[f"{c}/count"] = np.array([len(x)], np.float64)
+            x = torch.from_numpy(np.asarray(self.train_table.features[c])).float()
+            n = len(x)
+            out[f"{c}/mean"] = x.mean(0).numpy() if n else np.zeros(x.shape[1:], np.float32)
+            out[f"{c}/std"] = x.std(0).numpy() if n > 1 else np.zeros(x.shape[1:], np.float32)
+            out[f"{c}/count"] = np.array([n], np.float64)
         return out
 
     # -- one round ---------------------------------------------------------------------------

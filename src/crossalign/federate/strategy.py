@@ -182,7 +182,7 @@ class SiteAwareStrategy(Strategy):
             "releases": self.dp_releases, "mu_gdp": gdp_mu(f.dp_noise, self.dp_releases),
             "delta": f.dp_delta, "epsilon": epsilon_for(f.dp_noise, self.dp_releases, f.dp_delta),
             "neighbouring": "add or remove one whole site", "sampling_amplification": False,
-            "not_covered": ["the standardisation statistics round (per-feature sums of each site)",
+            "not_covered": ["the standardisation statistics round (per-feature mean/std/count of each site)",
                             "per-site validation and training metrics"],
         }
 
