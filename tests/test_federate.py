@@ -126,3 +126,64 @@ def test_cli_rejects_bad_options_without_traceback(tmp_path) -> None:  # type: i
                                  "--sites", "2", "--partition", "shards:2", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "iid, dirichlet:ALPHA or column:NAME" in r.output
     assert "Traceback" not in r.output
+
+
+@pytest.fixture()
+def task_identity():  # type: ignore[no-untyped-def]
+    """Flower stamps run/node ids on every Message it builds; outside an app we set them ourselves."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    old = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old
+
+
+def _reply(site: int, arrays: dict[str, np.ndarray], n: float):  # type: ignore[no-untyped-def]
+    from flwr.app import Message, MessageType, MetricRecord, RecordDict
+
+    from crossalign.federate.params import to_record_np
+
+    ins = Message(RecordDict({}), dst_node_id=100 + site, message_type=MessageType.TRAIN)
+    return Message(RecordDict({"arrays": to_record_np(arrays), "metrics": MetricRecord(
+        {"num-examples": n, "train-loss": 1.0, "site": float(site)})}), reply_to=ins)
+
+
+@pytest.mark.parametrize("strategy,dp", [("fedavg", False), ("fedadam", False), ("fedyogi", False), ("fedavg", True)])
+def test_flower_strategies_leave_a_head_nobody_trained_bit_identical(task_identity, strategy: str, dp: bool) -> None:  # type: ignore[no-untyped-def]
+    from flwr.app import ArrayRecord
+
+    from crossalign.config import RunConfig
+    from crossalign.federate.params import from_record, to_record_np
+    from crossalign.federate.record import FederationRecord
+    from crossalign.federate.strategy import build_strategy
+
+    run = RunConfig.from_dict({"model": {"views": [{"column": "image"}, {"column": "text"}, {"column": "audio"}]}})
+    fed = FederationConfig(run=run, sites=2, strategy=strategy, site_modalities={0: ["image", "text"], 1: ["text", "image"]},
+                           dp_clip=1.0 if dp else 0.0, dp_noise=0.01 if dp else 0.0)
+    rec = FederationRecord(config={})
+    strat = build_strategy(fed, rec)
+    rng = np.random.default_rng(0)
+    cur = {k: rng.normal(size=(4, 3)).astype(np.float32) for k in ("heads.image.w", "heads.text.w", "heads.audio.w")}
+    init_audio = cur["heads.audio.w"].copy()
+    for rnd in (1, 2):
+        strat.current = {k: v.copy() for k, v in cur.items()}
+        inner = strat.inner.strategy if dp else strat.inner
+        if dp:
+            strat.inner.current_arrays = to_record_np(cur)
+        if hasattr(inner, "current_arrays"):
+            inner.current_arrays = {k: v.copy() for k, v in cur.items()}
+        a = {"heads.image.w": cur["heads.image.w"] + 0.1, "heads.text.w": cur["heads.text.w"] - 0.1}
+        b = {"heads.text.w": cur["heads.text.w"] + 0.3, "heads.image.w": cur["heads.image.w"] + 0.1}
+        agg, _ = strat.aggregate_train(rnd, [_reply(0, a, 10.0), _reply(1, b, 30.0)])
+        assert isinstance(agg, ArrayRecord)
+        new = from_record(agg)
+        assert new["heads.audio.w"].tobytes() == init_audio.tobytes(), (strategy, dp, rnd)
+        assert not np.array_equal(new["heads.image.w"], cur["heads.image.w"])
+        if strategy == "fedavg" and not dp:
+            np.testing.assert_allclose(new["heads.text.w"], cur["heads.text.w"] + (10 * -0.1 + 30 * 0.3) / 40, rtol=1e-6)
+        cur = new
+    r = rec.rounds[-1]
+    assert r["train_failures"] == 0 and set(r["sites"]) == {"0", "1"} and r["arrays_trained"] == 2
+    if dp:
+        assert rec.privacy["releases"] == 2 and math.isfinite(rec.privacy["epsilon"]) and rec.privacy["epsilon"] > 0

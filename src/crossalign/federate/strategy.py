@@ -172,6 +172,8 @@ class SiteAwareStrategy(Strategy):
             if agg is None:
                 rec["status"] = "failed"
                 raise RoundFailed(f"round {server_round}: the {self.fed.strategy} strategy returned no arrays")
+        # FedAdam/FedYogi compute in float64: back to the model's dtypes (exact for untouched arrays)
+        agg = to_record_np({k: v.astype(self.current[k].dtype, copy=False) for k, v in from_record(agg).items()})
         return agg, MetricRecord({"train-loss": rec["train_loss"]})
 
     def _privacy(self) -> None:
