@@ -8,7 +8,7 @@ of the four views. Same model config, same splits, test split of the pooled data
 - federated: `run_federation` (Flower simulation engine), then with client-level DP noise.
 Prints a table and writes JSON (with the machine's load average: the machine is shared).
 
-    python benchmarks/federated.py --n 1500 --rounds 20 --local-epochs 2 --out benchmarks/results/federated.json
+    python benchmarks/federated.py --n 1500 --rounds 10 --local-epochs 2 --epochs 10 --out benchmarks/results/federated.json
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=4)
     ap.add_argument("--alpha", type=float, default=0.3)
     ap.add_argument("--site-modalities", default=SITE_VIEWS)
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--local-epochs", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=20, help="centralised and single-site epochs")
+    ap.add_argument("--epochs", type=int, default=10, help="centralised and single-site epochs")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--dp-clip", type=float, default=0.0, help="0: median site update norm of the plain run")
@@ -77,6 +77,10 @@ def main() -> None:
     res: dict[str, Any] = {"n": args.n, "sites": args.sites, "alpha": args.alpha, "site_modalities": args.site_modalities,
                            "rounds": args.rounds, "local_epochs": args.local_epochs, "epochs": args.epochs,
                            "batch_size": args.batch_size, "hidden": args.hidden, "load_before": _uptime()}
+    def save() -> None:  # after every stage, so a long run that is cut short still leaves its figures
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+
     t = time.time()
     prepare_features(cfg, progress=True)  # pooled cache (the centralised baseline's)
     res["pooled_features_s"] = round(time.time() - t, 1)
@@ -93,15 +97,6 @@ def main() -> None:
         Site(fed, s)
     res["site_features_s"] = round(time.time() - t, 1)
 
-    # centralised on pooled data
-    c = copy.deepcopy(cfg)
-    c.train.out = str(work / "central")
-    t = time.time()
-    train(c, resume=False)
-    res["central_train_s"] = round(time.time() - t, 1)
-    cm = evaluate_run(c.train.out, split="test").metrics
-    res["central"] = {"mean_R@1": _mean_r1(cm, cols), "directions": {k: v for k, v in cm.items() if k.endswith("/R@1")}}
-
     # federated
     t = time.time()
     rec = run_federation(fed, work / "fed")
@@ -117,6 +112,17 @@ def main() -> None:
                   "best_round": rec.best_round}
     norms = sorted(s["update_norm"] for r in rec.rounds for s in r["sites"].values() if s.get("update_norm"))
     res["fed"]["median_update_norm"] = norms[len(norms) // 2]
+    save()
+
+    # centralised on pooled data
+    c = copy.deepcopy(cfg)
+    c.train.out = str(work / "central")
+    t = time.time()
+    train(c, resume=False)
+    res["central_train_s"] = round(time.time() - t, 1)
+    cm = evaluate_run(c.train.out, split="test").metrics
+    res["central"] = {"mean_R@1": _mean_r1(cm, cols), "directions": {k: v for k, v in cm.items() if k.endswith("/R@1")}}
+    save()
 
     # single-site models, each on its own rows and views, scored on its own directions
     singles = []
@@ -130,7 +136,8 @@ def main() -> None:
         own = sc.model.columns
         singles.append({"site": s, "views": own, "rows": len(rows), "mean_R@1": _mean_r1(sm, own),
                         "fed_same_directions": _mean_r1(fm, own), "central_same_directions": _mean_r1(cm, own)})
-    res["single_sites"] = singles
+        res["single_sites"] = singles
+        save()
 
     # federated with client-level DP
     clip = args.dp_clip or res["fed"]["median_update_norm"]
@@ -144,6 +151,7 @@ def main() -> None:
     res["fed_dp"] = {"mean_R@1": _mean_r1(dm, cols), "wall_s": round(time.time() - t, 1), "privacy": drec.privacy,
                      "val_by_round": [r["val_R@1"] for r in drec.rounds]}
     res["load_after"] = _uptime()
+    save()
 
     best = max(singles, key=lambda x: x["mean_R@1"])
     lines = [
@@ -169,8 +177,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     res["table"] = table
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    save()
 
 
 if __name__ == "__main__":
