@@ -24,10 +24,17 @@ from numeric import assert_close_scaled
 pytestmark = pytest.mark.slow
 
 
-def _live_children() -> list[int]:
+def _live_children() -> list[str]:
     import psutil
 
-    return [p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            continue
+    return out
 
 
 @pytest.fixture(scope="module")

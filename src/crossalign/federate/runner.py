@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,24 +30,30 @@ def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-def _stop_new_children(before: set[int], grace: float = 5.0) -> None:
-    """Stop, by PID, any process the engine started and left running (Ray workers, raylet)."""
+def _stop_new_children(before: set[int], grace: float = 5.0, sweeps: int = 4) -> None:
+    """Stop, by PID, any process the engine started and left running (Ray workers, raylet, gcs).
+    Several sweeps: Ray's daemons can spawn a late worker while the first ones shut down."""
     import psutil
 
-    left = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE:
-                p.terminate()
-                left.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(left, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    for _ in range(sweeps):
+        left = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE:
+                    p.terminate()
+                    left.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        if not left:
+            return
+        _, alive = psutil.wait_procs(left, timeout=grace)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=grace)
+        time.sleep(0.5)
 
 
 def run_federation(fed: FederationConfig, out: str | Path, *, cpus: int | None = None,
