@@ -1,0 +1,56 @@
+"""The Flower `ClientApp` of a site: statistics (query), local training (train), validation (evaluate).
+
+The global arrays a site receives hold the trainable weights and the pooled standardisation
+buffers; it sends back only the weights of the views it holds.
+
+Replies carry one `ArrayRecord` (head weights, or per-feature statistics in the query) and one
+`MetricRecord` of scalars; nothing else leaves the site. The site index comes from the node's
+config (`partition-id`, set by the simulation engine or `flower-supernode --node-config`); a real
+site may also name its own manifest (`data=...`) and feature cache (`cache=...`) there.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from crossalign.federate.params import from_record, to_record_np
+from crossalign.federate.site import Site, get_site
+
+__all__ = ["client_app", "site_of"]
+
+client_app = ClientApp()
+
+
+def site_of(msg: Message, context: Context) -> Site:
+    cfg = msg.content["config"]
+    nc = context.node_config
+    data = str(nc["data"]) if "data" in nc else None
+    cache = str(nc["cache"]) if "cache" in nc else None
+    return get_site(str(cfg["federation"]), int(nc.get("partition-id", 0)), data, cache)
+
+
+def _reply(msg: Message, arrays: ArrayRecord, metrics: dict[str, float]) -> Message:
+    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@client_app.query()
+def stats(msg: Message, context: Context) -> Message:
+    site = site_of(msg, context)
+    return _reply(msg, to_record_np(site.feature_stats()), {"site": float(site.site)})
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    site = site_of(msg, context)
+    cfg = msg.content["config"]
+    arrays, metrics = site.train(from_record(msg.content["arrays"]), int(cfg["server-round"]),
+                                 mu=float(cfg.get("proximal-mu", 0.0)))
+    return _reply(msg, to_record_np(arrays), {**metrics, "site": float(site.site)})
+
+
+@client_app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    site = site_of(msg, context)
+    metrics = {**site.evaluate(from_record(msg.content["arrays"])), "site": float(site.site)}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

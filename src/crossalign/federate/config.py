@@ -1,0 +1,140 @@
+"""What a federation is: sites, how the data is split between them, the Flower strategy, DP.
+
+`FederationConfig` travels to every site as JSON inside a Flower `ConfigRecord` (settings only,
+never data); `parse_partition` / `parse_site_modalities` turn the CLI's strings into fields.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from crossalign.config import RunConfig
+
+__all__ = ["STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+
+
+def parse_partition(spec: str) -> tuple[str, str | float | None]:
+    """'iid' | 'dirichlet:0.3' | 'column:site' -> (kind, argument)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "iid" and not arg:
+        return "iid", None
+    if kind == "dirichlet":
+        try:
+            alpha = float(arg)
+        except ValueError:
+            raise ValueError(f"partition '{spec}': dirichlet needs a number, e.g. dirichlet:0.3") from None
+        if not alpha > 0:
+            raise ValueError(f"partition '{spec}': alpha must be > 0")
+        return "dirichlet", alpha
+    if kind == "column" and arg:
+        return "column", arg
+    raise ValueError(f"partition '{spec}': use iid, dirichlet:ALPHA or column:NAME")
+
+
+def parse_site_modalities(spec: str) -> dict[int, list[str]]:
+    """'0=image,text;1=text,audio' -> {0: ['image', 'text'], 1: ['text', 'audio']}."""
+    out: dict[int, list[str]] = {}
+    for part in [p.strip() for p in spec.split(";") if p.strip()]:
+        site, eq, cols = part.partition("=")
+        if not eq or not site.strip().isdigit():
+            raise ValueError(f"site modalities '{part}': expected SITE=col,col (e.g. 0=image,text)")
+        names = [c.strip() for c in cols.split(",") if c.strip()]
+        if len(names) < 2:
+            raise ValueError(f"site {site.strip()}: a site needs at least two views to align, got {names}")
+        out[int(site)] = names
+    return out
+
+
+@dataclass
+class FederationConfig:
+    run: RunConfig = field(default_factory=RunConfig)  # model + local training settings (train.epochs unused)
+    sites: int = 2  # number of sites (Flower SuperNodes)
+    partition: str = "iid"  # iid | dirichlet:ALPHA | column:NAME
+    partition_key: str = "label"  # what dirichlet is non-IID over (label or group)
+    site_modalities: dict[int, list[str]] = field(default_factory=dict)  # site -> its views (default: all)
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.0  # FedProx
+    server_lr: float = 0.1  # FedAdam/FedYogi server step (eta)
+    rounds: int = 10
+    local_epochs: int = 1
+    fraction_fit: float = 1.0  # share of sites sampled per round
+    min_sites: int = 0  # a round fails below this many successful sites (0: every sampled site)
+    dp_clip: float = 0.0  # >0: client-level DP, server-side fixed clipping of each site's update (L2)
+    dp_noise: float = 0.0  # Gaussian noise multiplier z (noise std = z * clip / sampled sites)
+    dp_delta: float = 1e-5  # delta at which epsilon is reported
+    site_cache: str = "{cache}/sites/site-{site}"  # each site's own feature cache; {cache}: CROSSALIGN_CACHE
+    timeout: float = 3600.0  # seconds the server waits for a round's replies
+
+    def __post_init__(self) -> None:
+        if isinstance(self.run, dict):
+            self.run = RunConfig.from_dict(self.run)
+        self.site_modalities = {int(k): list(v) for k, v in self.site_modalities.items()}
+        parse_partition(self.partition)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.sites < 1 or self.rounds < 1 or self.local_epochs < 1:
+            raise ValueError("sites, rounds and local_epochs must be >= 1")
+        if not 0 < self.fraction_fit <= 1:
+            raise ValueError("fraction_fit must be in (0, 1]")
+        if self.min_sites < 0 or self.min_sites > self.sites:
+            raise ValueError(f"min_sites must be between 0 and sites ({self.sites})")
+        if self.proximal_mu < 0 or self.dp_clip < 0 or self.dp_noise < 0:
+            raise ValueError("proximal_mu, dp_clip and dp_noise must be >= 0")
+        if (self.dp_noise > 0) != (self.dp_clip > 0):
+            raise ValueError("differential privacy needs both dp_clip > 0 and dp_noise > 0")
+        if self.dp and self.strategy in ("fedadam", "fedyogi"):
+            raise ValueError("DP is accounted for FedAvg/FedProx aggregation only (use --strategy fedavg|fedprox)")
+        cols = self.run.model.columns
+        for s, views in self.site_modalities.items():
+            if not 0 <= s < self.sites:
+                raise ValueError(f"site_modalities names site {s}; sites are 0..{self.sites - 1}")
+            bad = [c for c in views if c not in cols]
+            if bad:
+                raise ValueError(f"site {s}: {bad} are not views of the model ({cols})")
+
+    @property
+    def dp(self) -> bool:
+        return self.dp_clip > 0 and self.dp_noise > 0
+
+    def views_of(self, site: int) -> list[str]:
+        return list(self.site_modalities.get(site, self.run.model.columns))
+
+    def sampled_per_round(self) -> int:
+        return max(int(self.sites * self.fraction_fit), 1, min(self.min_sites, self.sites))
+
+    def required_per_round(self) -> int:
+        return self.min_sites or self.sampled_per_round()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["site_modalities"] = {str(k): v for k, v in self.site_modalities.items()}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FederationConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown federation fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def load_federation_config(path: str | Path) -> FederationConfig:
+    """A YAML/JSON file with `model:`/`train:` (as for `crossalign train`) plus `federation:`."""
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    fed = dict(raw.pop("federation", None) or {})
+    try:
+        return FederationConfig.from_dict({**fed, "run": RunConfig.from_dict(raw)})
+    except TypeError as e:
+        raise ValueError(f"{path}: {e}") from e

@@ -1,0 +1,160 @@
+"""The Flower `ServerApp`: statistics round, `strategy.start`, and an ordinary run folder at the end.
+
+The server never sees rows or features: it builds the global model from the config (the same
+packaged towers every site has), asks each site once for per-feature mean/std/count so all standardise
+alike, then runs the Flower strategy. The best round's global model (val mean R@1 over sites)
+becomes `best`/`model.safetensors`, the final one `last.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from crossalign.align.io import build_towers, save_model
+from crossalign.align.model import AlignmentModel
+from crossalign.data.features import build_view_encoder
+from crossalign.federate.config import FederationConfig
+from crossalign.federate.params import (
+    exchanged_keys,
+    from_record,
+    load_exchanged,
+    norm_keys,
+    record_bytes,
+    to_record,
+)
+from crossalign.federate.record import FederationRecord, RoundFailed
+from crossalign.federate.strategy import SiteAwareStrategy, build_strategy
+from crossalign.train.trainer import set_seed
+
+__all__ = ["global_model", "make_server_app", "run_server", "server_app"]
+
+log = logging.getLogger(__name__)
+
+
+def global_model(fed: FederationConfig) -> AlignmentModel:
+    """The initial global model, built exactly as `train()` builds a centralised one."""
+    from crossalign.data.manifest import load_manifest
+
+    manifest = load_manifest(fed.run.train.data) if fed.run.train.data and Path(fed.run.train.data).exists() else None
+    specs = {v.column: build_view_encoder(v, manifest).spec for v in fed.run.model.views}
+    set_seed(fed.run.train.seed)
+    return AlignmentModel(fed.run.model, specs, build_towers(fed.run, specs))
+
+
+def _wait_for_sites(grid: Grid, n: int, timeout: float) -> list[int]:
+    t0 = time.time()
+    while len(nodes := list(grid.get_node_ids())) < n:
+        if time.time() - t0 > timeout:
+            raise RoundFailed(f"only {len(nodes)} of {n} sites connected within {timeout:.0f} s")
+        time.sleep(0.5)
+    return sorted(nodes)
+
+
+def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel,
+                      record: FederationRecord, strategy: SiteAwareStrategy,
+                      on_receive: Callable[[int, str, Message], None] | None = None) -> None:
+    """Pooled per-feature mean/std of every frozen view -> the heads' standardisation buffers.
+    Sites send per-feature (count, mean, std) of their training features, never rows."""
+    nodes = _wait_for_sites(grid, fed.sites, fed.timeout)
+    msgs = [Message(RecordDict({"config": ConfigRecord({"federation": fed_json})}), dst_node_id=n,
+                    message_type=MessageType.QUERY) for n in nodes]
+    replies = list(grid.send_and_receive(msgs, timeout=fed.timeout))
+    for r in replies if on_receive is not None else ():
+        on_receive(0, "statistics", r)
+    ok = [r for r in replies if not r.has_error()]
+    for r in ok:  # lets the strategy name a site whose later reply is an error
+        strategy.node_site[r.metadata.src_node_id] = str(int(next(iter(r.content.metric_records.values()))["site"]))
+    fails = [{"node": r.metadata.src_node_id, "reason": str(r.error.reason)[-500:]} for r in replies if r.has_error()]
+    record.statistics = {"sites": len(ok), "failures": len(fails), "failed": fails,
+                         "bytes_received": sum(record_bytes(r.content["arrays"]) for r in ok)}
+    if len(ok) < fed.required_per_round():
+        raise RoundFailed(f"statistics round: {len(ok)} site(s) answered, the minimum is {fed.required_per_round()}")
+    stats = [from_record(r.content["arrays"]) for r in ok]
+    norm = {}
+    for col in model.columns:
+        parts = [(float(st[f"{col}/count"][0]), st[f"{col}/mean"].astype(np.float64), st[f"{col}/std"].astype(np.float64))
+                 for st in stats if f"{col}/count" in st and st[f"{col}/count"][0] > 0]
+        if not parts or not hasattr(model.heads[col].norm, "mean"):
+            continue
+        # pooled mean and unbiased variance from per-site (n, mean, std) (Chan et al. 1979); one site
+        # gives back its own float32 statistics exactly, as a centralised Standardize.fit would
+        n = sum(p[0] for p in parts)
+        mean = sum(k * m for k, m, _ in parts) / n
+        m2 = sum((k - 1) * s * s + k * (m - mean) ** 2 for k, m, s in parts)
+        std = np.sqrt(m2 / max(n - 1.0, 1.0)).astype(np.float32)
+        norm[f"heads.{col}.norm.mean"] = mean.astype(np.float32)
+        norm[f"heads.{col}.norm.std"] = np.maximum(std, np.float32(1e-4))  # as Standardize.fit clamps
+    load_exchanged(model, norm)
+
+
+def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
+               on_receive: Callable[[int, str, Message], None] | None = None) -> FederationRecord:
+    out = Path(out)
+    t0 = time.time()
+    fed.run.train.out = str(out)
+    model = global_model(fed)  # fills in sensor input shapes, which the sites then read from the config
+    fed_json = fed.to_json()
+    record = FederationRecord(config=fed.to_dict())
+    strategy = build_strategy(fed, record, on_receive)
+    cfg_rec = ConfigRecord({"federation": fed_json})
+    try:
+        _statistics_round(grid, fed, fed_json, model, record, strategy, on_receive)
+        init = to_record(model, exchanged_keys(model) + norm_keys(model))
+        log.info("global arrays: %d (%.2f MB)", len(init), record_bytes(init) / 2**20)
+        result = strategy.start(grid, init, num_rounds=fed.rounds, timeout=fed.timeout,
+                                train_config=cfg_rec, evaluate_config=ConfigRecord({"federation": fed_json}))
+        record.status = "completed"
+        last = from_record(result.arrays) if len(result.arrays) else None
+    except RoundFailed as e:
+        record.status, record.error, last = "failed", str(e), None
+        log.error("federation failed: %s", e)
+    except Exception as e:  # anything else the server hit still ends in a record, not a silent exit
+        log.exception("federation failed")
+        record.status, record.error, last = "failed", f"{type(e).__name__}: {e}", None
+    record.seconds = time.time() - t0
+    if strategy.best is not None:
+        load_exchanged(model, strategy.best[2])
+        save_model(model, fed.run, out, "best")
+        save_model(model, fed.run, out, "model")
+        if last is not None:
+            load_exchanged(model, last)
+            save_model(model, fed.run, out, "last")
+        (out / "train_result.json").write_text(json.dumps(
+            {"best_round": strategy.best[1], "best_val_mean/R@1": strategy.best[0], "rounds": fed.rounds,
+             "federated": True, "sites": fed.sites}, indent=2))
+    record.save(out)
+    return record
+
+
+def make_server_app(fed: FederationConfig, out: str | Path,
+                    on_receive: Callable[[int, str, Message], None] | None = None,
+                    results: list[FederationRecord] | None = None) -> ServerApp:
+    """A ServerApp bound to one federation (the simulation engine runs it in this process)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        rec = run_server(grid, fed, out, on_receive)
+        if results is not None:
+            results.append(rec)
+
+    return app
+
+
+# Deployment (`flwr run` against a SuperLink): the run config names the federation file and folder.
+server_app = ServerApp()
+
+
+@server_app.main()
+def _deployed_main(grid: Grid, context: Context) -> None:
+    from crossalign.federate.config import load_federation_config
+
+    run_server(grid, load_federation_config(str(context.run_config["config"])), str(context.run_config["out"]))

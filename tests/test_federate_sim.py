@@ -1,0 +1,207 @@
+"""Federations in Flower's simulation engine (real Ray workers) and through the real CLI process.
+
+Each run starts Ray and one worker per site, so these are `slow`; Flower's state goes to a
+temporary FLWR_HOME and every process the engine leaves behind is stopped by PID (checked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from fed_data import make_pairs, pair_run_config
+from numeric import assert_close_scaled
+
+pytestmark = pytest.mark.slow
+
+
+def _live_children() -> list[str]:
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+@pytest.fixture(scope="module")
+def flwr_home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("flwr-home")
+    old = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("FLWR_HOME", None)
+    else:
+        os.environ["FLWR_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pairs(tmp_path_factory.mktemp("pairs"), n=360)
+
+
+@pytest.fixture(scope="module")
+def three_sites(pairs: Path, flwr_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """3 sites x 2 rounds; the model also has `sensor_b`, which no site holds."""
+    from crossalign.federate.config import FederationConfig
+    from crossalign.federate.runner import run_federation
+
+    out = tmp_path_factory.mktemp("fed3")
+    run = pair_run_config(pairs, out, views=("text", "sensor", "sensor_b"), lr=1e-3)
+    fed = FederationConfig(run=run, sites=3, rounds=2, local_epochs=2, partition="iid", timeout=600,
+                           site_modalities={s: ["text", "sensor"] for s in range(3)})
+    received: list[tuple[int, str, Any]] = []
+    before = set(_live_children())
+    rec = run_federation(fed, out, on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
+    left = set(_live_children()) - before
+    return {"fed": fed, "out": out, "record": rec, "received": received, "left": left}
+
+
+def test_three_sites_two_rounds_no_failures_and_rising_val(three_sites: dict[str, Any]) -> None:
+    rec, out = three_sites["record"], three_sites["out"]
+    assert rec.status == "completed", rec.error
+    assert rec.failures == 0 and [r["train_failures"] + r["eval_failures"] for r in rec.rounds] == [0, 0]
+    saved = json.loads((out / "federation.json").read_text())
+    assert saved["status"] == "completed" and saved["failures"] == 0 and saved["rounds_completed"] == 2
+    v1, v2 = (r["val_R@1"] for r in saved["rounds"])
+    assert v2 > v1, (v1, v2)
+    for r in saved["rounds"]:
+        assert set(r["sites"]) == {"0", "1", "2"}
+        assert all(s["bytes_received"] > 0 and s["val_R@1"] is not None for s in r["sites"].values())
+        assert r["bytes_sent"] > 0 and r["seconds"] > 0
+    assert (out / "rounds.png").stat().st_size > 1000
+    assert not three_sites["left"], f"processes left running: {three_sites['left']}"
+
+
+def test_only_head_weights_and_scalars_reach_the_server(three_sites: dict[str, Any]) -> None:
+    from crossalign.federate.server import global_model
+    from crossalign.federate.site import site_run_config
+
+    fed = three_sites["fed"]
+    model = global_model(fed)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {k for k in model.state_dict() if k.startswith("towers.") and ".running_" in k}
+    phases = {p for _, p, _ in three_sites["received"]}
+    assert phases == {"statistics", "train", "eval"}
+    for rnd, phase, msg in three_sites["received"]:
+        assert not msg.has_error()
+        c = msg.content
+        assert not c.config_records, "a site sent a ConfigRecord"
+        assert list(c.metric_records) == ["metrics"]
+        assert all(isinstance(v, (int, float)) for v in c["metrics"].values())
+        if phase == "eval":
+            assert not c.array_records
+        elif phase == "train":
+            keys = set(c["arrays"].keys())
+            assert keys <= trainable | buffers, keys - trainable - buffers
+            assert not any(".norm." in k or "sensor_b" in k for k in keys)  # no statistics, no unheld view
+            own = site_run_config(fed, 0).model.columns
+            assert {k.split(".")[1] for k in keys if "." in k and k.split(".")[0] in ("heads", "towers")} <= set(own)
+        else:  # statistics: per-feature mean/std of the frozen text features, never rows
+            arrays = {k: a.numpy() for k, a in c["arrays"].items()}
+            assert set(arrays) == {"text/mean", "text/std", "text/count"}
+            assert arrays["text/mean"].shape == (384,) and arrays["text/count"].shape == (1,)
+
+
+def test_head_no_site_trained_is_bit_identical_to_init(three_sites: dict[str, Any]) -> None:
+    from crossalign.federate.server import global_model
+
+    init = global_model(three_sites["fed"]).state_dict()
+    for name in ("best", "last"):
+        final = load_file(str(three_sites["out"] / f"{name}.safetensors"))
+        untouched = [k for k in final if ".sensor_b." in k and ".norm." not in k]
+        assert untouched
+        for k in untouched:
+            assert torch.equal(final[k], init[k]), k
+        assert not torch.equal(final["heads.sensor.net.0.weight"], init["heads.sensor.net.0.weight"])
+
+
+def test_result_is_an_ordinary_run_folder(three_sites: dict[str, Any]) -> None:
+    from crossalign.align.io import load_run
+    from crossalign.evaluate.run_eval import evaluate_run
+
+    model, cfg = load_run(three_sites["out"])
+    assert cfg.model.columns == ["text", "sensor", "sensor_b"]
+    m = evaluate_run(three_sites["out"], split="test").metrics
+    assert m["text->sensor/R@1"] > 0.1  # chance is ~1/36
+
+
+def test_one_site_one_epoch_equals_centralised_training(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:
+    from crossalign.federate.config import FederationConfig
+    from crossalign.federate.runner import run_federation
+    from crossalign.federate.server import global_model
+    from crossalign.train.api import train
+
+    central, _ = train(pair_run_config(pairs, tmp_path / "central", epochs=1), resume=False, progress=False)
+    fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "fed"), sites=1, rounds=1, local_epochs=1,
+                           site_cache="{cache}/features", timeout=600)
+    rec = run_federation(fed, tmp_path / "fed")
+    assert rec.status == "completed" and rec.failures == 0, rec.error
+    a, b = load_file(str(central / "model.safetensors")), load_file(str(tmp_path / "fed" / "model.safetensors"))
+    assert set(a) == set(b)
+    for k in a:
+        if not a[k].is_floating_point():  # BatchNorm's num_batches_tracked counter is not a weight: not sent
+            continue
+        assert_close_scaled(b[k], a[k], rtol=1e-5, msg=k)
+    init = global_model(fed).state_dict()
+    assert not torch.equal(a["heads.text.net.0.weight"], init["heads.text.net.0.weight"])  # it did train
+
+
+def test_a_site_that_raises_is_reported_and_fails_the_command(flwr_home: Path, tmp_path: Path) -> None:
+    data = make_pairs(tmp_path / "data", n=240, sites=("a", "b", "c"), val_only_site="c")  # c cannot train
+    cfg = pair_run_config(data, tmp_path / "run").to_dict()
+    cfg["federation"] = {"sites": 3, "partition": "column:site", "rounds": 2, "timeout": 600}
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "FLWR_HOME": str(flwr_home), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "crossalign", "federate", str(tmp_path / "fed.yaml")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out[-3000:]
+    rec = json.loads((tmp_path / "run" / "federation.json").read_text())
+    assert rec["status"] == "failed" and rec["failures"] >= 1
+    r1 = rec["rounds"][0]
+    assert r1["train_failures"] == 1 and r1["status"] == "failed"
+    assert r1["failed_sites"][0]["site"] == "2" and "needs train and val rows" in r1["failed_sites"][0]["reason"]
+    assert "1 failed" in out or "failed" in out
+
+
+def test_separate_processes_superlink_and_supernodes(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:
+    """flower-superlink + 2 flower-supernode + flwr run on localhost; all stopped by PID after."""
+    import psutil
+
+    from crossalign.federate.config import FederationConfig
+    from crossalign.federate.deploy import run_deployed
+
+    fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "run", lr=1e-3), sites=2, rounds=1,
+                           site_cache="{cache}/features", timeout=600)
+    before = set(_live_children())
+    rec = run_deployed(fed, tmp_path / "run", timeout=900)
+    assert rec.status == "completed" and rec.failures == 0, rec.error
+    assert set(rec.rounds[0]["sites"]) == {"0", "1"}
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "flower-logs" / "superlink.log").exists()
+    assert set(_live_children()) - before == set()
+    for name in ("superlink", "supernode-0", "supernode-1", "flwr-run"):
+        pid = int(next(line for line in (tmp_path / "run" / "flower-logs" / "pids.txt").read_text().splitlines()
+                       if line.startswith(name + " ")).split()[1])
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
