@@ -63,7 +63,7 @@ def main() -> None:
     from crossalign.federate.partition import partition_rows
     from crossalign.federate.runner import run_federation
     from crossalign.federate.site import Site, site_run_config
-    from crossalign.train.api import ensure_splits, prepare_features, train
+    from crossalign.recipes.align import ensure_splits, prepare_features, train
 
     work = Path(args.work)
     data = work / f"scenes-{args.n}"

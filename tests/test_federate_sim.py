@@ -144,7 +144,7 @@ def test_one_site_one_epoch_equals_centralised_training(pairs: Path, flwr_home: 
     from crossalign.federate.config import FederationConfig
     from crossalign.federate.runner import run_federation
     from crossalign.federate.server import global_model
-    from crossalign.train.api import train
+    from crossalign.recipes.align import train
 
     central, _ = train(pair_run_config(pairs, tmp_path / "central", epochs=1), resume=False, progress=False)
     fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "fed"), sites=1, rounds=1, local_epochs=1,

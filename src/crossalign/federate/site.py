@@ -80,7 +80,7 @@ class Site:
         self.fed, self.site = fed, site
         self.cfg = site_run_config(fed, site)
         t = self.cfg.train
-        from crossalign.train.api import ensure_splits
+        from crossalign.recipes.align import ensure_splits
 
         m = ensure_splits(load_manifest(data or t.data), t.seed)
         if data is None:  # simulated site: its share of the common manifest
