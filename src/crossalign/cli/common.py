@@ -85,9 +85,12 @@ def _choose_encoders(cfg: "RunConfig", announce: bool, cli_defaults: bool) -> No
     from crossalign.data.fit_check import split_warnings
 
     m = load_manifest(cfg.train.data)
+    # What is wrong with the data file is a data error (exit 1), not a usage error (exit 2).
+    if not m.rows:
+        raise ValueError(f"{m.path}: the manifest has no rows: nothing to train on")
     missing = [v.column for v in cfg.model.views if v.column not in m.columns]
     if missing:
-        raise typer.BadParameter(f"{m.path}: no column(s) {missing}; columns are {m.columns}")
+        raise ValueError(f"{m.path}: no column(s) {missing}; columns are {m.columns}")
     if cli_defaults:
         apply_cli_defaults(cfg.model.views, recorded_encoders(m))
     try:
