@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from crossalign.cli.common import config_from_args
+from crossalign.cli.common import LogOpt, config_from_args, log_specs
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config (model: ..., train: ...)")]
 DataOpt = Annotated[Optional[Path], typer.Option(help="manifest or its folder (overrides the config)")]
@@ -22,7 +22,8 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
               fresh: Annotated[bool, typer.Option("--fresh", help="ignore an existing checkpoint in OUT")] = False,
               evaluate: Annotated[bool, typer.Option(help="evaluate the best model on the test split")] = True,
               nproc: Annotated[int, typer.Option(help="worker processes on this machine (runs torchrun)")] = 1,
-              max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0) -> None:
+              max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0,
+              log: LogOpt = None) -> None:
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_run
@@ -30,12 +31,13 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     from crossalign.train.distributed import init_from_env, is_launched
 
     cfg = config_from_args(config, data, modalities, out, epochs, objective, seed)
+    specs = log_specs(log)
     if nproc > 1 and not is_launched():
         from crossalign.train.launch import relaunch_self
 
         # --fresh applies once, here: restarted workers must resume from the last checkpoint.
         raise typer.Exit(relaunch_self(nproc, max_restarts=max_restarts, fresh_out=Path(cfg.train.out) if fresh else None))
-    run, res = train(cfg, resume=not fresh)
+    run, res = train(cfg, resume=not fresh, log=specs)
     if init_from_env().rank != 0:
         return
     typer.echo(f"run: {run}  best val {cfg.train.primary} = {res.best_metric:.4f} at epoch {res.best_epoch}")
@@ -47,12 +49,16 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
 def tune_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt = None,
              out: Annotated[Path, typer.Option(help="folder for trials, best.yaml and tune.json")] = Path("runs/tune"),
              trials: Annotated[int, typer.Option(help="number of trials")] = 10,
-             epochs: Annotated[Optional[int], typer.Option(help="epochs per trial")] = None) -> None:
+             epochs: Annotated[Optional[int], typer.Option(help="epochs per trial")] = None,
+             storage: Annotated[Optional[str], typer.Option(help="Optuna storage, e.g. sqlite:///runs/tune/study.db: "
+                                                                 "an interrupted search resumes, workers share it")] = None,
+             study: Annotated[str, typer.Option(help="study name inside --storage")] = "crossalign",
+             log: LogOpt = None) -> None:
     """Hyperparameter search with Optuna on the validation split; writes OUT/best.yaml."""
     from crossalign.train.tune import tune
 
     cfg = config_from_args(config, data, modalities, None)
-    s = tune(cfg, trials=trials, out=out, epochs=epochs)
+    s = tune(cfg, trials=trials, out=out, epochs=epochs, storage=storage, study_name=study, log=log_specs(log))
     typer.echo(f"best val {cfg.train.primary} = {s['best_value']:.4f} with {s['best_params']}; config: {out / 'best.yaml'}")
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -19,6 +20,7 @@ from crossalign.data.scenes import split_of
 from crossalign.encoders import Encoder
 from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
+from crossalign.train.loggers import build_logger
 from crossalign.train.trainer import Trainer, TrainResult, set_seed
 
 __all__ = ["prepare_features", "train", "ensure_splits"]
@@ -49,7 +51,9 @@ def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTabl
 
 def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
           table: FeatureTable | None = None, stop_after: int | None = None,
-          dist: DistContext | None = None) -> tuple[Path, TrainResult]:
+          dist: DistContext | None = None, log: Sequence[str] | None = None) -> tuple[Path, TrainResult]:
+    """`log`: experiment logger specs (train/loggers.py), e.g. ["jsonl", "tensorboard"]; metrics.jsonl
+    is written either way."""
     progress = cfg.train.progress if progress is None else progress
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,13 +84,24 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
                       weight_decay=t.weight_decay, warmup=t.warmup, grad_clip=t.grad_clip, seed=t.seed,
                       patience=t.patience, progress=progress, stop_after=stop_after, precision=t.precision,
                       rank=task.dist.rank, world_size=task.dist.world_size)
-    result = trainer.fit(resume=resume)
+    logger = None
+    if task.dist.rank == 0 and log:
+        logger = build_logger(log, out, params=cfg.to_dict(), fresh=not (resume and (out / "last_state.pt").exists()))
+        trainer.logger = logger
+    try:
+        result = trainer.fit(resume=resume)
+    except BaseException:
+        if logger is not None:
+            logger.close()
+        raise
     if task.dist.rank == 0 and (out / "best.safetensors").exists():
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
         (out / "train_result.json").write_text(json.dumps(
             {"best_epoch": result.best_epoch, "best_" + t.primary: result.best_metric,
              "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
              "train_rows": len(tr), "val_rows": len(va)}, indent=2))
+    if logger is not None:
+        logger.close(out)
     return out, result
 
 
