@@ -56,8 +56,8 @@ def _wandb_records(path: Path) -> list:
 def test_every_backend_reads_back(scenes_small: Path, tiny_run: Path, tmp_path: Path) -> None:
     """One training run logged to jsonl, TensorBoard, MLflow (sqlite) and wandb (offline) at once."""
     pytest.importorskip("tensorboard")
-    mlflow = pytest.importorskip("mlflow")
-    wandb = pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
     from crossalign.train.api import train
     from crossalign.train.loggers import mlflow_key
 
@@ -90,7 +90,7 @@ def test_every_backend_reads_back(scenes_small: Path, tiny_run: Path, tmp_path: 
     assert [round(e.value, 6) for e in ea.Scalars("val/mean/R@1")] == [round(r["val/mean/R@1"], 6) for r in epochs]
     assert len(ea.Scalars("step/loss")) == n_steps
     assert "plots/curves" in ea.Tags()["images"]
-    assert "hparams" in ea.PluginTagToContent("hparams") or ea.PluginTagToContent("hparams")
+    assert ea.PluginTagToContent("hparams")  # the hyperparameters (hparams plugin)
 
     # MLflow through a sqlite:/// tracking URI
     from mlflow.tracking import MlflowClient
@@ -102,11 +102,10 @@ def test_every_backend_reads_back(scenes_small: Path, tiny_run: Path, tmp_path: 
         [round(r["val/mean/R@1"], 6) for r in epochs]
     assert run.data.params["train.lr"] == "0.001" and run.info.status == "FINISHED"
     assert [a.path for a in c.list_artifacts(run.info.run_id, "plots")] == ["plots/curves.png"]
-    assert mlflow.__version__
 
     # wandb offline: the run file holds config, history and the saved plot
     files = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(files) == 1 and wandb.__version__
+    assert len(files) == 1
     rs = _wandb_records(files[0])
     hist_keys = {i.key or "/".join(i.nested_key) for r in rs if r.WhichOneof("record_type") == "history"
                  for i in r.history.item}

@@ -101,7 +101,7 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
         for f in (out / name).glob("*.safetensors"):
             f.unlink()
         (out / name / "last_state.pt").unlink(missing_ok=True)
-    log.info("bridge saved to %s", out)
+    logging.getLogger(__name__).info("bridge saved to %s", out)  # `log` is the logger specs here
     return out, results
 
 

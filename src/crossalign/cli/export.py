@@ -28,7 +28,8 @@ def export_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
     cols = [c.strip() for c in views.split(",") if c.strip()] if views else None
     try:
         meta = export_run(run, format, out, cols, which, towers=not head_only, license=license, dataset=dataset,
-                          metrics_file=metrics, benchmark_file=benchmark)
+                          metrics_file=metrics, benchmark_file=benchmark,
+                          progress=lambda msg: typer.echo(msg, err=True))
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -20,7 +20,7 @@ def _onnx(run: Path, out: Path, columns: list[str] | None, which: str, opts: dic
     from crossalign.export.views import load_for_export
 
     model, _ = load_for_export(run, which)
-    return export_onnx(model, out, columns, towers=opts.get("towers", True))
+    return export_onnx(model, out, columns, towers=opts.get("towers", True), progress=opts.get("progress"))
 
 
 def _st(run: Path, out: Path, columns: list[str] | None, which: str, opts: dict[str, Any]) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -51,10 +51,20 @@ def export_view(plan: ViewPlan, path: Path, meta: dict[str, Any]) -> dict[str, A
     plan.module.eval()
     with torch.inference_mode():
         ref = plan.module(*plan.example).float().numpy()
-    with torch.no_grad():
-        torch.onnx.export(plan.module, plan.example, str(path), input_names=plan.inputs,
-                          output_names=["embedding"], dynamic_axes=plan.dynamic_axes, opset_version=OPSET,
-                          do_constant_folding=True, dynamo=False)
+    # Transformers' sdpa attention masks do not trace with the TorchScript exporter: eager attention
+    # (same numbers) while exporting only, so the torch module keeps its fast path afterwards.
+    cfgs = [m.config for m in plan.module.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")]
+    saved = [c._attn_implementation for c in cfgs]
+    try:
+        for c in cfgs:
+            c._attn_implementation = "eager"
+        with torch.no_grad():
+            torch.onnx.export(plan.module, plan.example, str(path), input_names=plan.inputs,
+                              output_names=["embedding"], dynamic_axes=plan.dynamic_axes, opset_version=OPSET,
+                              do_constant_folding=True, dynamo=False)
+    finally:
+        for c, v in zip(cfgs, saved):
+            c._attn_implementation = v
     got = run_onnx(onnx_session(path), _feed(plan, plan.example))
     diff = float(np.abs(got - ref).max())
     if not diff <= PARITY_TOL:
@@ -72,11 +82,14 @@ def export_view(plan: ViewPlan, path: Path, meta: dict[str, Any]) -> dict[str, A
 
 
 def export_onnx(model: AlignmentModel, out: Path, columns: list[str] | None = None, towers: bool = True,
-                meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                meta: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None
+                ) -> list[dict[str, Any]]:
     """Every (or the chosen) view of a loaded run -> `out/<column>.onnx` + tokenizer folders."""
     out.mkdir(parents=True, exist_ok=True)
     infos = []
     for plan in plan_views(model, columns, towers):
+        if progress:
+            progress(f"exporting view '{plan.column}' ({plan.kind}) ...")
         if plan.kind == "text-tower":  # the tokenizer travels with the file that needs its ids
             tower_of(model, plan.column).tokenizer.save_pretrained(str(out / plan.meta["tokenizer"]))  # type: ignore[union-attr]
         info = export_view(plan, out / f"{plan.column}.onnx", {"dim": model.cfg.dim, **(meta or {})})

@@ -174,9 +174,7 @@ def plan_view(model: AlignmentModel, col: str, towers: bool = True) -> ViewPlan:
         if _is_pooled_hf_text(enc):
             tok = enc.tokenizer(TEXT_EXAMPLES, padding=True, truncation=True, max_length=enc.max_length,
                                 return_tensors="pt")
-            hf = enc.model
-            hf.config._attn_implementation = "eager"  # sdpa masks do not trace with the TorchScript exporter
-            mod = _TextTowerHead(hf, enc.normalize, head)
+            mod = _TextTowerHead(enc.model, enc.normalize, head)
             seq = {0: "batch", 1: "sequence"}
             return ViewPlan(col, "text", "text-tower", mod, ["input_ids", "attention_mask"],
                             (tok["input_ids"], tok["attention_mask"]),

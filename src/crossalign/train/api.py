@@ -66,7 +66,8 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
         table, encoders = prepare_features(cfg, progress)
     if table.problems:
         (out / "skipped_rows.txt").write_text("\n".join(str(p) for p in table.problems) + "\n")
-        log.warning("%d bad rows skipped (see %s)", len(table.problems), out / "skipped_rows.txt")
+        logging.getLogger(__name__).warning("%d bad rows skipped (see %s)", len(table.problems),
+                                            out / "skipped_rows.txt")  # `log` is the logger specs here
     tr, va = table.split(cfg.train.train_split), table.split(cfg.train.val_split)
     if len(tr) < 2 or len(va) < 2:
         raise ValueError(f"need train and val rows: got {len(tr)} train, {len(va)} val")

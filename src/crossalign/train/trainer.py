@@ -173,6 +173,7 @@ class Trainer:
                 if self.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], self.grad_clip)
                 opt.step()
+                step_lr = opt.param_groups[0]["lr"]  # the rate this step used, before the schedule moves on
                 sched.step()
                 nb += 1
                 scalars = {**{k: float(v.detach()) for k, v in losses.items()}, **report}
@@ -180,7 +181,7 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 if self.logger is not None:
                     self.logger.log_metrics({**{f"step/{k}": v for k, v in scalars.items()},
-                                             "step/lr": opt.param_groups[0]["lr"]}, epoch * spe + s + 1)
+                                             "step/lr": step_lr}, epoch * spe + s + 1)
             train = {f"train/{k}": v / max(nb, 1) for k, v in sums.items()}
             model.eval()
             val = {f"val/{k}": v for k, v in self.task.validate().items()}
