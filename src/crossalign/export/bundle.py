@@ -19,7 +19,6 @@ __all__ = ["RUN_SUBDIR", "write_run_copy", "update_manifest", "import_export", "
 RUN_SUBDIR = "crossalign-run"
 EXPORT_VERSION = 1
 _RUN_FILES = ("config.json", "encoders.json", "model.safetensors", "metrics.json", "benchmark.json")
-_MAX_JSON = 16 << 20  # bytes; an export manifest or run config is a few KB
 
 
 def weights_file(run: Path, which: str = "best") -> Path:
@@ -77,9 +76,7 @@ def import_export(folder: str | Path, out: str | Path) -> Path:
 
     folder, out = Path(folder), Path(out)
     manifest = folder / "export.json"
-    if manifest.exists() and manifest.stat().st_size > _MAX_JSON:
-        raise ValueError(f"{manifest}: {manifest.stat().st_size} bytes is too large for an export manifest")
-    meta = read_export_manifest(folder)
+    meta = read_export_manifest(folder)  # clear errors: missing, too large, not JSON, not an export
     files = meta.get("run_files")
     if not isinstance(files, dict) or f"{RUN_SUBDIR}/model.safetensors" not in files:
         raise ValueError(f"{manifest}: field 'run_files' does not list {RUN_SUBDIR}/model.safetensors")

@@ -21,6 +21,8 @@ __all__ = ["OnnxEmbedder", "read_export_manifest"]
 def read_export_manifest(folder: str | Path) -> dict[str, Any]:
     """`export.json` of an exported folder, with a clear error naming the file when it is not one."""
     path = Path(folder) / "export.json"
+    if path.is_file() and path.stat().st_size > 16 << 20:  # a real one is a few KB
+        raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for an export manifest")
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
