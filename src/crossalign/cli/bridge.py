@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from crossalign.cli.common import LogOpt, log_specs
+
 app = typer.Typer(no_args_is_help=True, help="Language-model bridge: shared-space embedding -> prefix -> LM.")
 
 
@@ -26,7 +28,8 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
           lr: Annotated[float, typer.Option()] = 2e-3,
           tasks: Annotated[str, typer.Option(help="caption,qa")] = "caption,qa",
           lora_r: Annotated[int, typer.Option(help="> 0: second stage with LoRA of this rank")] = 0,
-          seed: Annotated[int, typer.Option()] = 0) -> None:
+          seed: Annotated[int, typer.Option()] = 0,
+          log: LogOpt = None) -> None:
     """Train the prefix projector (LM frozen) on cached aligned embeddings; optional LoRA stage."""
     from crossalign.bridge import BridgeConfig
     from crossalign.recipes.bridge import train_bridge
@@ -35,7 +38,7 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
                        train_columns=[c.strip() for c in train_on.split(",") if c.strip()],
                        tasks=[t.strip() for t in tasks.split(",") if t.strip()], max_rows=max_rows,
                        epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r, seed=seed)
-    folder, res = train_bridge(run, data, out or run / "bridge", cfg)
+    folder, res = train_bridge(run, data, out or run / "bridge", cfg, log=log_specs(log))
     typer.echo(f"bridge saved to {folder} " + json.dumps({k: round(r.best_metric, 4) for k, r in res.items()}))
 
 

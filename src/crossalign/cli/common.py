@@ -7,7 +7,25 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-__all__ = ["config_from_args", "apply_encoder_args", "apply_cli_defaults", "EncoderOpt", "CLI_VIEW_OPTIONS"]
+__all__ = ["config_from_args", "apply_encoder_args", "apply_cli_defaults", "EncoderOpt", "CLI_VIEW_OPTIONS", "LogOpt",
+           "log_specs"]
+
+LogOpt = Annotated[Optional[list[str]], typer.Option(
+    "--log", help="experiment logger, repeatable: jsonl|tensorboard|mlflow|wandb or NAME=TARGET "
+                  "(tensorboard=DIR, mlflow=URI, wandb=PROJECT); default jsonl (RUN/log.jsonl)")]
+
+
+def log_specs(log: Optional[list[str]]) -> list[str]:
+    """`--log` values checked up front (an unknown name is a usage error, not a traceback mid-run)."""
+    from crossalign.train.loggers import parse_log_spec
+
+    specs = log or ["jsonl"]
+    for s in specs:
+        try:
+            parse_log_spec(s)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--log") from None
+    return specs
 
 # What a bare `--modalities image` / `encode --encoder image` means on the command line (both the
 # same, so what `encode` cached is what `train` reads).

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from crossalign.cli.common import LogOpt, log_specs
+
 app = typer.Typer(no_args_is_help=True, help="Fusion + task heads: train, evaluate, predict.")
 
 
@@ -27,6 +29,7 @@ def train(
     align_weight: Annotated[float | None, typer.Option(help="weight of the alignment loss (0: task only)")] = None,
     label_fraction: Annotated[float | None, typer.Option(help="share of training labels to use")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    log: LogOpt = None,
 ) -> None:
     """Train a fused model (multi-task: task loss + alignment loss) and print its test report."""
     from crossalign.fuse.config import TaskConfig, load_task_config
@@ -45,7 +48,7 @@ def train(
             raise ValueError(f"--task: '{task}' is neither a built-in task ({', '.join(BUILTIN_TASKS)}) nor a file")
         if not cfg.data:
             raise ValueError("--data is required (or `data:` in the task config)")
-        run, result, ev = train_task(cfg)
+        run, result, ev = train_task(cfg, log=log_specs(log))
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from e
     typer.echo(ev["report"])

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from crossalign.cli.common import EncoderOpt, config_from_args
+from crossalign.cli.common import EncoderOpt, LogOpt, config_from_args, log_specs
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config (model: ..., train: ...)")]
 DataOpt = Annotated[Optional[Path], typer.Option(help="manifest or its folder (overrides the config)")]
@@ -30,7 +30,8 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
               nproc: Annotated[int, typer.Option(help="worker processes on this machine (runs torchrun)")] = 1,
               max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0,
               encoder: EncoderOpt = None,
-              prompt: PromptOpt = None, prompt_map: PromptMapOpt = None) -> None:
+              prompt: PromptOpt = None, prompt_map: PromptMapOpt = None,
+              log: LogOpt = None) -> None:
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
     import json
 
@@ -44,6 +45,7 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
 
     cfg = config_from_args(config, data, modalities, out, epochs, objective, seed, encoder,
                            announce=os.environ.get("RANK", "0") == "0")
+    specs = log_specs(log)
     if nproc > 1 and not is_launched():
         from crossalign.train.launch import relaunch_self
 
@@ -52,7 +54,7 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     if seeds > 1:
         _train_seeds(cfg, seeds, fresh, evaluate)
         return
-    run, res = train(cfg, resume=not fresh)
+    run, res = train(cfg, resume=not fresh, log=specs)
     if init_from_env().rank != 0:
         return
     typer.echo(f"run: {run}  best val {cfg.train.primary} = {res.best_metric:.4f} at epoch {res.best_epoch}")
@@ -67,6 +69,7 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
 def _train_seeds(cfg, seeds: int, fresh: bool, evaluate: bool) -> None:  # type: ignore[no-untyped-def]
     """Seeds S, S+1, ... into OUT/seed-S ...; test metrics aggregated into OUT/seeds.json."""
     import copy
+    import json
 
     from crossalign.evaluate.report import print_tables, retrieval_table, winner_line
     from crossalign.evaluate.run_eval import evaluate_run
@@ -93,12 +96,16 @@ def tune_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt 
              out: Annotated[Path, typer.Option(help="folder for trials, best.yaml and tune.json")] = Path("runs/tune"),
              trials: Annotated[int, typer.Option(help="number of trials")] = 10,
              epochs: Annotated[Optional[int], typer.Option(help="epochs per trial")] = None,
-             encoder: EncoderOpt = None) -> None:
+             encoder: EncoderOpt = None,
+             storage: Annotated[Optional[str], typer.Option(help="Optuna storage, e.g. sqlite:///runs/tune/study.db: "
+                                                                 "an interrupted search resumes, workers share it")] = None,
+             study: Annotated[str, typer.Option(help="study name inside --storage")] = "crossalign",
+             log: LogOpt = None) -> None:
     """Hyperparameter search with Optuna on the validation split; writes OUT/best.yaml."""
     from crossalign.recipes.tune import tune
 
     cfg = config_from_args(config, data, modalities, None, encoders=encoder)
-    s = tune(cfg, trials=trials, out=out, epochs=epochs)
+    s = tune(cfg, trials=trials, out=out, epochs=epochs, storage=storage, study_name=study, log=log_specs(log))
     typer.echo(f"best val {cfg.train.primary} = {s['best_value']:.4f} with {s['best_params']}; config: {out / 'best.yaml'}")
 
 

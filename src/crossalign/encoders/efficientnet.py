@@ -27,6 +27,25 @@ HUE_BINS = 12
 COLOR_DIM = HUE_BINS + 5  # hue histogram, mean R G B, mean lightness, mean saturation
 
 
+def grid_pool(maps: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, g*g, C): `adaptive_avg_pool2d` over a g x g grid of cells.
+
+    During ONNX export the same bins are a constant (g*g, H*W) averaging matrix: the TorchScript
+    exporter cannot size adaptive pooling behind the backbone's dynamic "same" padding."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2)
+    h, w = int(maps.shape[2]), int(maps.shape[3])
+    pool = torch.zeros(grid * grid, h * w, dtype=maps.dtype)
+    for i in range(grid):
+        r0, r1 = (i * h) // grid, -(-((i + 1) * h) // grid)
+        for j in range(grid):
+            c0, c1 = (j * w) // grid, -(-((j + 1) * w) // grid)
+            cell = torch.zeros(h, w, dtype=maps.dtype)
+            cell[r0:r1, c0:c1] = 1.0 / ((r1 - r0) * (c1 - c0))
+            pool[i * grid + j] = cell.flatten()
+    return pool.to(maps.device) @ maps.flatten(2).transpose(1, 2)  # (g*g, H*W) @ (B, H*W, C) -> (B, g*g, C)
+
+
 def color_features(x: torch.Tensor, grid: int) -> torch.Tensor:
     """x: (B, 3, H, W) in [0, 1] -> (B, 1 + grid*grid, COLOR_DIM) colour statistics per token."""
     mx, _ = x.max(1)  # (B, H, W)
@@ -44,7 +63,7 @@ def color_features(x: torch.Tensor, grid: int) -> torch.Tensor:
     glob = maps.mean((2, 3)).unsqueeze(1)  # (B, 1, 17)
     if grid <= 0:
         return glob
-    cells = F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2)  # (B, g*g, 17)
+    cells = grid_pool(maps, grid)  # (B, g*g, 17)
     return torch.cat([glob, cells], 1)
 
 
@@ -72,15 +91,20 @@ class EfficientNetEncoder(Encoder):
         return x
 
     def forward(self, batch: Sequence[Image.Image]) -> torch.Tensor:
-        x = self.pixels(batch).to(next(self.net.parameters()).device)
+        return self.from_pixels(self.pixels(batch))
+
+    def from_pixels(self, x: torch.Tensor, color: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> features; the tensor-only part (traceable for ONNX export).
+        `color`: precomputed `color_features(x, grid)` (an ONNX export takes them as an input)."""
+        x = x.to(next(self.net.parameters()).device)
         fmap = self.net.extract_features((x - MEAN.to(x.device)) / STD.to(x.device))  # (B, 1280, h, w)
         glob = fmap.mean((2, 3))  # (B, 1280)
         if self.grid > 0:
-            cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B, g*g, 1280)
+            cells = grid_pool(fmap, self.grid)  # (B, g*g, 1280)
             out = torch.cat([glob.unsqueeze(1), cells], 1)  # (B, 1+g*g, 1280)
         else:
             out = glob
         if self.color:
-            col = color_features(x, self.grid)  # (B, 1+g*g, 17)
+            col = color_features(x, self.grid) if color is None else color  # (B, 1+g*g, 17)
             out = torch.cat([out, col if self.grid > 0 else col.squeeze(1)], -1)
         return out

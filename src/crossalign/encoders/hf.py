@@ -97,5 +97,9 @@ class HFEncoder(Encoder):
         return F.normalize(z, dim=-1) if self.normalize else z
 
 
-def hf_encoder(path: str, modality: str = "text", **opts: Any) -> HFEncoder:
+def hf_encoder(path: str, modality: str = "text", **opts: Any) -> Encoder:
+    from crossalign.encoders.st_folder import SentenceTransformerEncoder, is_st_folder
+
+    if modality == "text" and is_st_folder(path):  # e.g. a view exported by `crossalign export`
+        return SentenceTransformerEncoder(path, **{k: v for k, v in opts.items() if k == "batch_size"})
     return HFEncoder(path, modality, **opts)

@@ -7,7 +7,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -21,6 +21,7 @@ from crossalign.data.splits import ensure_splits
 from crossalign.encoders import Encoder
 from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
+from crossalign.train.loggers import build_logger
 from crossalign.train.start import apply_closed_form, fit_closed_form, small_data_defaults
 from crossalign.train.trainer import Trainer, TrainResult, set_seed
 
@@ -44,10 +45,35 @@ def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTabl
 
 def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
           table: FeatureTable | None = None, stop_after: int | None = None,
-          dist: DistContext | None = None) -> tuple[Path, TrainResult]:
+          dist: DistContext | None = None, log: Sequence[str] | None = None) -> tuple[Path, TrainResult]:
     """Train the candidates `cfg.train.start` names and keep the best on validation in `out`:
     the closed form as-is, heads fine-tuned from it (in `out/candidates/fine_tuned`), heads trained
-    from scratch (in `out` itself, so its checkpoints and resume work as they always did)."""
+    from scratch (in `out` itself, so its checkpoints and resume work as they always did).
+
+    `log`: experiment logger specs (train/loggers.py), e.g. ["jsonl", "tensorboard"]; they follow the
+    first candidate that trains (scratch, or fine-tuned when scratch is off). metrics.jsonl is
+    written either way."""
+    ctx = dist or init_from_env()  # joins torchrun's process group when launched by it
+    run_dir = Path(cfg.train.out)
+    logger = None
+    try:
+        if log and ctx.rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            logger = build_logger(log, run_dir, params=cfg.to_dict(),
+                                  fresh=not (resume and (run_dir / "last_state.pt").exists()))
+        out, result = _train(cfg, resume=resume, progress=progress, table=table, stop_after=stop_after, dist=ctx,
+                             logger=logger)
+    except BaseException:
+        if logger is not None:
+            logger.close()
+        raise
+    if logger is not None:
+        logger.close(out)
+    return out, result
+
+
+def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: FeatureTable | None,
+           stop_after: int | None, dist: DistContext | None, logger: Any) -> tuple[Path, TrainResult]:
     progress = cfg.train.progress if progress is None else progress
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,7 +102,8 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     result = TrainResult(-1, float("nan"), 0)
     if start in ("auto", "scratch"):
         model = _build(cfg, specs, tr)
-        result = _fit(AlignmentTask(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after)
+        result = _fit(AlignmentTask(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after,
+                      logger)
         if stop_after is not None and result.epochs_run < cfg.train.epochs and not result.stopped_early:
             return out, result  # a simulated interruption: no selection yet
         cands["scratch"] = result.best_metric
@@ -106,7 +133,8 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
             # It starts from a solution: half the epochs reach its best (and keep `auto` ~1.5x a plain run).
             cfg_cf.train.epochs = cfg.train.finetune_epochs or max(1, cfg.train.epochs // 2)
             cfg_cf.train.patience = min(cfg_cf.train.patience, cfg_cf.train.epochs) if cfg_cf.train.patience else 0
-            res_ft = _fit(task, cfg_cf, ft, len(tr), resume, progress, stop_after)
+            res_ft = _fit(task, cfg_cf, ft, len(tr), resume, progress, stop_after,
+                          logger if start != "auto" else None)
             cands["fine_tuned"], ties["fine_tuned"] = res_ft.best_metric, _mrr_at_best(res_ft)
             if (cands["fine_tuned"], ties["fine_tuned"]) > (cands["closed_form"], ties["closed_form"]):
                 task.load(ft, "best")
@@ -149,12 +177,13 @@ def _build(cfg: RunConfig, specs: dict[str, Any], tr: FeatureTable) -> Alignment
 
 
 def _fit(task: AlignmentTask, cfg: RunConfig, out: Path, n_train: int, resume: bool, progress: bool,
-         stop_after: int | None) -> TrainResult:
+         stop_after: int | None, logger: Any = None) -> TrainResult:
     t = cfg.train
     trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, n_train), lr=t.lr,
                       weight_decay=t.weight_decay, warmup=t.warmup, grad_clip=t.grad_clip, seed=t.seed,
                       patience=t.patience, progress=progress, stop_after=stop_after, precision=t.precision,
                       rank=task.dist.rank, world_size=task.dist.world_size)
+    trainer.logger = logger
     return trainer.fit(resume=resume)
 
 

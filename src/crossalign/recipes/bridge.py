@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from crossalign.bridge.lm import LanguageModel
 from crossalign.bridge.model import Bridge
 from crossalign.bridge.prompts import Example, examples_for_row
 from crossalign.bridge.task import BridgeTask
+from crossalign.train.loggers import build_logger
 from crossalign.train.trainer import Trainer, TrainResult
 
 __all__ = ["train_bridge", "build_examples"]
@@ -42,8 +45,9 @@ def build_examples(table: AlignedTable, rows: np.ndarray, columns: list[str], cf
 
 
 def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: BridgeConfig | None = None, *,
-                 progress: bool = True, lm: LanguageModel | None = None, resume: bool = False
-                 ) -> tuple[Path, dict[str, TrainResult]]:
+                 progress: bool = True, lm: LanguageModel | None = None, resume: bool = False,
+                 log: Sequence[str] | None = None) -> tuple[Path, dict[str, TrainResult]]:
+    """`log`: experiment logger specs (train/loggers.py), one logged run per stage."""
     from crossalign.align.embedder import Embedder
 
     cfg = cfg or BridgeConfig()
@@ -77,9 +81,15 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
 
             bar = progress_bar(total=epochs * max(1, len(train_ex) // bs), desc=f"bridge {name}", unit="step")
         task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr, bar=bar)
+        logger = build_logger(log, out / name, params=asdict(cfg), run_name=f"{out.resolve().name}-{name}",
+                              fresh=not (resume and (out / name / "last_state.pt").exists()))
         trainer = Trainer(task, out / name, epochs=epochs, batch_size=bs, lr=lr, weight_decay=cfg.weight_decay,
-                          warmup=cfg.warmup, seed=cfg.seed, patience=0, progress=False)
-        results[name] = trainer.fit(resume=resume)
+                          warmup=cfg.warmup, seed=cfg.seed, patience=0, progress=False, logger=logger)
+        try:
+            results[name] = trainer.fit(resume=resume)
+        finally:
+            if logger is not None:
+                logger.close(out / name)
         if bar is not None:
             bar.close()
         task.load(out / name, "best")
@@ -91,7 +101,7 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
         for f in (out / name).glob("*.safetensors"):
             f.unlink()
         (out / name / "last_state.pt").unlink(missing_ok=True)
-    log.info("bridge saved to %s", out)
+    logging.getLogger(__name__).info("bridge saved to %s", out)  # `log` is the logger specs here
     return out, results
 
 

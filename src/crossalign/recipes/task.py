@@ -8,7 +8,7 @@ import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from crossalign.fuse.data import IGNORE, PreparedTask, TaskData, prepare_task
 from crossalign.fuse.evaluate import evaluate_task, predict_batches
 from crossalign.fuse.metrics import task_metrics
 from crossalign.fuse.model import FusionModel
+from crossalign.train.loggers import build_logger
 from crossalign.train.trainer import Trainer, TrainResult, set_seed
 
 __all__ = ["TASK_FORMAT", "FusionTask", "build_align_model", "train_task"]
@@ -156,7 +157,8 @@ def _write_meta(out: Path, cfg: TaskConfig, prep: PreparedTask, mcfg: ModelConfi
 
 
 def train_task(cfg: TaskConfig, *, progress: bool | None = None, resume: bool = False,
-               prep: PreparedTask | None = None) -> tuple[Path, TrainResult, dict[str, Any]]:
+               prep: PreparedTask | None = None, log: Sequence[str] | None = None
+               ) -> tuple[Path, TrainResult, dict[str, Any]]:
     """Train (multi-task), keep the best epoch by validation macro-F1, evaluate it on the test split
     (with each modality removed too). Returns (run folder, trainer result, evaluation)."""
     progress = cfg.progress if progress is None else progress
@@ -178,8 +180,14 @@ def train_task(cfg: TaskConfig, *, progress: bool | None = None, resume: bool = 
     task = FusionTask(model, cfg, prep, tr, prep.splits["val"], pairs, mcfg.objective)
     trainer = Trainer(task, out, epochs=cfg.epochs, batch_size=min(cfg.batch_size, len(tr)), lr=cfg.lr,
                       weight_decay=cfg.weight_decay, warmup=0.05, seed=cfg.seed, patience=cfg.patience,
-                      progress=progress)
-    result = trainer.fit(resume=resume)
+                      progress=progress, logger=build_logger(log, out, params=asdict(cfg),
+                                                             fresh=not (resume and (out / "last_state.pt").exists())))
+    try:
+        result = trainer.fit(resume=resume)
+    except BaseException:
+        if trainer.logger is not None:
+            trainer.logger.close()
+        raise
     task.load(out, "best")
     shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
     split = "test" if len(prep.splits["test"]) else "val"
@@ -188,5 +196,9 @@ def train_task(cfg: TaskConfig, *, progress: bool | None = None, resume: bool = 
               train_rows=len(tr), val_rows=len(prep.splits["val"]))
     (out / "eval.json").write_text(json.dumps({k: v for k, v in ev.items() if k != "report"}, indent=2))
     (out / "report.txt").write_text(ev["report"])
+    if trainer.logger is not None:
+        trainer.logger.log_metrics({f"test/{k}": v for k, v in ev.items() if isinstance(v, (int, float))},
+                                   result.epochs_run * trainer._steps_per_epoch())
+        trainer.logger.close(out)
     return out, result, ev
 

@@ -9,21 +9,50 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 
 from crossalign.config import RunConfig
 from crossalign.recipes.align import prepare_features, train
 
+if TYPE_CHECKING:
+    import optuna
+
 __all__ = ["tune", "OBJECTIVE_CHOICES"]
 
 OBJECTIVE_CHOICES = ("infonce", "siglip")
 
 
+def _write(path: Path, text: str) -> None:
+    """Atomic, so workers finishing together on one storage never interleave their summaries."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _study(storage: str | None, name: str, seed: int) -> "optuna.Study":
+    """A new in-memory study, or one in an RDB storage (created or resumed; shared by workers).
+
+    With a storage, trials carry a heartbeat: a trial whose worker was killed is marked failed by
+    the next worker, and the search goes on to the same number of completed trials."""
+    import optuna
+
+    if storage is None:
+        return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+    study = optuna.create_study(direction="maximize", storage=rdb, study_name=name, load_if_exists=True)
+    # Workers started together must not draw the same random start-up trials: offset the seed.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + os.getpid())
+    return study
+
+
 def tune(cfg: RunConfig, trials: int = 10, out: str | Path = "runs/tune", epochs: int | None = None,
-         seed: int = 0, progress: bool = True) -> dict[str, Any]:
+         seed: int = 0, progress: bool = True, storage: str | None = None, study_name: str = "crossalign",
+         log: Sequence[str] | None = None) -> dict[str, Any]:
+    """`trials` completed trials in all (with `storage`: counting those already in it, from any worker)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -49,19 +78,24 @@ def tune(cfg: RunConfig, trials: int = 10, out: str | Path = "runs/tune", epochs
             c.train.epochs = epochs
         c.train.out = str(out / f"trial-{trial.number:03d}")
         c.train.progress = False
-        _, res = train(c, resume=False, table=table, progress=False)
+        _, res = train(c, resume=False, table=table, progress=False, log=log)
         return res.best_metric
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study = _study(storage, study_name, seed)
+
+    def completed() -> int:
+        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
     bar = None
     if progress:
         from crossalign.progress import progress_bar
 
-        bar = progress_bar(total=trials, desc="tune", unit="trial")
-    for _ in range(trials):
+        bar = progress_bar(total=trials, initial=min(completed(), trials), desc="tune", unit="trial")
+    while completed() < trials:  # other workers on the same storage count too
         study.optimize(objective, n_trials=1)
         if bar:
-            bar.update(1)
+            bar.n = min(completed(), trials)
+            bar.refresh()
             bar.set_postfix(best=f"{study.best_value:.3f}")
     if bar:
         bar.close()
@@ -72,9 +106,11 @@ def tune(cfg: RunConfig, trials: int = 10, out: str | Path = "runs/tune", epochs
         best.model.head.hidden = p["hidden"]
     if "objective" in p:
         best.model.objective = p["objective"]
-    (out / "best.yaml").write_text(yaml.safe_dump(best.to_dict(), sort_keys=False, allow_unicode=True))
+    _write(out / "best.yaml", yaml.safe_dump(best.to_dict(), sort_keys=False, allow_unicode=True))
     summary = {"best_value": study.best_value, "best_params": p, "primary": cfg.train.primary,
-               "trials": [{"number": t.number, "value": t.value, "params": t.params} for t in study.trials]}
-    (out / "tune.json").write_text(json.dumps(summary, indent=2))
+               "study": study_name if storage else None, "storage": storage,
+               "trials": [{"number": t.number, "value": t.value, "state": t.state.name, "params": t.params}
+                          for t in study.trials]}
+    _write(out / "tune.json", json.dumps(summary, indent=2))
     logging.getLogger(__name__).info("best %s = %.4f with %s", cfg.train.primary, study.best_value, p)
     return summary

@@ -65,11 +65,15 @@ class AlignmentTask:
             losses = grad_cache_step(self.model.embed, self.batch(idx), lambda e: self.objective(
                 e, pairs=self.pairs, groups=groups, logit_scale=self.model.scale(),
                 logit_bias=self.model.logit_bias, dist=self.dist), self.cfg.train.grad_cache_chunk, self.model)
-            return losses, {"temperature": float(1.0 / self.model.scale().detach())}
+            return losses, self._report()
         emb = self.model(self.batch(idx))
         losses = self.objective(emb, pairs=self.pairs, groups=groups, logit_scale=self.model.scale(),
                                 logit_bias=self.model.logit_bias, dist=self.dist)
-        return losses, {"temperature": float(1.0 / self.model.scale().detach())}
+        return losses, self._report()
+
+    def _report(self) -> dict[str, float]:
+        scale = float(self.model.scale().detach())
+        return {"temperature": 1.0 / scale, "logit_scale": scale}
 
     def validate(self) -> dict[str, float]:
         return self.evaluator(embed_table(self.model, self.val, raw=self.raw_val))

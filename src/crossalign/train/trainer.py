@@ -82,13 +82,14 @@ class Trainer:
     def __init__(self, task: Task, out: str | Path, *, epochs: int, batch_size: int, lr: float,
                  weight_decay: float = 0.05, warmup: float = 0.05, grad_clip: float = 1.0, seed: int = 0,
                  patience: int = 0, progress: bool = True, rank: int = 0, world_size: int = 1,
-                 stop_after: int | None = None, precision: str = "fp32"):
+                 stop_after: int | None = None, precision: str = "fp32", logger: Any | None = None):
         self.task, self.out = task, Path(out)
         self.epochs, self.batch_size, self.lr, self.wd = epochs, batch_size, lr, weight_decay
         self.warmup, self.grad_clip, self.seed, self.patience = warmup, grad_clip, seed, patience
         self.progress, self.rank, self.world_size = progress, rank, world_size
         self.stop_after = stop_after  # testing aid: simulate an interruption after N epochs
         self.precision = precision  # "bf16": forward under bf16 autocast where the hardware has it
+        self.logger = logger if rank == 0 else None  # train/loggers.py: per-step and per-epoch scalars
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _steps_per_epoch(self) -> int:
@@ -178,10 +179,15 @@ class Trainer:
                 if self.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], self.grad_clip)
                 opt.step()
+                step_lr = opt.param_groups[0]["lr"]  # the rate this step used, before the schedule moves on
                 sched.step()
                 nb += 1
-                for k, v in {**{k: float(v.detach()) for k, v in losses.items()}, **report}.items():
+                scalars = {**{k: float(v.detach()) for k, v in losses.items()}, **report}
+                for k, v in scalars.items():
                     sums[k] = sums.get(k, 0.0) + v
+                if self.logger is not None:
+                    self.logger.log_metrics({**{f"step/{k}": v for k, v in scalars.items()},
+                                             "step/lr": step_lr}, epoch * spe + s + 1)
             train = {f"train/{k}": v / max(nb, 1) for k, v in sums.items()}
             model.eval()
             val = {f"val/{k}": v for k, v in self.task.validate().items()}
@@ -206,6 +212,8 @@ class Trainer:
                 self.task.save(self.out, ckpt)
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
+                if self.logger is not None:
+                    self.logger.log_metrics(rec, (epoch + 1) * spe)
                 st = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
                       "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad, "ckpt": ckpt,
                       "history": json.dumps(history)}
