@@ -72,7 +72,11 @@ class EfficientNetEncoder(Encoder):
         return x
 
     def forward(self, batch: Sequence[Image.Image]) -> torch.Tensor:
-        x = self.pixels(batch).to(next(self.net.parameters()).device)
+        return self.forward_pixels(self.pixels(batch))
+
+    def forward_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] (as `pixels` returns) -> outputs; differentiable w.r.t. x (explain's IG)."""
+        x = x.to(next(self.net.parameters()).device)
         fmap = self.net.extract_features((x - MEAN.to(x.device)) / STD.to(x.device))  # (B, 1280, h, w)
         glob = fmap.mean((2, 3))  # (B, 1280)
         if self.grid > 0:
