@@ -54,6 +54,11 @@ def print_explanation(ex: PairExplanation, top: int = 3) -> None:
         con.print("  top: " + ", ".join(f"{lbl} {v:+.4f}" for lbl, v in side.top(top)))
 
 
+def _fmt(v: float, side: SideExplanation) -> str:
+    digits = max(2, 1 - int(np.floor(np.log10(_scale(side.values)))))  # two significant digits of the largest
+    return f"{v:+.{digits}f}"
+
+
 def _cell_map(side: SideExplanation) -> np.ndarray:
     rows, cols = side.geometry["grid"]
     return np.asarray(side.values, dtype=np.float64).reshape(rows, cols)
@@ -68,7 +73,7 @@ def _heat(ax: Any, side: SideExplanation, background: np.ndarray, norm: TwoSlope
     if rows * cols <= 64:
         for i in range(rows):
             for j in range(cols):
-                ax.text((j + 0.5) * w / cols - 0.5, (i + 0.5) * h / rows - 0.5, f"{_cell_map(side)[i, j]:+.2f}",
+                ax.text((j + 0.5) * w / cols - 0.5, (i + 0.5) * h / rows - 0.5, _fmt(_cell_map(side)[i, j], side),
                         ha="center", va="center", fontsize=7, color="black")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -102,13 +107,16 @@ def plot_side(ax: Any, side: SideExplanation) -> None:
         ax.plot(sig, color="black", lw=0.6)
     else:  # words: coloured boxes, wrapped
         ax.axis("off")
-        x, y = 0.0, 0.9
+        renderer = ax.figure.canvas.get_renderer()
+        box = ax.get_window_extent(renderer)
+        x, y = 0.0, 0.95
         for lbl, v in zip(side.labels, side.values):
-            w = 0.018 * (len(lbl) + 1)
-            if x + w > 1.0:
-                x, y = 0.0, y - 0.16
-            ax.text(x, y, lbl, fontsize=10, transform=ax.transAxes, va="top",
-                    bbox={"facecolor": cmap(norm(v)), "edgecolor": "none", "pad": 2})
+            t = ax.text(x, y, lbl, fontsize=10, transform=ax.transAxes, va="top",
+                        bbox={"facecolor": cmap(norm(v)), "edgecolor": "none", "pad": 1.5})
+            w = (t.get_window_extent(renderer).width * 0.8 + 6) / box.width  # measured, so words never overlap
+            if x > 0 and x + w > 1.0:
+                x, y = 0.0, y - 0.12
+                t.set_position((x, y))
             x += w
     ax.set_title(title, fontsize=9)
 

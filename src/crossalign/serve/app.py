@@ -300,4 +300,7 @@ def create_app(service: Service) -> FastAPI:
             "results": [h.to_dict() for h in hits],
         }
 
+    from crossalign.serve.explain_route import add_explain_route  # POST /v1/explain, its own module
+
+    add_explain_route(app, service)
     return app
