@@ -38,7 +38,9 @@ def test_machine_readable_files(report) -> None:  # type: ignore[no-untyped-def]
     assert lo <= m["text->image/R@1"] <= hi
     assert set(entry["baselines"]) == {"cca", "procrustes", "ridge", "random"}
     rows = list(csv.DictReader(report.csv.open()))
-    assert len(rows) == 1 and float(rows[0]["text->image R@1"]) == pytest.approx(m["text->image/R@1"], abs=1e-4)
+    assert len(rows) == 1 and float(rows[0]["text->image R@1"]) == pytest.approx(
+        m["text->image/R@1"], abs=1e-4
+    )
     html = report.html.read_text()
     assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
     assert "<script" not in html
@@ -61,10 +63,12 @@ def test_report_in_a_real_browser(report, tmp_path: Path) -> None:  # type: igno
             page.on("requestfailed", lambda req: errors.append(f"failed request {req.url}"))
             page.goto(report.html.resolve().as_uri(), wait_until="load")
             imgs = page.eval_on_selector_all(
-                "img", "els => els.map(e => ({ok: e.complete && e.naturalWidth > 0, alt: e.alt}))")
+                "img", "els => els.map(e => ({ok: e.complete && e.naturalWidth > 0, alt: e.alt}))"
+            )
             cells = page.eval_on_selector_all(
                 "table.results td[data-key], table.baselines td[data-key]",
-                "els => els.map(e => [e.dataset.method, e.dataset.key, e.firstChild.textContent.trim()])")
+                "els => els.map(e => [e.dataset.method, e.dataset.key, e.firstChild.textContent.trim()])",
+            )
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:

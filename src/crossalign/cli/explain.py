@@ -20,8 +20,12 @@ def print_or_dump(ex: Any, as_json: bool, png: Optional[Path], extra: dict[str, 
     if png is not None:
         plot_explanation(ex, png)
     if as_json:
-        json.dump((extra or {}) | ex.to_dict() | ({"png": str(png)} if png else {}), sys.stdout,
-                  ensure_ascii=False, indent=2)
+        json.dump(
+            (extra or {}) | ex.to_dict() | ({"png": str(png)} if png else {}),
+            sys.stdout,
+            ensure_ascii=False,
+            indent=2,
+        )
         sys.stdout.write("\n")
         return
     print_explanation(ex)
@@ -35,13 +39,21 @@ def explain_cmd(
     image: Annotated[Optional[Path], typer.Option(help="image file")] = None,
     audio: Annotated[Optional[Path], typer.Option(help="audio file")] = None,
     sensor: Annotated[Optional[Path], typer.Option(help="sensor array file (.npy/.npz/.csv)")] = None,
-    id: Annotated[Optional[str], typer.Option("--id", help="manifest row (its id or 1-based number); with --data")] = None,
+    id: Annotated[
+        Optional[str], typer.Option("--id", help="manifest row (its id or 1-based number); with --data")
+    ] = None,
     data: Annotated[Optional[Path], typer.Option(help="manifest (or its folder) holding --id")] = None,
-    views: Annotated[Optional[str], typer.Option(help="the two view columns of --id (default: text,image)")] = None,
+    views: Annotated[
+        Optional[str], typer.Option(help="the two view columns of --id (default: text,image)")
+    ] = None,
     method: Annotated[str, typer.Option(help="auto (the right one per tower) | ig | occlusion")] = "auto",
-    grid: Annotated[Optional[int], typer.Option(help="image cells per side (default: the encoder's grid, else 4)")] = None,
+    grid: Annotated[
+        Optional[int], typer.Option(help="image cells per side (default: the encoder's grid, else 4)")
+    ] = None,
     window: Annotated[float, typer.Option(help="audio window in seconds")] = 0.25,
-    steps: Annotated[int, typer.Option(help="integrated-gradients steps (raised until completeness holds)")] = 64,
+    steps: Annotated[
+        int, typer.Option(help="integrated-gradients steps (raised until completeness holds)")
+    ] = 64,
     png: Annotated[Optional[Path], typer.Option(help="write the overlay picture here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -51,8 +63,11 @@ def explain_cmd(
     from crossalign.explain import explain_pair
     from crossalign.explain.rows import row_items
 
-    given = {m: v for m, v in (("text", text), ("image", image), ("audio", audio), ("sensor", sensor))
-             if v is not None}
+    given = {
+        m: v
+        for m, v in (("text", text), ("image", image), ("audio", audio), ("sensor", sensor))
+        if v is not None
+    }
     if id is not None and (data is None or given):
         raise typer.BadParameter("--id needs --data and no --text/--image/--audio/--sensor")
     if id is None and len(given) != 2:
@@ -63,11 +78,15 @@ def explain_cmd(
         with redirect_stdout(sys.stderr):  # packaged models print while loading; keep stdout for --json
             emb = Embedder.from_run(run)
             if id is not None:
-                row, items = row_items(emb, data, id, [v.strip() for v in views.split(",")] if views else None)
+                row, items = row_items(
+                    emb, data, id, [v.strip() for v in views.split(",")] if views else None
+                )
                 extra: dict[str, Any] = {"row": str(row.get("id", id)), "views": [c for c, _ in items]}
             else:
-                items = [(emb.column_for(m), emb.read(m, [str(v) if m == "text" else Path(v)], Path.cwd())[0])
-                         for m, v in given.items()]
+                items = [
+                    (emb.column_for(m), emb.read(m, [str(v) if m == "text" else Path(v)], Path.cwd())[0])
+                    for m, v in given.items()
+                ]
                 extra = {"views": [c for c, _ in items]}
             ex = explain_pair(emb, items[0], items[1], method=method, grid=grid, window_s=window, steps=steps)
     except (ValueError, FileNotFoundError) as e:

@@ -188,8 +188,12 @@ def search_cmd(
         Optional[Path], typer.Option(help="run folder (default: the one that built the index)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
-    explain: Annotated[bool, typer.Option("--explain", help="explain why the top hit matches (see `crossalign explain`)")] = False,
-    explain_png: Annotated[Optional[Path], typer.Option(help="with --explain: write the overlay picture here")] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="explain why the top hit matches (see `crossalign explain`)")
+    ] = False,
+    explain_png: Annotated[
+        Optional[Path], typer.Option(help="with --explain: write the overlay picture here")
+    ] = None,
 ) -> None:
     """Query an index with text, an image, audio or a sensor array; prints ranked results with scores."""
     from crossalign.index import IncompatibleRunError, Searcher

@@ -11,5 +11,13 @@ and sensor cells (Captum: integrated gradients where the tower is differentiable
 from crossalign.explain.core import PairExplanation, SideExplanation, explain_pair, explain_side, side_units
 from crossalign.explain.methods import METHODS, default_method, ig_support
 
-__all__ = ["explain_pair", "explain_side", "side_units", "PairExplanation", "SideExplanation", "METHODS",
-           "default_method", "ig_support"]
+__all__ = [
+    "explain_pair",
+    "explain_side",
+    "side_units",
+    "PairExplanation",
+    "SideExplanation",
+    "METHODS",
+    "default_method",
+    "ig_support",
+]

@@ -9,8 +9,14 @@ import numpy as np
 import torch
 
 from crossalign.align.embedder import Embedder
-from crossalign.explain.methods import (METHODS, Attribution, default_method, integrated_gradients, occlusion,
-                                        raw_score)
+from crossalign.explain.methods import (
+    METHODS,
+    Attribution,
+    default_method,
+    integrated_gradients,
+    occlusion,
+    raw_score,
+)
 from crossalign.explain.units import Units, make_units
 
 __all__ = ["SideExplanation", "PairExplanation", "explain_side", "explain_pair", "side_units"]
@@ -36,11 +42,17 @@ class SideExplanation:
         return [(self.labels[i], self.values[i]) for i in order]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"column": self.column, "modality": self.modality, "method": self.method, "why": self.why,
-                "unit": self.unit_kind, "units": [{"label": lbl, "attribution": v} for lbl, v in
-                                                  zip(self.labels, self.values)],
-                "baseline_score": self.baseline_score, "completeness_gap": self.completeness_gap,
-                "geometry": self.geometry}
+        return {
+            "column": self.column,
+            "modality": self.modality,
+            "method": self.method,
+            "why": self.why,
+            "unit": self.unit_kind,
+            "units": [{"label": lbl, "attribution": v} for lbl, v in zip(self.labels, self.values)],
+            "baseline_score": self.baseline_score,
+            "completeness_gap": self.completeness_gap,
+            "geometry": self.geometry,
+        }
 
 
 @dataclass
@@ -52,14 +64,19 @@ class PairExplanation:
         return {"score": self.score, "sides": [s.to_dict() for s in self.sides]}
 
 
-def side_units(embedder: Embedder, col: str, raw: Any, grid: int | None = None, window_s: float = 0.25,
-               cells: Any = None) -> Units:
+def side_units(
+    embedder: Embedder, col: str, raw: Any, grid: int | None = None, window_s: float = 0.25, cells: Any = None
+) -> Units:
     """Units of one item as the run's tower for `col` reads it (image cells at the encoder's size)."""
     spec = embedder.model.specs[col]
     modality = spec.modality
     if modality == "image":
         g = grid or int(spec.options.get("grid") or 0) or 4
-        size = int(spec.options["size"]) if spec.name == "image:efficientnet-lite0" and "size" in spec.options else None
+        size = (
+            int(spec.options["size"])
+            if spec.name == "image:efficientnet-lite0" and "size" in spec.options
+            else None
+        )
         return make_units("image", raw, grid=g, size=size)
     if modality == "audio":
         return make_units("audio", raw, window_s=window_s)
@@ -68,8 +85,15 @@ def side_units(embedder: Embedder, col: str, raw: Any, grid: int | None = None, 
     return make_units(modality, raw)
 
 
-def explain_side(embedder: Embedder, col: str, raw: Any, target: np.ndarray | torch.Tensor,
-                 method: str = "auto", steps: int = 64, **unit_opts: Any) -> SideExplanation:
+def explain_side(
+    embedder: Embedder,
+    col: str,
+    raw: Any,
+    target: np.ndarray | torch.Tensor,
+    method: str = "auto",
+    steps: int = 64,
+    **unit_opts: Any,
+) -> SideExplanation:
     """Attribute `cos(embed(raw), target)` to the units of `raw` (target: the other side's embedding)."""
     col = embedder.column_for(col)
     t = torch.as_tensor(np.asarray(target, dtype=np.float32)).reshape(-1)
@@ -86,12 +110,31 @@ def explain_side(embedder: Embedder, col: str, raw: Any, target: np.ndarray | to
     else:
         a = occlusion(raw_score(embedder, col, u, t), u)
     spec = embedder.model.specs[col]
-    return SideExplanation(col, spec.modality, a.method, why, u.kind, list(u.labels), [float(v) for v in a.values],
-                           float(a.baseline_score), a.gap, u.geometry, raw, u)
+    return SideExplanation(
+        col,
+        spec.modality,
+        a.method,
+        why,
+        u.kind,
+        list(u.labels),
+        [float(v) for v in a.values],
+        float(a.baseline_score),
+        a.gap,
+        u.geometry,
+        raw,
+        u,
+    )
 
 
-def explain_pair(embedder: Embedder, a: tuple[str, Any], b: tuple[str, Any], method: str = "auto",
-                 methods: dict[str, str] | None = None, sides: str = "both", **opts: Any) -> PairExplanation:
+def explain_pair(
+    embedder: Embedder,
+    a: tuple[str, Any],
+    b: tuple[str, Any],
+    method: str = "auto",
+    methods: dict[str, str] | None = None,
+    sides: str = "both",
+    **opts: Any,
+) -> PairExplanation:
     """Explain the similarity of raw item a = (view, raw) and b = (view, raw); `sides` is both | a | b.
     `methods` picks a method per view column (else `method` for all)."""
     col_a, col_b = embedder.column_for(a[0]), embedder.column_for(b[0])
@@ -99,7 +142,11 @@ def explain_pair(embedder: Embedder, a: tuple[str, Any], b: tuple[str, Any], met
     zb = embedder.embed_raw(col_b, [b[1]])[0]
     score = float(za @ zb)
     out = []
-    todo = {"both": ((col_a, a[1], zb), (col_b, b[1], za)), "a": ((col_a, a[1], zb),), "b": ((col_b, b[1], za),)}
+    todo = {
+        "both": ((col_a, a[1], zb), (col_b, b[1], za)),
+        "a": ((col_a, a[1], zb),),
+        "b": ((col_b, b[1], za),),
+    }
     if sides not in todo:
         raise ValueError("sides must be both, a or b")
     for col, raw, target in todo[sides]:

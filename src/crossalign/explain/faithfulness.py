@@ -31,8 +31,14 @@ def n_remove(n_units: int, frac: float) -> int:
     return max(1, int(round(frac * n_units)))
 
 
-def deletion(embedder: Embedder, side: SideExplanation, target: np.ndarray, frac: float = 0.1,
-             draws: int = 8, seed: int = 0) -> DeletionResult:
+def deletion(
+    embedder: Embedder,
+    side: SideExplanation,
+    target: np.ndarray,
+    frac: float = 0.1,
+    draws: int = 8,
+    seed: int = 0,
+) -> DeletionResult:
     """Similarity drop after removing the top `frac` units (by attribution) vs `draws` random sets."""
     u = side.units
     if u is None:

@@ -48,6 +48,7 @@ def per_unit(attr: torch.Tensor, u: Units, reduce: str) -> np.ndarray:
 
 def raw_score(embedder: Embedder, col: str, u: Units, target: torch.Tensor) -> Score:
     """The real path: perturbed signal -> raw items -> the run's encoder and head -> cosine."""
+
     def f(xb: torch.Tensor) -> torch.Tensor:
         z = torch.from_numpy(embedder.embed_raw(col, u.to_raw(xb)))  # (B, dim)
         return z @ target.float()
@@ -58,8 +59,9 @@ def raw_score(embedder: Embedder, col: str, u: Units, target: torch.Tensor) -> S
 def occlusion(f: Score, u: Units, per_eval: int = 16) -> Attribution:
     from captum.attr import FeatureAblation
 
-    attr = FeatureAblation(f).attribute(u.x, baselines=u.baseline, feature_mask=u.mask,
-                                        perturbations_per_eval=per_eval)
+    attr = FeatureAblation(f).attribute(
+        u.x, baselines=u.baseline, feature_mask=u.mask, perturbations_per_eval=per_eval
+    )
     full, empty = f(torch.cat([u.x, u.baseline])).tolist()
     return Attribution(per_unit(attr, u, "first"), "occlusion", float(empty), float(full))
 
@@ -105,9 +107,14 @@ def default_method(embedder: Embedder, col: str) -> tuple[str, str]:
     if spec.from_scratch and _signal_forward(embedder, col) is not None:
         return "ig", f"{spec.name} is a torch tower: integrated gradients on the input array"
     if spec.modality == "image":
-        return "occlusion", (f"{spec.name}: blanking grid cells (its colour statistics are piecewise constant "
-                             "in hue, so gradients miss them)")
-    return "occlusion", f"{spec.name} is frozen and not differentiable here: occlusion needs only forward calls"
+        return "occlusion", (
+            f"{spec.name}: blanking grid cells (its colour statistics are piecewise constant "
+            "in hue, so gradients miss them)"
+        )
+    return (
+        "occlusion",
+        f"{spec.name} is frozen and not differentiable here: occlusion needs only forward calls",
+    )
 
 
 def _ig_text(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps: int) -> Attribution:
@@ -115,8 +122,14 @@ def _ig_text(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps
 
     enc, head = _text_hf(embedder, col), embedder.model.heads[col]
     words = u.labels
-    tok = enc.tokenizer([words], is_split_into_words=True, truncation=True, max_length=enc.max_length,
-                        padding="max_length" if enc.tokens and not enc.words else False, return_tensors="pt")
+    tok = enc.tokenizer(
+        [words],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=enc.max_length,
+        padding="max_length" if enc.tokens and not enc.words else False,
+        return_tensors="pt",
+    )
     ids, am = tok["input_ids"], tok["attention_mask"]
     wid = tok.word_ids(0)
     extra = {k: v for k, v in tok.items() if k not in ("input_ids", "attention_mask")}
@@ -133,8 +146,12 @@ def _ig_text(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps
         # Explicit position ids: transformers may hold a buffer created under inference mode,
         # which autograd refuses to save.
         pos = torch.arange(ids_b.shape[1]).unsqueeze(0).expand(b, -1)
-        out = enc.model(input_ids=ids_b, attention_mask=am.expand(b, -1), position_ids=pos,
-                        **{k: v.expand(b, -1) for k, v in extra.items()}).last_hidden_state  # (B, T, D)
+        out = enc.model(
+            input_ids=ids_b,
+            attention_mask=am.expand(b, -1),
+            position_ids=pos,
+            **{k: v.expand(b, -1) for k, v in extra.items()},
+        ).last_hidden_state  # (B, T, D)
         if pool is not None:
             feats = pool @ out  # (B, W, D)
         elif enc.tokens:
@@ -148,8 +165,9 @@ def _ig_text(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps
     pad = enc.tokenizer.pad_token_id if enc.tokenizer.pad_token_id is not None else 0
     base = torch.tensor([[pad if w is not None else t for t, w in zip(ids[0].tolist(), wid)]])
     lig = LayerIntegratedGradients(fwd, enc.model.get_input_embeddings())
-    attr, delta = lig.attribute(ids, baselines=base, n_steps=steps, internal_batch_size=32,
-                                return_convergence_delta=True)
+    attr, delta = lig.attribute(
+        ids, baselines=base, n_steps=steps, internal_batch_size=32, return_convergence_delta=True
+    )
     tok_attr = attr.sum(-1)[0].double()  # (T,)
     vals = np.zeros(u.n)
     for t, w in enumerate(wid):
@@ -170,15 +188,23 @@ def _ig_signal(embedder: Embedder, col: str, u: Units, target: torch.Tensor, ste
     def f(x: torch.Tensor) -> torch.Tensor:
         return emb(x) @ target
 
-    attr, delta = IntegratedGradients(f).attribute(u.x, baselines=u.baseline, n_steps=steps, internal_batch_size=16,
-                                                   return_convergence_delta=True)
+    attr, delta = IntegratedGradients(f).attribute(
+        u.x, baselines=u.baseline, n_steps=steps, internal_batch_size=16, return_convergence_delta=True
+    )
     with torch.no_grad():
         fx, fb = f(torch.cat([u.x, u.baseline])).tolist()
     return Attribution(per_unit(attr, u, "sum"), "ig", fb, fx, abs(float(delta.sum())), steps)
 
 
-def integrated_gradients(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps: int = 64,
-                         max_steps: int = 512, tolerance: float = 0.01) -> Attribution:
+def integrated_gradients(
+    embedder: Embedder,
+    col: str,
+    u: Units,
+    target: torch.Tensor,
+    steps: int = 64,
+    max_steps: int = 512,
+    tolerance: float = 0.01,
+) -> Attribution:
     """IG with the step count raised (x4, up to `max_steps`) until the completeness gap is below
     `tolerance` of |f(x)|; the gap actually reached is reported either way."""
     why = ig_support(embedder, col)

@@ -45,11 +45,18 @@ def print_explanation(ex: PairExplanation, top: int = 3) -> None:
     con = Console()
     con.print(f"similarity [bold]{ex.score:+.4f}[/bold]")
     for side in ex.sides:
-        gap = "" if side.completeness_gap is None else (
-            f", completeness gap {side.completeness_gap:.2e} ({100 * side.completeness_gap / max(abs(ex.score), 1e-9):.2f} % of the score)")
-        con.print(f"[bold]{side.column}[/bold] ({side.modality}, {len(side.labels)} {side.unit_kind}s): "
-                  f"method {side.method} — {side.why}; with every {side.unit_kind} removed the score is "
-                  f"{side.baseline_score:+.4f}{gap}")
+        gap = (
+            ""
+            if side.completeness_gap is None
+            else (
+                f", completeness gap {side.completeness_gap:.2e} ({100 * side.completeness_gap / max(abs(ex.score), 1e-9):.2f} % of the score)"
+            )
+        )
+        con.print(
+            f"[bold]{side.column}[/bold] ({side.modality}, {len(side.labels)} {side.unit_kind}s): "
+            f"method {side.method} — {side.why}; with every {side.unit_kind} removed the score is "
+            f"{side.baseline_score:+.4f}{gap}"
+        )
         con.print(rich_side(side))
         con.print("  top: " + ", ".join(f"{lbl} {v:+.4f}" for lbl, v in side.top(top)))
 
@@ -68,13 +75,26 @@ def _heat(ax: Any, side: SideExplanation, background: np.ndarray, norm: TwoSlope
     rows, cols = side.geometry["grid"]
     h, w = background.shape[:2]
     ax.imshow(background, **kw)
-    im = ax.imshow(_cell_map(side), cmap=CMAP, norm=norm, alpha=0.45, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
-                   interpolation="nearest")
+    im = ax.imshow(
+        _cell_map(side),
+        cmap=CMAP,
+        norm=norm,
+        alpha=0.45,
+        extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+        interpolation="nearest",
+    )
     if rows * cols <= 64:
         for i in range(rows):
             for j in range(cols):
-                ax.text((j + 0.5) * w / cols - 0.5, (i + 0.5) * h / rows - 0.5, _fmt(_cell_map(side)[i, j], side),
-                        ha="center", va="center", fontsize=7, color="black")
+                ax.text(
+                    (j + 0.5) * w / cols - 0.5,
+                    (i + 0.5) * h / rows - 0.5,
+                    _fmt(_cell_map(side)[i, j], side),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black",
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     return im
@@ -111,9 +131,18 @@ def plot_side(ax: Any, side: SideExplanation) -> None:
         box = ax.get_window_extent(renderer)
         x, y = 0.0, 0.95
         for lbl, v in zip(side.labels, side.values):
-            t = ax.text(x, y, lbl, fontsize=10, transform=ax.transAxes, va="top",
-                        bbox={"facecolor": cmap(norm(v)), "edgecolor": "none", "pad": 1.5})
-            w = (t.get_window_extent(renderer).width * 0.8 + 6) / box.width  # measured, so words never overlap
+            t = ax.text(
+                x,
+                y,
+                lbl,
+                fontsize=10,
+                transform=ax.transAxes,
+                va="top",
+                bbox={"facecolor": cmap(norm(v)), "edgecolor": "none", "pad": 1.5},
+            )
+            w = (
+                t.get_window_extent(renderer).width * 0.8 + 6
+            ) / box.width  # measured, so words never overlap
             if x > 0 and x + w > 1.0:
                 x, y = 0.0, y - 0.12
                 t.set_position((x, y))

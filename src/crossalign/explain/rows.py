@@ -29,12 +29,15 @@ def default_views(embedder: Embedder, row: dict[str, Any] | None = None) -> list
     if all(pick):
         return [str(p) for p in pick]
     if len(cols) < 2:
-        raise ValueError(f"need two views to explain a match; the row has {cols or 'none'} of the run's views")
+        raise ValueError(
+            f"need two views to explain a match; the row has {cols or 'none'} of the run's views"
+        )
     return cols[:2]
 
 
-def row_items(embedder: Embedder, data: str | Path, key: str,
-              views: Sequence[str] | None = None) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+def row_items(
+    embedder: Embedder, data: str | Path, key: str, views: Sequence[str] | None = None
+) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
     """(row, [(view column, raw item) x 2]) for one manifest row, read with the run's readers."""
     m = load_manifest(data)
     row = find_row(m, key)

@@ -52,8 +52,15 @@ def _text(raw: str, **_: Any) -> Units:
     def to_raw(g: torch.Tensor) -> list[str]:  # (B, n) gates: a word stays when its gate is on
         return [" ".join(w for w, on in zip(words, row.tolist()) if on > 0.5) for row in g]
 
-    return Units("word", words, torch.ones(1, n), torch.arange(n).unsqueeze(0), torch.zeros(1, n), to_raw,
-                 {"words": words})
+    return Units(
+        "word",
+        words,
+        torch.ones(1, n),
+        torch.arange(n).unsqueeze(0),
+        torch.zeros(1, n),
+        to_raw,
+        {"words": words},
+    )
 
 
 def _grid_mask(h: int, w: int, rows: int, cols: int) -> torch.Tensor:
@@ -84,8 +91,15 @@ def _image(raw: Image.Image, grid: int = 3, size: int | None = None, **_: Any) -
         a = (xb.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(v) for v in a]
 
-    return Units("cell", _cell_labels(g, g), arr.unsqueeze(0), cells.expand(3, h, w).unsqueeze(0).clone(),
-                 fill_q.unsqueeze(0).contiguous(), to_raw, {"grid": [g, g], "size": [w, h]})
+    return Units(
+        "cell",
+        _cell_labels(g, g),
+        arr.unsqueeze(0),
+        cells.expand(3, h, w).unsqueeze(0).clone(),
+        fill_q.unsqueeze(0).contiguous(),
+        to_raw,
+        {"grid": [g, g], "size": [w, h]},
+    )
 
 
 def _audio(raw: Audio, window_s: float = 0.25, max_windows: int = 40, **_: Any) -> Units:
@@ -104,8 +118,15 @@ def _audio(raw: Audio, window_s: float = 0.25, max_windows: int = 40, **_: Any) 
     def to_raw(xb: torch.Tensor) -> list[Audio]:
         return [Audio(v.astype(np.float32), sr) for v in xb.detach().cpu().numpy()]
 
-    return Units("window", labels, torch.from_numpy(wav).unsqueeze(0), mask, torch.zeros(1, n_samp), to_raw,
-                 {"window_s": win / sr, "seconds": n_samp / sr, "sr": sr})
+    return Units(
+        "window",
+        labels,
+        torch.from_numpy(wav).unsqueeze(0),
+        mask,
+        torch.zeros(1, n_samp),
+        to_raw,
+        {"window_s": win / sr, "seconds": n_samp / sr, "sr": sr},
+    )
 
 
 def _sensor(raw: np.ndarray, cells: tuple[int, int] | int | None = None, **_: Any) -> Units:
@@ -132,11 +153,23 @@ def _sensor(raw: np.ndarray, cells: tuple[int, int] | int | None = None, **_: An
         return [v for v in xb.detach().cpu().numpy().astype(np.float32)]
 
     base = torch.full_like(x, float(np.median(arr)))
-    return Units("window" if arr.ndim == 1 else "cell", labels, x.unsqueeze(0), m.unsqueeze(0).clone(),
-                 base.unsqueeze(0), to_raw, {"grid": [rows, cols], "shape": list(arr.shape)})
+    return Units(
+        "window" if arr.ndim == 1 else "cell",
+        labels,
+        x.unsqueeze(0),
+        m.unsqueeze(0).clone(),
+        base.unsqueeze(0),
+        to_raw,
+        {"grid": [rows, cols], "shape": list(arr.shape)},
+    )
 
 
-UNIT_MAKERS: dict[str, Callable[..., Units]] = {"text": _text, "image": _image, "audio": _audio, "sensor": _sensor}
+UNIT_MAKERS: dict[str, Callable[..., Units]] = {
+    "text": _text,
+    "image": _image,
+    "audio": _audio,
+    "sensor": _sensor,
+}
 
 
 def make_units(modality: str, raw: Any, **opts: Any) -> Units:

@@ -23,11 +23,20 @@ BASELINE_METHODS = ("cca", "procrustes", "ridge", "random")
 
 
 def _phase(card: dict[str, Any], name: str, t0: float) -> None:
-    card["phases"][f"report: {name}"] = {"seconds": round(time.time() - t0, 2), "peak_rss_mb": round(peak_rss_mb())}
+    card["phases"][f"report: {name}"] = {
+        "seconds": round(time.time() - t0, 2),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
 
 
-def _failures(emb: Embedder, ev: Any, directions: list[str], per_direction: int, explain_n: int,
-              say: Callable[[str], None]) -> list[dict[str, Any]]:
+def _failures(
+    emb: Embedder,
+    ev: Any,
+    directions: list[str],
+    per_direction: int,
+    explain_n: int,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """Worst queries of each direction (true match ranked lowest), the wrong top hit, and for the first
     `explain_n` directions an explanation of why that wrong hit scored high."""
     from crossalign.explain import explain_pair
@@ -48,17 +57,27 @@ def _failures(emb: Embedder, ev: Any, directions: list[str], per_direction: int,
             if rank[q] == 1:
                 break
             wrong = int(np.argmax(np.where(rel[q], -np.inf, s[q])))
-            item: dict[str, Any] = {"direction": d, "query": ids[q], "rank": int(rank[q]), "wrong": ids[wrong],
-                                    "wrong_score": float(s[q, wrong]), "true_score": float(best[q]),
-                                    "query_text": _show(test.meta(a)[q]), "wrong_text": _show(test.meta(b)[wrong])}
+            item: dict[str, Any] = {
+                "direction": d,
+                "query": ids[q],
+                "rank": int(rank[q]),
+                "wrong": ids[wrong],
+                "wrong_score": float(s[q, wrong]),
+                "true_score": float(best[q]),
+                "query_text": _show(test.meta(a)[q]),
+                "wrong_text": _show(test.meta(b)[wrong]),
+            }
             if n_dir < explain_n and not any(f["direction"] == d and "explanation" in f for f in out):
                 say(f"explaining the worst {d} failure")
                 qa = emb.read(a, [test.meta(a)[q]], base)[0]
                 wb = emb.read(b, [test.meta(b)[wrong]], base)[0]
                 ex = explain_pair(emb, (a, qa), (b, wb))
                 item["explanation"] = ex.to_dict()
-                item["png"] = figures.png_uri(lambda p, ex=ex: plot_explanation(
-                    ex, p, f"{d}: query {ids[q]} vs wrong hit {ids[wrong]} (similarity {ex.score:+.3f})"))
+                item["png"] = figures.png_uri(
+                    lambda p, ex=ex: plot_explanation(
+                        ex, p, f"{d}: query {ids[q]} vs wrong hit {ids[wrong]} (similarity {ex.score:+.3f})"
+                    )
+                )
             out.append(item)
     return out
 
@@ -73,18 +92,39 @@ def _extras(run: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     fed = read_json(run / "federation.json")
     if isinstance(fed, dict) and isinstance(fed.get("rounds"), list):
-        out["federation"] = {"status": fed.get("status"), "best_round": fed.get("best_round"),
-                             "rounds": [{k: r.get(k) for k in ("round", "val_R@1", "train_loss", "train_failures",
-                                                               "eval_failures", "bytes_sent", "seconds")}
-                                        for r in fed["rounds"] if isinstance(r, dict)],
-                             "plot": figures.rounds_plot([r for r in fed["rounds"] if isinstance(r, dict)])}
+        out["federation"] = {
+            "status": fed.get("status"),
+            "best_round": fed.get("best_round"),
+            "rounds": [
+                {
+                    k: r.get(k)
+                    for k in (
+                        "round",
+                        "val_R@1",
+                        "train_loss",
+                        "train_failures",
+                        "eval_failures",
+                        "bytes_sent",
+                        "seconds",
+                    )
+                }
+                for r in fed["rounds"]
+                if isinstance(r, dict)
+            ],
+            "plot": figures.rounds_plot([r for r in fed["rounds"] if isinstance(r, dict)]),
+        }
     tasks = []
     for tj in sorted(run.glob("*/task.json")):
         meta = read_json(tj)
         metrics = read_json(tj.parent / "metrics.json") or read_json(tj.parent / "eval.json")
         if isinstance(meta, dict):
-            tasks.append({"folder": tj.parent.name, "task": meta.get("task") or meta.get("kind"),
-                          "metrics": _flat(metrics) if isinstance(metrics, dict) else {}})
+            tasks.append(
+                {
+                    "folder": tj.parent.name,
+                    "task": meta.get("task") or meta.get("kind"),
+                    "metrics": _flat(metrics) if isinstance(metrics, dict) else {},
+                }
+            )
     if tasks:
         out["fusion"] = tasks
     bridge = read_json(run / "bridge" / "eval.json")
@@ -103,8 +143,15 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def collect_run(run: str | Path, data: str | Path | None = None, split: str = "test", n_boot: int = 1000,
-                failures: int = 3, explain: int | None = None, say: Callable[[str], None] = log.info) -> dict[str, Any]:
+def collect_run(
+    run: str | Path,
+    data: str | Path | None = None,
+    split: str = "test",
+    n_boot: int = 1000,
+    failures: int = 3,
+    explain: int | None = None,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
     """All the report's data for one run. `explain`: explain the worst failure of the first N directions
     (default: every direction)."""
     run = Path(run)
@@ -126,8 +173,10 @@ def collect_run(run: str | Path, data: str | Path | None = None, split: str = "t
     t0 = time.time()
     say(f"{run}: baselines ({', '.join(BASELINE_METHODS)}) and bootstrap intervals")
     ranks.update(baseline_ranks(table, cols, cfg.train.train_split, split, BASELINE_METHODS, cfg.train.seed))
-    results = {meth: {d: metrics_from_ranks(r[d]) | {"ci": bootstrap(r[d], n_boot)} for d in directions}
-               for meth, r in ranks.items()}
+    results = {
+        meth: {d: metrics_from_ranks(r[d]) | {"ci": bootstrap(r[d], n_boot)} for d in directions}
+        for meth, r in ranks.items()
+    }
     _phase(card, "baselines + bootstrap", t0)
     t0 = time.time()
     emb = Embedder(model, cfg, run)
@@ -142,17 +191,36 @@ def collect_run(run: str | Path, data: str | Path | None = None, split: str = "t
     from crossalign.evaluate.plots import plot_gallery, plot_similarity
 
     pair = ("image", "text") if {"image", "text"} <= set(cols) else (cols[0], cols[1])
-    figs["similarity"] = figures.png_uri(lambda p: plot_similarity(ev.embeddings[pair[0]], ev.embeddings[pair[1]],
-                                                                   p, pair))
+    figs["similarity"] = figures.png_uri(
+        lambda p: plot_similarity(ev.embeddings[pair[0]], ev.embeddings[pair[1]], p, pair)
+    )
     figs["ranks"] = figures.rank_histogram(ranks["crossalign"])
     if {"image", "text"} <= set(cols):
         test = ev.table
         images = [test.manifest.base_dir / p for p in test.meta("image")]
-        figs["gallery"] = figures.png_uri(lambda p: plot_gallery(
-            [str(t) for t in test.meta("text")[:4]], ev.embeddings["text"][:4], ev.embeddings["image"], images, p))
+        figs["gallery"] = figures.png_uri(
+            lambda p: plot_gallery(
+                [str(t) for t in test.meta("text")[:4]],
+                ev.embeddings["text"][:4],
+                ev.embeddings["image"],
+                images,
+                p,
+            )
+        )
     _phase(card, "figures", t0)
     views = {k.split("/")[0] for k in m if "/" in k and "->" not in k and "-" not in k.split("/")[0]}
-    return {"card": card, "name": run.name if run.name not in ("run", "") else f"{run.parent.name}/{run.name}",
-            "split": split, "n_test": len(ev.table), "directions": directions, "columns": cols, "results": results,
-            "metrics": m, "views": sorted(views & set(cols)), "failures": fails, "figures": figs,
-            "extras": _extras(run), "n_boot": n_boot}
+    return {
+        "card": card,
+        "name": run.name if run.name not in ("run", "") else f"{run.parent.name}/{run.name}",
+        "split": split,
+        "n_test": len(ev.table),
+        "directions": directions,
+        "columns": cols,
+        "results": results,
+        "metrics": m,
+        "views": sorted(views & set(cols)),
+        "failures": fails,
+        "figures": figs,
+        "extras": _extras(run),
+        "n_boot": n_boot,
+    }

@@ -27,12 +27,21 @@ def clip_benchmark_entry(rep: dict[str, Any]) -> dict[str, Any]:
         for key in ("R@1", "R@5", "R@10", "MdR", "MRR"):
             metrics[f"{d}/{key}"] = res[d][key]
     return {
-        "dataset": rep["card"]["data"], "model": "crossalign", "pretrained": rep["card"]["run"],
-        "task": "zeroshot_retrieval", "language": "en", "metrics": metrics,
+        "dataset": rep["card"]["data"],
+        "model": "crossalign",
+        "pretrained": rep["card"]["run"],
+        "task": "zeroshot_retrieval",
+        "language": "en",
+        "metrics": metrics,
         "intervals": {d: {k: list(v) for k, v in res[d]["ci"].items()} for d in rep["directions"]},
-        "baselines": {meth: {f"{d}/{k}": r[d][k] for d in rep["directions"] for k in ("R@1", "R@5", "R@10", "MRR")}
-                      for meth, r in rep["results"].items() if meth != "crossalign"},
-        "n_test": rep["n_test"], "split": rep["split"], "crossalign_version": rep["card"]["version"],
+        "baselines": {
+            meth: {f"{d}/{k}": r[d][k] for d in rep["directions"] for k in ("R@1", "R@5", "R@10", "MRR")}
+            for meth, r in rep["results"].items()
+            if meth != "crossalign"
+        },
+        "n_test": rep["n_test"],
+        "split": rep["split"],
+        "crossalign_version": rep["card"]["version"],
         "git": rep["card"]["git"],
     }
 
@@ -45,10 +54,15 @@ def csv_rows(reps: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, 
     rows = []
     for r in reps:
         res = r["results"]["crossalign"]
-        row: dict[str, Any] = {"name": r["name"], "pretrained": r["card"]["run"], "dataset": r["card"]["data"],
-                               "n_test": r["n_test"],
-                               "Average perf. (mean R@1)": round(sum(res[d]["R@1"] for d in r["directions"])
-                                                                 / max(1, len(r["directions"])), 4)}
+        row: dict[str, Any] = {
+            "name": r["name"],
+            "pretrained": r["card"]["run"],
+            "dataset": r["card"]["data"],
+            "n_test": r["n_test"],
+            "Average perf. (mean R@1)": round(
+                sum(res[d]["R@1"] for d in r["directions"]) / max(1, len(r["directions"])), 4
+            ),
+        }
         for d in dirs:
             for k in ("R@1", "R@5", "R@10", "MRR"):
                 row[f"{d} {k}"] = round(res[d][k], 4) if d in res else ""

@@ -44,8 +44,12 @@ def rank_histogram(ranks: dict[str, np.ndarray]) -> str:
     for d, r in ranks.items():
         h, edges = np.histogram(r, bins=bins)
         ax.step(edges[:-1], h / len(r), where="post", label=d, lw=1.2)
-    ax.set(xscale="log", xlabel="rank of the true match (1 = retrieved first)", ylabel="fraction of queries",
-           title="rank histogram, test split")
+    ax.set(
+        xscale="log",
+        xlabel="rank of the true match (1 = retrieved first)",
+        ylabel="fraction of queries",
+        title="rank histogram, test split",
+    )
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig_uri(fig)

@@ -24,8 +24,14 @@ def model_ranks(emb: dict[str, np.ndarray], groups: np.ndarray | None) -> dict[s
     return {f"{a}->{b}": ranks(emb[a], emb[b], groups) for a in emb for b in emb if a != b}
 
 
-def baseline_ranks(table: FeatureTable, columns: Sequence[str], train_split: str, test_split: str,
-                   methods: Sequence[str], seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def baseline_ranks(
+    table: FeatureTable,
+    columns: Sequence[str],
+    train_split: str,
+    test_split: str,
+    methods: Sequence[str],
+    seed: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
     """{method: {"a->b": ranks}} with the baselines of `evaluate.baselines`, fitted on the train split."""
     tr, te = table.split(train_split), table.split(test_split)
     groups = te.groups()
@@ -42,8 +48,10 @@ def baseline_ranks(table: FeatureTable, columns: Sequence[str], train_split: str
     for name in methods:
         res = {}
         for i, a in enumerate(columns):
-            for b in columns[i + 1:]:
-                za, zb = BASELINES[name](tr.features[a], tr.features[b], seed, reduce)(te.features[a], te.features[b])
+            for b in columns[i + 1 :]:
+                za, zb = BASELINES[name](tr.features[a], tr.features[b], seed, reduce)(
+                    te.features[a], te.features[b]
+                )
                 res[f"{a}->{b}"], res[f"{b}->{a}"] = ranks(za, zb, groups), ranks(zb, za, groups)
         out[name] = res
     return out
@@ -51,14 +59,24 @@ def baseline_ranks(table: FeatureTable, columns: Sequence[str], train_split: str
 
 def metrics_from_ranks(r: np.ndarray) -> dict[str, float]:
     """Same definitions as `evaluate.retrieval.retrieval_metrics`."""
-    return {"R@1": float((r <= 1).mean()), "R@5": float((r <= 5).mean()), "R@10": float((r <= 10).mean()),
-            "MdR": float(np.median(r)), "MRR": float((1.0 / r).mean())}
+    return {
+        "R@1": float((r <= 1).mean()),
+        "R@5": float((r <= 5).mean()),
+        "R@10": float((r <= 10).mean()),
+        "MdR": float(np.median(r)),
+        "MRR": float((1.0 / r).mean()),
+    }
 
 
 def bootstrap(r: np.ndarray, n: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
     """{metric: (low, high)} 95 % percentile intervals over `n` resamples of the queries."""
     idx = np.random.default_rng(seed).integers(0, len(r), size=(n, len(r)))  # same resamples per call
     s = r[idx].astype(np.float64)  # (n, N)
-    vals = {"R@1": (s <= 1).mean(1), "R@5": (s <= 5).mean(1), "R@10": (s <= 10).mean(1),
-            "MdR": np.median(s, 1), "MRR": (1.0 / s).mean(1)}
+    vals = {
+        "R@1": (s <= 1).mean(1),
+        "R@5": (s <= 5).mean(1),
+        "R@10": (s <= 10).mean(1),
+        "MdR": np.median(s, 1),
+        "MRR": (1.0 / s).mean(1),
+    }
     return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in vals.items()}

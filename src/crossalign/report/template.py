@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the page template: HTML lines, not code
 """The report page (jinja2): inline CSS, images as data URIs, no script, no external resource."""
 
 TEMPLATE = r"""<!DOCTYPE html>

@@ -48,8 +48,12 @@ def _parse(service: Service, body: Any) -> tuple[ExplainRequest, list[tuple[str,
         raise APIError(400, f"{where}: {err['msg']}", where, "invalid_value") from None
     given = [f for f in _FIELDS if getattr(req, f) is not None]
     if len(given) != 2:
-        raise APIError(400, f"give exactly two of text, image, audio, sensor (got {', '.join(given) or 'none'})",
-                       None, "invalid_query")
+        raise APIError(
+            400,
+            f"give exactly two of text, image, audio, sensor (got {', '.join(given) or 'none'})",
+            None,
+            "invalid_query",
+        )
     items = []
     for f in given:
         try:
@@ -61,8 +65,12 @@ def _parse(service: Service, body: Any) -> tuple[ExplainRequest, list[tuple[str,
             raise APIError(400, f"text longer than {service.settings.max_text_chars} characters", f)
         raw = read_item(f, value, f)
         if f == "audio" and raw.seconds > MAX_AUDIO_S:
-            raise APIError(400, f"audio: {raw.seconds:.1f} s; explanations take clips up to {MAX_AUDIO_S:.0f} s",
-                           f, "too_long")
+            raise APIError(
+                400,
+                f"audio: {raw.seconds:.1f} s; explanations take clips up to {MAX_AUDIO_S:.0f} s",
+                f,
+                "too_long",
+            )
         items.append((col, raw))
     return req, items
 
@@ -82,14 +90,26 @@ def add_explain_route(app: FastAPI, service: Service, path: str = "/v1/explain")
         def work() -> Any:
             for col, _ in items:
                 service._searcher.check_encoder(col)  # noqa: SLF001 - same version check as embeddings
-            return explain_pair(service.embedder, items[0], items[1], method=req.method, grid=req.grid,
-                                window_s=req.window_s, steps=req.steps)
+            return explain_pair(
+                service.embedder,
+                items[0],
+                items[1],
+                method=req.method,
+                grid=req.grid,
+                window_s=req.window_s,
+                steps=req.steps,
+            )
 
         try:
             ex = await loop.run_in_executor(service.executor, work)
         except ValueError as e:  # e.g. ig on a frozen tower, a sensor array of the wrong shape
             raise APIError(400, str(e), None, "invalid_value") from None
-        return {"object": "explanation", "model": service.model_id, "views": [c for c, _ in items]} | ex.to_dict()
+        return {
+            "object": "explanation",
+            "model": service.model_id,
+            "views": [c for c, _ in items],
+        } | ex.to_dict()
 
-    app.add_api_route(path, explain, methods=["POST"], summary="Explain the similarity of two items",
-                      description=__doc__)
+    app.add_api_route(
+        path, explain, methods=["POST"], summary="Explain the similarity of two items", description=__doc__
+    )
