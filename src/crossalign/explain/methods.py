@@ -210,7 +210,13 @@ def integrated_gradients(
     why = ig_support(embedder, col)
     if why is not None:
         raise ValueError(f"ig: {why}")
+    from crossalign.encoders.efficientnet import EfficientNetEncoder
+
     run = _ig_text if _text_hf(embedder, col) is not None else _ig_signal
+    # More steps cannot close a gap that comes from a discontinuity (the image tower's hue histogram
+    # jumps between bins): no escalation there, the gap is reported as it is.
+    if isinstance(_tower(embedder, col), EfficientNetEncoder) and getattr(_tower(embedder, col), "color", False):
+        max_steps = steps
     with torch.enable_grad():
         while True:
             a = run(embedder, col, u, target.float(), steps)
