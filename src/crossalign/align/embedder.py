@@ -47,8 +47,12 @@ class Embedder:
     def _encoder(self, col: str) -> Encoder:
         if col not in self._encoders:
             spec = self.model.specs[col]
-            self._encoders[col] = (self.model.towers[col] if col in self.model.towers
-                                   else build_encoder(spec.name, modality=spec.modality, **spec.options))
+            # Built outside inference mode even when the first call comes from `embed_raw`: tensors
+            # made in inference mode (buffers, module constants) cannot take part in autograd later
+            # (explain's integrated gradients run through these towers).
+            with torch.inference_mode(False):
+                self._encoders[col] = (self.model.towers[col] if col in self.model.towers
+                                       else build_encoder(spec.name, modality=spec.modality, **spec.options))
         return self._encoders[col]
 
     def read(self, modality_or_column: str, values: Sequence[Any], base_dir: Path | None = None) -> list[Any]:

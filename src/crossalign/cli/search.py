@@ -189,6 +189,12 @@ def search_cmd(
         Optional[Path], typer.Option(help="run folder (default: the one that built the index)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="explain why the top hit matches (see `crossalign explain`)")
+    ] = False,
+    explain_png: Annotated[
+        Optional[Path], typer.Option(help="with --explain: write the overlay picture here")
+    ] = None,
 ) -> None:
     """Query an index with text, an image, audio or a sensor array; prints ranked results with scores."""
     from crossalign.index import IncompatibleRunError, Searcher
@@ -218,12 +224,14 @@ def search_cmd(
                 _parse_filters(filter),
                 base_dir=Path.cwd(),
             )
+            ex = _explain_top(s, col, qmod, value, hits) if explain and hits else None
         except IncompatibleRunError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(3) from None
     if as_json:
         json.dump(
-            {"query": {"modality": qmod, "value": str(value)}, "results": [h.to_dict() for h in hits]},
+            {"query": {"modality": qmod, "value": str(value)}, "results": [h.to_dict() for h in hits]}
+            | ({"explanation": ex.to_dict()} if ex is not None else {}),
             sys.stdout,
             ensure_ascii=False,
             indent=2,
@@ -238,6 +246,26 @@ def search_cmd(
         src = src if len(src) <= 90 else src[:87] + "..."
         lab = f" label={h.label}" if h.label is not None else ""
         typer.echo(f"{h.rank:>3}  {h.score:+.4f}  {h.id:<{width}}  {h.modality:<6}{lab}  {src}")
+    if ex is not None:
+        from crossalign.cli.explain import print_or_dump
+
+        typer.echo(f"why {hits[0].id} matches:")
+        print_or_dump(ex, False, explain_png)
+
+
+def _explain_top(s, col: str, qmod: str, value: object, hits: list):  # type: ignore[no-untyped-def]
+    """Explain the query against the top hit (read back from the source the index recorded)."""
+    from crossalign.explain import explain_pair
+
+    top = hits[0]
+    if top.source is None:
+        raise ValueError(f"hit {top.id} records no source to explain")
+    q = s.embedder.read(col, [str(value) if qmod == "text" else Path(value)], Path.cwd())[0]  # type: ignore[arg-type]
+    # Index sources are manifest-relative; the index was built from the run's data unless told otherwise.
+    data = Path(s.embedder.cfg.train.data or ".")
+    base = data if data.is_dir() else data.parent
+    h = s.embedder.read(top.column, [top.source], base)[0]
+    return explain_pair(s.embedder, (col, q), (top.column, h))
 
 
 def serve_cmd(

@@ -94,8 +94,9 @@ class EfficientNetEncoder(Encoder):
         return self.from_pixels(self.pixels(batch))
 
     def from_pixels(self, x: torch.Tensor, color: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 3, S, S) in [0, 1] -> features; the tensor-only part (traceable for ONNX export).
-        `color`: precomputed `color_features(x, grid)` (an ONNX export takes them as an input)."""
+        """(B, 3, S, S) in [0, 1] (as `pixels` returns) -> features; the tensor-only part: traceable for
+        ONNX export and differentiable w.r.t. x (explain's IG). `color`: precomputed
+        `color_features(x, grid)` (an ONNX export takes them as an input)."""
         x = x.to(next(self.net.parameters()).device)
         fmap = self.net.extract_features((x - MEAN.to(x.device)) / STD.to(x.device))  # (B, 1280, h, w)
         glob = fmap.mean((2, 3))  # (B, 1280)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from fastapi import APIRouter
 
-from crossalign.serve.routes import ask, embeddings, meta, search
+from crossalign.serve.routes import ask, embeddings, explain, meta, search
 
 if TYPE_CHECKING:
     from crossalign.serve.service import Service
@@ -25,4 +25,5 @@ ROUTES: dict[str, Callable[["Service"], Optional[APIRouter]]] = {
     "embeddings": embeddings.router,  # POST /v1/embeddings
     "search": search.router,  # POST /v1/search
     "ask": ask.router,  # POST /v1/ask (with a bridge)
+    "explain": explain.router,  # POST /v1/explain
 }

@@ -1,0 +1,82 @@
+"""Per-query ranks for crossalign and every baseline on one split, and bootstrap 95 % intervals.
+
+The bootstrap resamples test queries with replacement (the same resamples for every method, so
+intervals of two methods on one direction are comparable) and recomputes each metric from the
+fixed per-query ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from crossalign.data.features import FeatureTable
+from crossalign.evaluate.baselines import BASELINES, _Reducer
+from crossalign.evaluate.retrieval import ranks
+
+__all__ = ["model_ranks", "baseline_ranks", "metrics_from_ranks", "bootstrap", "METRICS"]
+
+METRICS = ("R@1", "R@5", "R@10", "MdR", "MRR")
+
+
+def model_ranks(emb: dict[str, np.ndarray], groups: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {f"{a}->{b}": ranks(emb[a], emb[b], groups) for a in emb for b in emb if a != b}
+
+
+def baseline_ranks(
+    table: FeatureTable,
+    columns: Sequence[str],
+    train_split: str,
+    test_split: str,
+    methods: Sequence[str],
+    seed: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
+    """{method: {"a->b": ranks}} with the baselines of `evaluate.baselines`, fitted on the train split."""
+    tr, te = table.split(train_split), table.split(test_split)
+    groups = te.groups()
+    memo: dict[tuple[str, int], _Reducer] = {}
+    by_id = {id(tr.features[c]): c for c in columns}
+
+    def reduce(x: np.ndarray, k: int) -> _Reducer:  # one PCA per (view, size), shared by methods
+        key = (by_id[id(x)], k)
+        if key not in memo:
+            memo[key] = _Reducer(k, seed).fit(x)
+        return memo[key]
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name in methods:
+        res = {}
+        for i, a in enumerate(columns):
+            for b in columns[i + 1 :]:
+                za, zb = BASELINES[name](tr.features[a], tr.features[b], seed, reduce)(
+                    te.features[a], te.features[b]
+                )
+                res[f"{a}->{b}"], res[f"{b}->{a}"] = ranks(za, zb, groups), ranks(zb, za, groups)
+        out[name] = res
+    return out
+
+
+def metrics_from_ranks(r: np.ndarray) -> dict[str, float]:
+    """Same definitions as `evaluate.retrieval.retrieval_metrics`."""
+    return {
+        "R@1": float((r <= 1).mean()),
+        "R@5": float((r <= 5).mean()),
+        "R@10": float((r <= 10).mean()),
+        "MdR": float(np.median(r)),
+        "MRR": float((1.0 / r).mean()),
+    }
+
+
+def bootstrap(r: np.ndarray, n: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """{metric: (low, high)} 95 % percentile intervals over `n` resamples of the queries."""
+    idx = np.random.default_rng(seed).integers(0, len(r), size=(n, len(r)))  # same resamples per call
+    s = r[idx].astype(np.float64)  # (n, N)
+    vals = {
+        "R@1": (s <= 1).mean(1),
+        "R@5": (s <= 5).mean(1),
+        "R@10": (s <= 10).mean(1),
+        "MdR": np.median(s, 1),
+        "MRR": (1.0 / s).mean(1),
+    }
+    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in vals.items()}
