@@ -135,6 +135,7 @@ class TrainConfig:
     # trained from scratch; "closed_form" = the first two; "scratch" = the last only.
     start: Literal["auto", "closed_form", "scratch"] = "auto"
     finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
+    linear_path_lr: float = 0.1  # learning rate of the closed-form linear paths, relative to `lr`
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
 
     def __post_init__(self) -> None:

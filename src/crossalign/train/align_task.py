@@ -44,11 +44,16 @@ class AlignmentTask:
 
     def param_groups(self) -> list[dict[str, Any]]:
         tower_params = [p for c in self.tuned for p in self.model.towers[c].parameters() if p.requires_grad]
-        ids = {id(p) for p in tower_params}
+        # The linear paths hold a closed-form solution: at the heads' rate InfoNCE walks them away from
+        # it (cedict val R@1 0.650 -> 0.60 in 4 epochs); at a tenth they hold and improve (0.653).
+        lin = [m.linear.weight for m in self.model.linear.values()] + [m.linear.bias for m in self.model.linear.values()]
+        ids = {id(p) for p in tower_params + lin}
         rest = [p for p in self.model.parameters() if id(p) not in ids and p.requires_grad]
         groups: list[dict[str, Any]] = [{"params": rest}]
         if tower_params:
             groups.append({"params": tower_params, "lr": self.cfg.train.tower_lr})
+        if lin:
+            groups.append({"params": lin, "lr": self.cfg.train.lr * self.cfg.train.linear_path_lr})
         return groups
 
     def batch(self, idx: torch.Tensor) -> dict[str, Any]:
