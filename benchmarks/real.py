@@ -45,7 +45,8 @@ def untrained_e5(table, cols: list[str]) -> dict[str, float]:  # type: ignore[no
     return RetrievalEvaluator(t.groups())(emb)
 
 
-def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None = None) -> dict[str, object]:
+def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None = None,
+            from_runs: bool = False) -> dict[str, object]:
     from crossalign.config import RunConfig
     from crossalign.data.datasets import make_dataset
     from crossalign.cli.common import apply_cli_defaults
@@ -71,11 +72,17 @@ def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None
     t_feat = time.perf_counter() - t0
     per_seed: list[dict[str, dict[str, float]]] = []
     for s in range(seeds):
+        run = root / "runs" / f"{name}-seed{s}"
+        if from_runs:  # aggregate what earlier (possibly interrupted) calls left in each seed's folder
+            if (run / "benchmark.json").exists():
+                per_seed.append(json.loads((run / "benchmark.json").read_text()))
+            continue
         cfg.train.seed = s
         t = time.perf_counter()
-        per_seed.append(benchmark(cfg, root / "runs" / f"{name}-seed{s}", table=table, progress=False))
+        per_seed.append(benchmark(cfg, run, table=table, progress=False))
         print(f"  seed {s}: {time.perf_counter() - t:.0f} s, crossalign mean R@1 "
               f"{per_seed[-1]['crossalign'].get('mean/R@1', float('nan')):.3f}")
+    seeds = len(per_seed)
     dirs = directions(cols)
     methods = list(per_seed[0])
     table_out = {d: {m: _stats([r[m][f"{d}/R@1"] for r in per_seed]) for m in methods} for d in dirs}
@@ -112,6 +119,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/real.json"))
     ap.add_argument("--n", action="append", default=[], metavar="SET=N",
                     help="rows of a set (a seeded subset), e.g. --n emoji=700; default: the builder's default")
+    ap.add_argument("--from-runs", action="store_true",
+                    help="no training: aggregate the seeds' benchmark.json already under ROOT/runs")
     a = ap.parse_args()
     sizes = {k: int(v) for k, _, v in (x.partition("=") for x in a.n)}
     # Sets measured by an earlier call stay in the file (each set may need its own command).
@@ -120,7 +129,7 @@ def main() -> None:
     for name in [s.strip() for s in a.sets.split(",") if s.strip()]:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}; known: {', '.join(SETS)}")
-        results[name] = run_set(name, a.seeds, a.epochs, a.root, sizes.get(name))
+        results[name] = run_set(name, a.seeds, a.epochs, a.root, sizes.get(name), a.from_runs)
         print_table(name, results[name])  # type: ignore[arg-type]
         results[name]["load_average"] = list(os.getloadavg())  # type: ignore[index]  # shared machine
         commands[name] = f"python benchmarks/real.py --sets {name} --seeds {a.seeds}" + (
