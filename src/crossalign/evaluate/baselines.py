@@ -25,7 +25,8 @@ from crossalign.evaluate.closed_form import PairScorer
 from crossalign.evaluate.retrieval import retrieval_metrics
 from crossalign.evaluate.tuning import TUNERS, Fitted, ViewData
 
-__all__ = ["BASELINES", "DEFAULT_METHODS", "run_baselines", "view_data", "selection_split"]
+__all__ = ["BASELINES", "DEFAULT_METHODS", "fit_baselines", "project", "run_baselines", "view_data",
+           "selection_split"]
 
 log = logging.getLogger(__name__)
 BASELINES = TUNERS
@@ -64,13 +65,11 @@ def _bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
                 file=sys.stderr)
 
 
-def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",
+def fit_baselines(table: FeatureTable, columns: list[str], train_split: str = "train",
                   methods: list[str] | None = None, seed: int = 0, val_split: str = "val", progress: bool = False,
-                  selected: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
-    """{method: {"a->b/R@1": ...}} on the test split for every ordered pair of views.
-
-    `selected`, when given, receives {method: {"a-b": {"val": score, "params": {...}}}}: what the
-    validation split chose. The test split is read only after every choice is made."""
+                  selected: dict[str, Any] | None = None) -> dict[str, dict[tuple[str, str], Fitted]]:
+    """{method: {(a, b): Fitted}}: each baseline fitted on train with its hyperparameters chosen on
+    validation; the test split is not read. `selected` receives what validation chose."""
     methods = methods or DEFAULT_METHODS
     unknown = [m for m in methods if m not in TUNERS]
     if unknown:
@@ -95,14 +94,31 @@ def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "t
     if selected is not None:
         selected.update({n: {f"{a}-{b}": {"val": round(f.score, 6), "params": f.params} for (a, b), f in fs.items()}
                          for n, fs in fits.items()})
+    return fits
+
+
+def project(f: Fitted, xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both views' features -> unit vectors in the fitted baseline's common space."""
+    za, zb = (np.asarray(z, np.float32) for z in (f.maps[0](xa), f.maps[1](xb)))
+    return (za / np.linalg.norm(za, axis=1, keepdims=True).clip(1e-9),
+            zb / np.linalg.norm(zb, axis=1, keepdims=True).clip(1e-9))
+
+
+def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",
+                  methods: list[str] | None = None, seed: int = 0, val_split: str = "val", progress: bool = False,
+                  selected: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """{method: {"a->b/R@1": ...}} on the test split for every ordered pair of views.
+
+    `selected`, when given, receives {method: {"a-b": {"val": score, "params": {...}}}}: what the
+    validation split chose. The test split is read only after every choice is made."""
+    fits = fit_baselines(table, columns, train_split, methods, seed, val_split, progress, selected)
     te = table.split(test_split)  # first read of the test split
     groups = te.groups()
     out: dict[str, dict[str, float]] = {}
     for name, fs in fits.items():
         res: dict[str, float] = {}
         for (a, b), f in fs.items():
-            za, zb = (np.asarray(z, np.float32) for z in (f.maps[0](te.features[a]), f.maps[1](te.features[b])))
-            za, zb = za / np.linalg.norm(za, axis=1, keepdims=True).clip(1e-9), zb / np.linalg.norm(zb, axis=1, keepdims=True).clip(1e-9)
+            za, zb = project(f, te.features[a], te.features[b])
             for q, d, key in ((za, zb, f"{a}->{b}"), (zb, za, f"{b}->{a}")):
                 for k, v in retrieval_metrics(q, d, groups).items():
                     res[f"{key}/{k}"] = v

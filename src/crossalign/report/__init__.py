@@ -39,7 +39,8 @@ def _view(rep: dict[str, Any]) -> dict[str, Any]:
     m, cols = rep["metrics"], rep["columns"]
     rep = dict(rep)
     rep["best"] = {
-        d: max(rep["results"], key=lambda meth: rep["results"][meth][d]["R@1"]) for d in rep["directions"]
+        d: max((meth for meth in rep["results"] if d in rep["results"][meth]),
+               key=lambda meth: rep["results"][meth][d]["R@1"]) for d in rep["directions"]
     }
     keys = [(k, n) for k, n in _VIEW_KEYS if any(f"{c}/{k}" in m for c in cols)]
     rep["view_keys"] = keys

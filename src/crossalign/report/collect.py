@@ -19,7 +19,7 @@ from crossalign.report.stats import baseline_ranks, bootstrap, metrics_from_rank
 __all__ = ["collect_run", "BASELINE_METHODS"]
 
 log = logging.getLogger(__name__)
-BASELINE_METHODS = ("cca", "procrustes", "ridge", "random")
+BASELINE_METHODS = ("cca", "kcca", "ridge", "procrustes", "encoder", "random")  # as `benchmark`, tuned on val
 
 
 def _phase(card: dict[str, Any], name: str, t0: float) -> None:
@@ -174,8 +174,8 @@ def collect_run(
     say(f"{run}: baselines ({', '.join(BASELINE_METHODS)}) and bootstrap intervals")
     ranks.update(baseline_ranks(table, cols, cfg.train.train_split, split, BASELINE_METHODS, cfg.train.seed))
     results = {
-        meth: {d: metrics_from_ranks(r[d]) | {"ci": bootstrap(r[d], n_boot)} for d in directions}
-        for meth, r in ranks.items()
+        meth: {d: metrics_from_ranks(r[d]) | {"ci": bootstrap(r[d], n_boot)} for d in directions if d in r}
+        for meth, r in ranks.items() if r  # `encoder` exists only for pairs of columns sharing an encoder
     }
     _phase(card, "baselines + bootstrap", t0)
     t0 = time.time()

@@ -35,7 +35,7 @@ def clip_benchmark_entry(rep: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics,
         "intervals": {d: {k: list(v) for k, v in res[d]["ci"].items()} for d in rep["directions"]},
         "baselines": {
-            meth: {f"{d}/{k}": r[d][k] for d in rep["directions"] for k in ("R@1", "R@5", "R@10", "MRR")}
+            meth: {f"{d}/{k}": r[d][k] for d in rep["directions"] if d in r for k in ("R@1", "R@5", "R@10", "MRR")}
             for meth, r in rep["results"].items()
             if meth != "crossalign"
         },

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from crossalign.data.features import FeatureTable
-from crossalign.evaluate.baselines import BASELINES, _Reducer
+from crossalign.evaluate.baselines import fit_baselines, project
 from crossalign.evaluate.retrieval import ranks
 
 __all__ = ["model_ranks", "baseline_ranks", "metrics_from_ranks", "bootstrap", "METRICS"]
@@ -32,27 +32,17 @@ def baseline_ranks(
     methods: Sequence[str],
     seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """{method: {"a->b": ranks}} with the baselines of `evaluate.baselines`, fitted on the train split."""
-    tr, te = table.split(train_split), table.split(test_split)
+    """{method: {"a->b": ranks}} with the baselines of `evaluate.baselines`: fitted on the train split,
+    hyperparameters chosen on validation, exactly as `crossalign benchmark` scores them."""
+    fits = fit_baselines(table, list(columns), train_split, list(methods), seed)
+    te = table.split(test_split)
     groups = te.groups()
-    memo: dict[tuple[str, int], _Reducer] = {}
-    by_id = {id(tr.features[c]): c for c in columns}
-
-    def reduce(x: np.ndarray, k: int) -> _Reducer:  # one PCA per (view, size), shared by methods
-        key = (by_id[id(x)], k)
-        if key not in memo:
-            memo[key] = _Reducer(k, seed).fit(x)
-        return memo[key]
-
     out: dict[str, dict[str, np.ndarray]] = {}
-    for name in methods:
+    for name, fs in fits.items():
         res = {}
-        for i, a in enumerate(columns):
-            for b in columns[i + 1 :]:
-                za, zb = BASELINES[name](tr.features[a], tr.features[b], seed, reduce)(
-                    te.features[a], te.features[b]
-                )
-                res[f"{a}->{b}"], res[f"{b}->{a}"] = ranks(za, zb, groups), ranks(zb, za, groups)
+        for (a, b), f in fs.items():
+            za, zb = project(f, te.features[a], te.features[b])
+            res[f"{a}->{b}"], res[f"{b}->{a}"] = ranks(za, zb, groups), ranks(zb, za, groups)
         out[name] = res
     return out
 

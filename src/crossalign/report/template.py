@@ -56,7 +56,7 @@ details pre{background:#fff;border:1px solid #dfe3e8;padding:8px;max-height:320p
 <h3>R@1 beside every baseline (same features, same split)</h3>
 <table class="baselines" id="baselines-{{ ri }}"><tr><th class="l">direction</th>{% for meth in r.results %}<th>{{ meth }}</th>{% endfor %}</tr>
 {% for d in r.directions %}{% set best = r.best[d] %}<tr><td class="l">{{ d }}</td>{% for meth, res in r.results.items() %}
-<td class="{{ 'best' if meth == best }}" data-run="{{ ri }}" data-method="{{ meth }}" data-key="{{ d }}/R@1">{{ '%.3f' % res[d]['R@1'] }} <span class="ci">[{{ '%.3f' % res[d].ci['R@1'][0] }}, {{ '%.3f' % res[d].ci['R@1'][1] }}]</span></td>{% endfor %}</tr>
+{% if d in res %}<td class="{{ 'best' if meth == best }}" data-run="{{ ri }}" data-method="{{ meth }}" data-key="{{ d }}/R@1">{{ '%.3f' % res[d]['R@1'] }} <span class="ci">[{{ '%.3f' % res[d].ci['R@1'][0] }}, {{ '%.3f' % res[d].ci['R@1'][1] }}]</span></td>{% else %}<td>—</td>{% endif %}{% endfor %}</tr>
 {% endfor %}</table>
 {% if r.view_rows %}<h3>Zero-shot, hard negatives, probes (per view)</h3>
 <table><tr><th class="l">view</th>{% for k, n in r.view_keys %}<th>{{ n }}</th>{% endfor %}</tr>
