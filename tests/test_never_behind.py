@@ -202,3 +202,21 @@ def test_methods_table_keeps_direction_names_whole(capsys: pytest.CaptureFixture
         for d in dirs:
             assert d in text, (d, text)
         assert ("0.500±0.010" in text) == (seeds > 1)
+
+
+def test_kernel_cca_views_of_different_rank() -> None:
+    """Kernel CCA between a low-rank view and a wider one: each side keeps its own PCA width."""
+    import numpy as np
+
+    from crossalign.evaluate.closed_form import PairScorer
+    from crossalign.evaluate.tuning import ViewData, tune_kcca
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((120, 4))
+    a = z @ rng.standard_normal((4, 30)) + 0.05 * rng.standard_normal((120, 30))  # (N, 30), rank ~30
+    b = np.tanh(z @ rng.standard_normal((4, 200)))  # (N, 200): wider than a
+    va, vb = ViewData.fit(a[:90], a[90:]), ViewData.fit(b[:90], b[90:])
+    assert va.k != vb.k
+    f = tune_kcca(va, vb, PairScorer(None, 30))
+    za, zb = f.maps[0](a[90:]), f.maps[1](b[90:])
+    assert za.shape == zb.shape and za.shape[0] == 30

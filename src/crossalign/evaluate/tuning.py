@@ -124,8 +124,10 @@ def tune_kcca(a: ViewData, b: ViewData, score: PairScorer, seed: int = 0, **_: A
     if n > 256:
         point(min(n, 768), best[1]["width"])
     sc, params, (na, kba, nb, kbb, (pa, pb)) = best
-    p = len(na.landmarks[0])
-    return Fitted(sc, params, (KernelMap(a.basis, p, na, kba, pa), KernelMap(b.basis, p, nb, kbb, pb)), linear=False)
+    # Each view's kernel sits on its own first p PCA axes (p = min(128, that view's rank)).
+    p_a, p_b = len(na.landmarks[0]), len(nb.landmarks[0])
+    return Fitted(sc, params, (KernelMap(a.basis, p_a, na, kba, pa), KernelMap(b.basis, p_b, nb, kbb, pb)),
+                  linear=False)
 
 
 def tune_ridge(a: ViewData, b: ViewData, score: PairScorer, max_c: int | None = None, **_: Any) -> Fitted:
