@@ -36,7 +36,8 @@ def test_machine_readable_files(report) -> None:  # type: ignore[no-untyped-def]
     assert len([k for k in m if k.endswith("/R@1")]) == 12  # 4 views: 12 directions
     lo, hi = entry["intervals"]["text->image"]["R@1"]
     assert lo <= m["text->image/R@1"] <= hi
-    assert set(entry["baselines"]) == {"cca", "procrustes", "ridge", "random"}
+    # benchmark's validation-tuned set; `encoder` only where two columns share an encoder (none here)
+    assert set(entry["baselines"]) == {"cca", "kcca", "procrustes", "ridge", "random"}
     rows = list(csv.DictReader(report.csv.open()))
     assert len(rows) == 1 and float(rows[0]["text->image R@1"]) == pytest.approx(
         m["text->image/R@1"], abs=1e-4
@@ -74,7 +75,8 @@ def test_report_in_a_real_browser(report, tmp_path: Path) -> None:  # type: igno
         finally:
             browser.close()
     assert not errors, errors
-    assert len(imgs) >= 5 and all(i["ok"] for i in imgs), [i["alt"] for i in imgs if not i["ok"]]
+    # curves, similarity, gallery, rank histogram; failure explanations add more when the run has failures
+    assert len(imgs) >= 4 and all(i["ok"] for i in imgs), [i["alt"] for i in imgs if not i["ok"]]
     want = {("crossalign", k): v for k, v in entry["metrics"].items() if "->" in k}
     want.update({(meth, k): v for meth, r in entry["baselines"].items() for k, v in r.items()})
     checked = 0
