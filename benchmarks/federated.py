@@ -155,7 +155,7 @@ def main() -> None:
 
     best = max(singles, key=lambda x: x["mean_R@1"])
     lines = [
-        f"| system | test mean R@1 | vs centralised |",
+        "| system | test mean R@1 | vs centralised |",
         "|---|---|---|",
         f"| centralised, pooled data (4 views, 12 directions) | {res['central']['mean_R@1']:.3f} | 1.00x |",
         f"| federated FedAvg, {args.sites} sites, {args.rounds} rounds x {args.local_epochs} local epochs | "
