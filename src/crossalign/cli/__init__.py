@@ -15,7 +15,7 @@ app.add_typer(_data.app, name="data")
 app.command("encode")(_encode.encode)
 
 # Command groups that load heavier parts register themselves here as they exist.
-for _mod in ("train", "evaluate", "demo", "search", "bridge", "task", "scale"):
+for _mod in ("train", "evaluate", "demo", "search", "bridge", "task", "scale", "semi"):
     try:
         __import__(f"crossalign.cli.{_mod}", fromlist=["register"]).register(app)
     except ModuleNotFoundError as e:  # a group not built yet; anything else is a real error

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from crossalign.cli.common import config_from_args
+from crossalign.cli.semi import PairedFractionOpt, SemiOpt, UnpairedOpt
 
 
 def eval_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
@@ -31,12 +32,17 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
                   data: Annotated[Optional[Path], typer.Option(help="manifest or folder")] = None,
                   modalities: Annotated[Optional[str], typer.Option(help="view columns")] = None,
                   out: Annotated[Path, typer.Option(help="output folder (benchmark.json)")] = Path("runs/benchmark"),
-                  epochs: Annotated[Optional[int], typer.Option(help="epochs")] = None) -> None:
-    """Train crossalign and fit CCA / Procrustes / ridge / random baselines on the same features; one table."""
+                  epochs: Annotated[Optional[int], typer.Option(help="epochs")] = None,
+                  paired_fraction: PairedFractionOpt = None, semi: SemiOpt = None, unpaired: UnpairedOpt = None) -> None:
+    """Train crossalign and fit CCA / Procrustes / ridge / random / ASIF baselines on the same features; one table."""
     from crossalign.evaluate.benchmark import benchmark, directions
     from crossalign.evaluate.report import methods_table, print_tables
 
     cfg = config_from_args(config, data, modalities, None, epochs)
+    from crossalign.cli import semi as _semi
+
+    if _semi.semi_requested(paired_fraction, semi, unpaired):  # baselines fitted on the same pairs only
+        return _semi.benchmark_semi_cmd(cfg, _semi.semi_config(paired_fraction, semi, unpaired), out)
     results = benchmark(cfg, out)
     print_tables(methods_table(results, directions(cfg.model.columns)))
     typer.echo(f"wrote {out / 'benchmark.json'}")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from crossalign.cli.common import config_from_args
+from crossalign.cli.semi import PairedFractionOpt, SemiOpt, UnpairedOpt
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config (model: ..., train: ...)")]
 DataOpt = Annotated[Optional[Path], typer.Option(help="manifest or its folder (overrides the config)")]
@@ -22,7 +23,8 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
               fresh: Annotated[bool, typer.Option("--fresh", help="ignore an existing checkpoint in OUT")] = False,
               evaluate: Annotated[bool, typer.Option(help="evaluate the best model on the test split")] = True,
               nproc: Annotated[int, typer.Option(help="worker processes on this machine (runs torchrun)")] = 1,
-              max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0) -> None:
+              max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0,
+              paired_fraction: PairedFractionOpt = None, semi: SemiOpt = None, unpaired: UnpairedOpt = None) -> None:
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
     from crossalign.evaluate.report import print_tables, retrieval_table, view_table
     from crossalign.evaluate.run_eval import evaluate_run
@@ -30,6 +32,10 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     from crossalign.train.distributed import init_from_env, is_launched
 
     cfg = config_from_args(config, data, modalities, out, epochs, objective, seed)
+    from crossalign.cli import semi as _semi
+
+    if _semi.semi_requested(paired_fraction, semi, unpaired):  # unpaired items take part (semi/)
+        return _semi.train_semi_cmd(cfg, _semi.semi_config(paired_fraction, semi, unpaired), fresh, evaluate)
     if nproc > 1 and not is_launched():
         from crossalign.train.launch import relaunch_self
 

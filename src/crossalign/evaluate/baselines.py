@@ -8,7 +8,8 @@ views into a common space, where retrieval is scored exactly as for crossalign:
   NIPALS iterations often stop before converging; kept for reference in `crossalign benchmark`);
 - `procrustes`: orthogonal Procrustes rotation between the two PCA spaces (scipy);
 - `ridge`: least-squares (ridge) map from view a's PCA space to view b's;
-- `random`: an untrained random projection of each view (the floor).
+- `random`: an untrained random projection of each view (the floor);
+- `asif`: training-free relative representations over the train pairs as anchors (`semi/asif.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.retrieval import retrieval_metrics
+from crossalign.semi.asif import asif_fit
 
 __all__ = ["BASELINES", "run_baselines"]
 
@@ -111,7 +113,7 @@ def _random(a: np.ndarray, b: np.ndarray, seed: int, reduce: Reduce | None = Non
 
 
 BASELINES: dict[str, Fit] = {"cca": _cca, "cca-sklearn": _cca_sklearn, "procrustes": _procrustes, "ridge": _ridge,
-                             "random": _random}
+                             "random": _random, "asif": asif_fit}
 
 
 def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",

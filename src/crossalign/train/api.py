@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -19,7 +20,7 @@ from crossalign.data.scenes import split_of
 from crossalign.encoders import Encoder
 from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
-from crossalign.train.trainer import Trainer, TrainResult, set_seed
+from crossalign.train.trainer import Task, Trainer, TrainResult, set_seed
 
 __all__ = ["prepare_features", "train", "ensure_splits"]
 
@@ -49,7 +50,8 @@ def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTabl
 
 def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
           table: FeatureTable | None = None, stop_after: int | None = None,
-          dist: DistContext | None = None) -> tuple[Path, TrainResult]:
+          dist: DistContext | None = None, task_factory: Callable[..., Task] | None = None) -> tuple[Path, TrainResult]:
+    """task_factory(model, cfg, train_table, val_table, dist) -> Task replaces AlignmentTask (semi/)."""
     progress = cfg.train.progress if progress is None else progress
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,9 +76,9 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     towers = build_towers(cfg, specs)
     model = AlignmentModel(cfg.model, specs, towers)
     model.fit_normalizers({c: torch.from_numpy(tr.features[c]) for c in cfg.model.columns if c not in towers})
-    task = AlignmentTask(model, cfg, tr, va, ctx)
+    task = (task_factory or AlignmentTask)(model, cfg, tr, va, ctx)
     t = cfg.train
-    trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, len(tr)), lr=t.lr,
+    trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, task.num_train()), lr=t.lr,
                       weight_decay=t.weight_decay, warmup=t.warmup, grad_clip=t.grad_clip, seed=t.seed,
                       patience=t.patience, progress=progress, stop_after=stop_after, precision=t.precision,
                       rank=task.dist.rank, world_size=task.dist.world_size)
