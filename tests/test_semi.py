@@ -156,7 +156,7 @@ def test_partial_rows_and_unpaired_manifest(scenes_small: Path, tmp_path: Path) 
             if r.get(k):
                 r[k] = str((scenes_small / r[k]).resolve())
     write_manifest(rows, tmp_path / "partial.jsonl")
-    write_manifest([{"text": "a small red circle at the top"}, {"audio": rows[0]["audio"]}], tmp_path / "extra.jsonl")
+    write_manifest([{"text": "a small red circle at the top"}, {"audio": rows[train_idx[-1]]["audio"]}], tmp_path / "extra.jsonl")
     cfg = _text_audio(small_config(tmp_path / "partial.jsonl", tmp_path / "r"))
     data = prepare_semi(cfg, SemiConfig(unpaired=[str(tmp_path / "extra.jsonl")]), progress=False)
     assert len(data.table.split("train")) == len(train_idx) - 11

@@ -1,0 +1,184 @@
+"""Label efficiency on `scenes`: what unpaired items buy when only a fraction of the rows is paired.
+
+For each fraction F of the training rows kept paired (the rest become unpaired items, each keeping
+one view), on the same cached features and the same val/test splits:
+  - crossalign trained on the pairs only (`--semi none`), with `pseudo-pairs`, with `self-training`;
+  - CCA / Procrustes / ridge / ASIF fitted on the same pairs;
+and, with no pairs at all, Gromov-Wasserstein matching of text <-> audio on `--gw-items` training
+items (true pairs recovered, then after the Procrustes map). Prints a table, writes JSON and a
+learning-curve PNG.
+
+    python benchmarks/label_efficiency.py --data runs/le/data --out benchmarks/results/label_efficiency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+VIEWS = [{"column": "image", "encoder": "image:efficientnet-lite0", "options": {"grid": 3, "color": True}},
+         {"column": "text", "encoder": "text:minilm"},
+         {"column": "audio", "encoder": "audio:whisper-tiny"}]
+BASELINES = ["cca", "procrustes", "ridge", "asif"]
+
+
+def _config(data: Path, out: Path, epochs: int, seed: int) -> Any:
+    from crossalign.config import RunConfig
+
+    return RunConfig.from_dict({
+        "model": {"views": copy.deepcopy(VIEWS), "dim": 256, "head": {"kind": "mlp", "hidden": 1024, "dropout": 0.1}},
+        "train": {"data": str(data), "out": str(out), "epochs": epochs, "batch_size": 128, "lr": 1e-3,
+                  "patience": 6, "seed": seed, "progress": False}})
+
+
+def _gw(table: Any, n: int, seed: int, seeds: int) -> dict[str, Any]:
+    """Zero (or `seeds`) pairs: text <-> audio of n training items, B shuffled."""
+    import numpy as np
+
+    from crossalign.semi.unpaired import align_unpaired
+
+    tr = table.split("train")
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(tr), size=min(n, len(tr)), replace=False)
+    perm = rng.permutation(len(rows))
+    xa, xb = tr.features["text"][rows], tr.features["audio"][rows][perm]
+    truth = np.argsort(perm)
+    sp = np.stack([np.arange(seeds), truth[:seeds]], 1) if seeds else None
+    res = align_unpaired(xa, xb, seeds=sp, truth=truth, seed=seed)
+    return {k: v for k, v in res.report.items()}
+
+
+def _plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in methods:
+        pts = [(r["fraction"], r["results"][m]) for r in rows if m in r["results"]]
+        if pts:
+            xs, ys = zip(*pts)
+            style = "-o" if m.startswith("crossalign") else "--s"
+            ax.plot([100 * x for x in xs], ys, style, label=m, lw=2 if m.startswith("crossalign") else 1)
+    ax.set_xscale("log")
+    ax.set_xlabel("training rows paired (%), the rest unpaired items")
+    ax.set_ylabel("mean test R@1 (image, text, audio; 6 directions)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("scenes: label efficiency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="runs/le/data", help="scenes folder (made here if missing)")
+    ap.add_argument("--n", type=int, default=2000, help="scenes to generate when --data is missing")
+    ap.add_argument("--fractions", default="0.01,0.05,0.1,0.25,1")
+    ap.add_argument("--methods", default="none,pseudo-pairs,self-training")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--gw-items", type=int, default=1000)
+    ap.add_argument("--gw-seeds", type=int, default=10, help="also run seeded GW with this many pairs (0: skip)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="runs/label_efficiency")
+    ap.add_argument("--out", default="benchmarks/results/label_efficiency.json")
+    args = ap.parse_args()
+
+    from crossalign.align.io import load_run
+    from crossalign.data.datasets import make_dataset
+    from crossalign.evaluate.baselines import run_baselines
+    from crossalign.evaluate.run_eval import evaluate_model
+    from crossalign.semi.api import apply_fraction, train_semi
+    from crossalign.semi.config import SemiConfig
+    from crossalign.semi.data import SemiData, Unpaired
+    from crossalign.train.api import prepare_features
+
+    data, work = Path(args.data), Path(args.work)
+    if not (data / "manifest.jsonl").exists():
+        make_dataset("scenes", data, n=args.n, seed=args.seed, progress=True)
+    t0 = time.time()
+    cfg0 = _config(data, work / "x", args.epochs, args.seed)
+    table, _ = prepare_features(cfg0, progress=True)
+    cols = cfg0.model.columns
+    print(f"features: {len(table)} rows in {time.time() - t0:.0f} s "
+          f"(train {len(table.split('train'))}, val {len(table.split('val'))}, test {len(table.split('test'))})")
+    methods = [m.strip() for m in args.methods.split(",")]
+    rows: list[dict[str, Any]] = []
+    for f in [float(x) for x in args.fractions.split(",")]:
+        sd = apply_fraction(SemiData(table, Unpaired()), f, cfg0)
+        n_pairs = len(sd.table.split("train"))
+        row: dict[str, Any] = {"fraction": f, "pairs": n_pairs, "unpaired": sd.unpaired.counts(), "results": {},
+                               "seconds": {}, "directions": {}}
+        for m in methods if f < 1 else ["none"]:
+            name = "crossalign" if m == "none" else f"crossalign+{m}"
+            t = time.time()
+            cfg = _config(data, work / f"f{f:g}-{m}", args.epochs, args.seed)
+            run, _ = train_semi(cfg, SemiConfig(method=m, paired_fraction=f), data=sd, resume=False, progress=False)
+            model, rcfg = load_run(run)
+            met = evaluate_model(model, rcfg, sd.table, "test").metrics
+            row["results"][name] = met["mean/R@1"]
+            row["directions"][name] = {k: v for k, v in met.items() if k.endswith("/R@1") and "->" in k}
+            row["seconds"][name] = round(time.time() - t, 1)
+            print(f"  {100 * f:5.1f} % pairs ({n_pairs}): {name:28s} mean R@1 {met['mean/R@1']:.3f}"
+                  f"  ({row['seconds'][name]} s)", flush=True)
+        t = time.time()
+        for b, met in run_baselines(sd.table, cols, methods=BASELINES, seed=args.seed).items():
+            row["results"][b] = met["mean/R@1"]
+            row["directions"][b] = {k: v for k, v in met.items() if k.endswith("/R@1") and "->" in k}
+        row["seconds"]["baselines"] = round(time.time() - t, 1)
+        print(f"  {100 * f:5.1f} % pairs: " + "  ".join(f"{b} {row['results'][b]:.3f}" for b in BASELINES), flush=True)
+        rows.append(row)
+    gw: dict[str, Any] = {"zero_pairs": _gw(table, args.gw_items, args.seed, 0)}
+    if args.gw_seeds:
+        gw[f"{args.gw_seeds}_seeds"] = _gw(table, args.gw_items, args.seed, args.gw_seeds)
+    for k, v in gw.items():
+        print(f"GW text<->audio, {v['n_a']} items, {k}: recovered {v['gw_recovered']:.3f} by GW, "
+              f"{v['map_recovered']:.3f} after the map ({v['gw_seconds']} s)")
+
+    all_methods = list(dict.fromkeys(m for r in rows for m in r["results"]))
+    print("\nmean test R@1 (image, text, audio; 6 directions)")
+    print("| pairs | " + " | ".join(all_methods) + " |")
+    print("|---|" + "---|" * len(all_methods))
+    for r in rows:
+        print(f"| {100 * r['fraction']:g} % ({r['pairs']}) | "
+              + " | ".join(f"{r['results'][m]:.3f}" if m in r["results"] else "—" for m in all_methods) + " |")
+    full = next((r["results"]["crossalign"] for r in rows if r["fraction"] >= 1), None)
+    ten = next((r for r in rows if abs(r["fraction"] - 0.1) < 1e-9), None)
+    targets: dict[str, Any] = {}
+    if ten is not None and full is not None:
+        semi = {m: v for m, v in ten["results"].items() if m.startswith("crossalign+")}
+        best_m = max(semi, key=semi.get) if semi else None
+        best_b = max(BASELINES, key=lambda b: ten["results"][b])
+        if best_m:
+            targets = {"best_semi_at_10": best_m, "ratio_to_100": semi[best_m] / full,
+                       "margin_over_best_baseline": semi[best_m] - ten["results"][best_b], "best_baseline": best_b,
+                       "ratio_target_met": semi[best_m] >= 0.9 * full,
+                       "margin_target_met": semi[best_m] - ten["results"][best_b] >= 0.15}
+            print(f"at 10 %: {best_m} = {semi[best_m]:.3f} = {targets['ratio_to_100']:.2f} x the 100 % model "
+                  f"(target >= 0.90); {targets['margin_over_best_baseline']:+.3f} over {best_b} (target >= +0.15)")
+    targets["gw_target_met"] = gw["zero_pairs"]["gw_recovered"] >= 0.5
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    res = {"command": "python benchmarks/label_efficiency.py " + " ".join(
+               f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+           "views": cols, "epochs": args.epochs, "rows": rows, "gw": gw, "targets": targets,
+           "seconds": round(time.time() - t0, 1), "uptime": load}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    _plot(rows, all_methods, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}  ({res['seconds']} s; {load})")
+
+
+if __name__ == "__main__":
+    main()
