@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import small_config
 from numeric import assert_close_scaled
+from safetensors.torch import load_file
 
 
 def _text_audio(cfg):  # type: ignore[no-untyped-def]
@@ -213,7 +212,7 @@ def test_zero_confidence_disables_unpaired_term(scenes_small: Path, tmp_path: Pa
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in task.model.named_parameters() if p.grad is not None}
 
-    with_term, g_with = run(lambda: task.training_forward(idx)[0])
+    with_term, _g_with = run(lambda: task.training_forward(idx)[0])
     for c in task.cols:
         task.state[f"pp/{c}/conf"] = torch.zeros_like(task.state[f"pp/{c}/conf"])
     off, g_off = run(lambda: task.training_forward(idx)[0])
@@ -255,7 +254,7 @@ def test_semi_training_runs_and_resumes(scenes_small: Path, tmp_path: Path, meth
     semi = SemiConfig(method=method, paired_fraction=0.5, start=1, refresh=2, unimodal=0.1, precision=0.5)
     cfg = _text_audio(small_config(scenes_small, tmp_path / "a", epochs=4))
     data = prepare_semi(cfg, semi, progress=False)
-    run_a, res = train_semi(cfg, semi, data=data, resume=False, progress=False)
+    run_a, _res = train_semi(cfg, semi, data=data, resume=False, progress=False)
     hist = [json.loads(x) for x in (run_a / "metrics.jsonl").read_text().splitlines()]
     assert len(hist) == 4 and "train/loss/unimodal" in hist[-1]
     if method == "pseudo-pairs":
@@ -267,3 +266,48 @@ def test_semi_training_runs_and_resumes(scenes_small: Path, tmp_path: Path, meth
     a, b = load_file(str(run_a / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
     for k in a:
         assert_close_scaled(b[k], a[k], rtol=1e-5, msg=k)
+
+
+def test_cli_train_benchmark_and_align_unpaired(scenes_small: Path, tmp_path: Path) -> None:
+    """`train/benchmark --paired-fraction --semi` and `align-unpaired` through typer; a bad seed
+    file is a clear error naming the file and row."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
+    from crossalign.data.manifest import load_manifest, write_manifest
+
+    runner = CliRunner()
+    cfg = {"model": {"views": [{"column": "text"}, {"column": "audio"}], "dim": 32, "head": {"hidden": 64}},
+           "train": {"data": str(scenes_small), "out": str(tmp_path / "run"), "epochs": 2, "batch_size": 32,
+                     "progress": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--paired-fraction", "0.5", "--semi", "self-training"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "run" / "semi.json").read_text())["method"] == "self-training"
+    assert "test R@1" in r.output
+    r = runner.invoke(app, ["benchmark", str(tmp_path / "c.yaml"), "--paired-fraction", "0.5", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert {"crossalign+pseudo-pairs", "asif", "cca"} <= set(json.loads((tmp_path / "b" / "benchmark.json").read_text()))
+    r = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--paired-fraction", "1.5"])
+    assert r.exit_code != 0 and "paired fraction" in r.output
+
+    m = load_manifest(scenes_small)
+    rows = [r for r in m.rows if r["split"] == "train"][:40]
+    write_manifest([{"id": r["id"], "text": r["text"]} for r in rows], tmp_path / "a.jsonl")
+    write_manifest([{"id": r["id"], "audio": str((scenes_small / r["audio"]).resolve())} for r in rows[::-1]],
+                   tmp_path / "b.jsonl")
+    write_manifest([{"a": rows[i]["id"], "b": rows[i]["id"]} for i in range(3)], tmp_path / "seeds.jsonl")
+    out = tmp_path / "un"
+    r = runner.invoke(app, ["align-unpaired", "--data", str(tmp_path / "a.jsonl"), "--data", str(tmp_path / "b.jsonl"),
+                            "--seeds", str(tmp_path / "seeds.jsonl"), "--ids-match", "--dim", "8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "unpaired.json").read_text())
+    assert rep["seeds"] == 3 and rep["n_a"] == 40 and 0 <= rep["gw_recovered"] <= 1
+    matches = [json.loads(x) for x in (out / "matches.jsonl").read_text().splitlines()]
+    assert len(matches) == 40 and {x["a"] for x in matches} == {r["id"] for r in rows}
+    assert (out / "map.safetensors").exists()
+    write_manifest([{"a": "no-such-id", "b": rows[0]["id"]}], tmp_path / "bad.jsonl")
+    r = runner.invoke(app, ["align-unpaired", "--data", str(tmp_path / "a.jsonl"), "--data", str(tmp_path / "b.jsonl"),
+                            "--seeds", str(tmp_path / "bad.jsonl"), "--out", str(out)])
+    assert r.exit_code != 0 and "bad.jsonl" in r.output and "row 1" in r.output

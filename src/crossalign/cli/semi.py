@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from crossalign.cli.common import DEFAULT_VIEW_OPTIONS
 
-__all__ = ["register", "semi_requested", "semi_config", "train_semi_cmd", "benchmark_semi_cmd"]
+__all__ = ["benchmark_semi_cmd", "register", "semi_config", "semi_requested", "train_semi_cmd"]
 
-PairedFractionOpt = Annotated[Optional[float], typer.Option(
+PairedFractionOpt = Annotated[float | None, typer.Option(
     help="keep this seeded fraction of training rows paired; the rest become unpaired items (0 < F <= 1)")]
-SemiOpt = Annotated[Optional[str], typer.Option(
+SemiOpt = Annotated[str | None, typer.Option(
     "--semi", help="how unpaired items train: pseudo-pairs | self-training | none (default: pseudo-pairs)")]
-UnpairedOpt = Annotated[Optional[list[Path]], typer.Option(
+UnpairedOpt = Annotated[list[Path] | None, typer.Option(
     help="manifest of unpaired items (any of the view columns), repeatable")]
 
 
@@ -87,8 +87,8 @@ def _only_view_column(path: Path) -> str:
 
 def align_unpaired_cmd(
         data: Annotated[list[Path], typer.Option(help="the two collections: --data A --data B (manifests)")],
-        modalities: Annotated[Optional[str], typer.Option(help="view column of A and of B, e.g. text,audio")] = None,
-        seeds: Annotated[Optional[Path], typer.Option(help="known pairs: CSV/JSONL with ids in fields a, b")] = None,
+        modalities: Annotated[str | None, typer.Option(help="view column of A and of B, e.g. text,audio")] = None,
+        seeds: Annotated[Path | None, typer.Option(help="known pairs: CSV/JSONL with ids in fields a, b")] = None,
         out: Annotated[Path, typer.Option(help="output folder (map, matches, report)")] = Path("runs/unpaired"),
         method: Annotated[str, typer.Option(help="GW solver: auto | exact | entropic")] = "auto",
         max_items: Annotated[int, typer.Option(help="items per side that GW sees (seeded subsample beyond)")] = 3000,
@@ -122,8 +122,8 @@ def align_unpaired_cmd(
     out.mkdir(parents=True, exist_ok=True)
     res.map.save(out)
     with open(out / "matches.jsonl", "w", encoding="utf-8") as f:
-        for i, (j, s) in enumerate(zip(res.match, res.score)):
-            f.write(json.dumps({"a": ids_a[i], "b": ids_b[int(j)], "score": round(float(s), 4)}) + "\n")
+        f.writelines(json.dumps({"a": ids_a[i], "b": ids_b[int(j)], "score": round(float(s), 4)}) + "\n"
+                     for i, (j, s) in enumerate(zip(res.match, res.score, strict=True)))
     report = {**res.report, "data": [str(p) for p in data], "columns": cols, "skipped_a": len(pa), "skipped_b": len(pb)}
     (out / "unpaired.json").write_text(json.dumps(report, indent=2))
     typer.echo(f"{len(xa)} x {len(xb)} items, GW {res.report['method']} on {res.report['gw_items_a']} x "

@@ -19,7 +19,7 @@ from crossalign.data.manifest import load_manifest
 from crossalign.semi.config import SemiConfig
 from crossalign.semi.data import SemiData, Unpaired, load_semi_data, paired_fraction
 
-__all__ = ["prepare_semi", "apply_fraction", "train_semi", "benchmark_semi"]
+__all__ = ["apply_fraction", "benchmark_semi", "prepare_semi", "train_semi"]
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ top k and raised to the power p, as in the paper, then L2-normalised.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["SemiConfig", "METHODS", "DEFAULT_METHOD"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "SemiConfig"]
 
 METHODS = ("pseudo-pairs", "self-training", "none")
 DEFAULT_METHOD = "pseudo-pairs"  # the best on benchmarks/label_efficiency.py (docs/semi.md)
@@ -45,7 +45,7 @@ class SemiConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SemiConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SemiConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown semi settings: {sorted(unknown)}")

@@ -15,8 +15,15 @@ from crossalign.data.features import FeatureTable, ViewSpec, build_view_encoder
 from crossalign.data.manifest import Manifest, load_manifest
 from crossalign.encoders import Encoder
 
-__all__ = ["Unpaired", "SemiData", "paired_fraction", "load_semi_data", "collection_features", "read_seed_pairs",
-           "UNPAIRED_SPLIT"]
+__all__ = [
+    "UNPAIRED_SPLIT",
+    "SemiData",
+    "Unpaired",
+    "collection_features",
+    "load_semi_data",
+    "paired_fraction",
+    "read_seed_pairs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,7 @@ def paired_fraction(table: FeatureTable, fraction: float, seed: int = 0, train_s
     cols = columns or list(table.features)
     rng = np.random.default_rng(seed)
     tr = np.nonzero(np.array([s == train_split for s in table.meta("split")]))[0]  # positions in table
-    n_keep = int(round(fraction * len(tr)))
+    n_keep = round(fraction * len(tr))
     perm = rng.permutation(tr)
     drop = np.sort(perm[n_keep:])
     keep_view = rng.integers(0, len(cols), len(drop))  # (n_drop,) which view each dropped row keeps

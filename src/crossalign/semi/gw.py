@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GWMatch", "intra_cost", "anchor_cost", "gw_match", "MAX_EXACT", "MAX_ITEMS"]
+__all__ = ["MAX_EXACT", "MAX_ITEMS", "GWMatch", "anchor_cost", "gw_match", "intra_cost"]
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ class LinearMap:
         return folder / "map.safetensors"
 
     @classmethod
-    def load(cls, folder: str | Path) -> "LinearMap":
+    def load(cls, folder: str | Path) -> LinearMap:
         from safetensors.numpy import load_file
 
         folder = Path(folder)

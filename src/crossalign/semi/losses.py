@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_contrastive", "neighbourhood"]
+__all__ = ["neighbourhood", "soft_contrastive"]
 
 
 def soft_contrastive(z: torch.Tensor, cand: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PseudoTargets", "pseudo_targets", "cosine_cost"]
+__all__ = ["PseudoTargets", "cosine_cost", "pseudo_targets"]
 
 
 def _l2(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mutual_nn", "choose_threshold"]
+__all__ = ["choose_threshold", "mutual_nn"]
 
 
 def mutual_nn(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ from the other paired rows when the batch holds few), and its unpaired items add
   - `unimodal > 0`: the neighbourhood regulariser (`losses.neighbourhood`).
 Targets and pseudo-pairs are refreshed every `refresh` epochs (Trainer hook `on_epoch_start`) and
 saved beside each checkpoint (`<name>.semi.safetensors`) so a resumed run continues with them.
-With no unpaired items (or method none and no regulariser) it is exactly `AlignmentTask`.
+With no unpaired items it is exactly `AlignmentTask`; with method none and no regulariser it trains on
+the pairs alone for the same number of steps as the other methods.
 """
 
 from __future__ import annotations
@@ -55,8 +56,11 @@ class SemiAlignmentTask:
         self.ucol = torch.cat([torch.full((k,), i) for i, k in enumerate(n)]) if n else torch.zeros(0, dtype=torch.long)
         self.uj = torch.cat([torch.arange(k) for k in n]) if n else torch.zeros(0, dtype=torch.long)
         self.U = int(sum(n))
-        self.active = self.U > 0 and (semi.method != "none" or semi.unimodal > 0)
-        if self.active:  # input statistics may use every item of a view, paired or not
+        # With unpaired items an epoch spans P + U indices whatever the method, so `none` trains on the
+        # pairs for as many steps as the semi-supervised methods do (a fair pairs-only baseline).
+        self.active = self.U > 0
+        self.uses_unpaired = self.active and (semi.method != "none" or semi.unimodal > 0)
+        if self.uses_unpaired:  # input statistics may use every item of a view, paired or not
             model.fit_normalizers({c: torch.cat([self.base.feats[c], self.ufeats.get(c, self.base.feats[c][:0])])
                                    for c in model.columns if c not in model.towers})
         self.state: dict[str, torch.Tensor] = {}
@@ -92,6 +96,8 @@ class SemiAlignmentTask:
             extra = torch.nonzero(rest).flatten()
             pidx = torch.cat([pidx, extra[torch.randperm(len(extra), generator=g)[:want - len(pidx)]]])
         losses, report = self.base.training_forward(pidx)
+        if not self.uses_unpaired:
+            return losses, report
         unp, reg, used = self._unpaired_terms(uid)
         if used:
             s = self.semi
