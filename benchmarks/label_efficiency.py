@@ -97,7 +97,12 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/label_efficiency.json")
     ap.add_argument("--merge", nargs="+", default=None,
                     help="only combine the rows of these result JSONs (runs split over processes) into --out")
+    ap.add_argument("--collect", nargs="+", default=None,
+                    help="score finished run folders (WORK/f<F>-<method>, from runs split over processes) "
+                         "instead of training; baselines and GW are computed here")
     args = ap.parse_args()
+    if args.collect:
+        return _collect(args)
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         rows = [r for p in parts for r in p["rows"]]
@@ -158,6 +163,51 @@ def main() -> None:
         print(f"  {100 * f:5.1f} % pairs: " + "  ".join(f"{b} {row['results'][b]:.3f}" for b in BASELINES), flush=True)
         rows.append(row)
         _write(rows, gw, args, cols, t0)  # after every fraction: a cut-short run still leaves its figures
+
+
+def _collect(args: Any) -> None:
+    """Table, JSON and plot from finished run folders (same data, seed and fractions => same splits)."""
+    from crossalign.align.io import load_run
+    from crossalign.evaluate.baselines import run_baselines
+    from crossalign.evaluate.evaluators import RetrievalEvaluator
+    from crossalign.semi.api import apply_fraction
+    from crossalign.semi.data import SemiData, Unpaired
+    from crossalign.train.align_task import embed_table
+    from crossalign.train.api import prepare_features
+
+    t0 = time.time()
+    cfg0 = _config(Path(args.data), Path(args.work) / "x", args.epochs, args.seed)
+    table, _ = prepare_features(cfg0, progress=False)
+    cols = cfg0.model.columns
+    runs: dict[float, dict[str, Path]] = {}
+    for root in args.collect:
+        for d in sorted(Path(root).glob("f*-*")):
+            if not (d / "best.safetensors").exists():
+                continue  # a run cut short keeps its best checkpoint so far; epochs_run says how far it got
+            frac, method = d.name[1:].split("-", 1)
+            name = "crossalign" if method == "none" else f"crossalign+{method}"
+            runs.setdefault(float(frac), {})[name] = d
+    rows = []
+    for f in sorted(runs):
+        sd = apply_fraction(SemiData(table, Unpaired()), f, cfg0)
+        test = sd.table.split("test")
+        row: dict[str, Any] = {"fraction": f, "pairs": len(sd.table.split("train")), "unpaired": sd.unpaired.counts(),
+                               "results": {}, "directions": {}, "runs": {k: str(v) for k, v in runs[f].items()}}
+        for name, d in runs[f].items():
+            model, _ = load_run(d)
+            met = RetrievalEvaluator(test.groups())(embed_table(model, test))
+            row["results"][name] = met["mean/R@1"]
+            row["directions"][name] = {k: v for k, v in met.items() if k.endswith("/R@1") and "->" in k}
+            row.setdefault("epochs_run", {})[name] = len((d / "metrics.jsonl").read_text().splitlines())
+        for b, met in run_baselines(sd.table, cols, methods=BASELINES, seed=args.seed).items():
+            row["results"][b] = met["mean/R@1"]
+            row["directions"][b] = {k: v for k, v in met.items() if k.endswith("/R@1") and "->" in k}
+        rows.append(row)
+        print(f"{100 * f:g} %: " + "  ".join(f"{k} {v:.3f}" for k, v in row["results"].items()), flush=True)
+    gw: dict[str, Any] = {"zero_pairs": _gw(table, args.gw_items, args.seed, 0)} if args.gw_items else {}
+    if args.gw_seeds and args.gw_items:
+        gw[f"{args.gw_seeds}_seeds"] = _gw(table, args.gw_items, args.seed, args.gw_seeds)
+    _write(rows, gw, args, cols, t0)
 
 
 def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list[str], t0: float) -> None:
