@@ -18,7 +18,7 @@ app.command("encode")(_encode.encode)
 
 # Command groups that load heavier parts register themselves here as they exist.
 for _mod in ("train", "evaluate", "demo", "search", "bridge", "task", "scale", "federate", "export", "explain",
-             "report"):
+             "report", "semi"):
     try:
         __import__(f"crossalign.cli.{_mod}", fromlist=["register"]).register(app)
     except ModuleNotFoundError as e:  # a group not built yet; anything else is a real error

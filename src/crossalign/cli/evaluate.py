@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from crossalign.cli.common import EncoderOpt, config_from_args
+from crossalign.cli.semi import PairedFractionOpt, SemiOpt, UnpairedOpt
 from crossalign.cli.train import PromptMapOpt, PromptOpt
 
 
@@ -50,7 +51,8 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
                   seeds: Annotated[int, typer.Option(min=1, help="train this many seeds; report mean ± sd")] = 1,
                   methods: Annotated[Optional[str], typer.Option(
                       help="comma-separated baselines (default: cca,kcca,ridge,procrustes,encoder,random)")] = None,
-                  encoder: EncoderOpt = None) -> None:
+                  encoder: EncoderOpt = None,
+                  paired_fraction: PairedFractionOpt = None, semi: SemiOpt = None, unpaired: UnpairedOpt = None) -> None:
     """Train crossalign and fit baselines (CCA, kernel CCA, ridge, Procrustes, the encoders' own space,
     random), each tuned on the validation split, on the same features and splits; one table."""
     import json
@@ -59,6 +61,10 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
     from crossalign.evaluate.report import methods_table, print_tables, winner_line
 
     cfg = config_from_args(config, data, modalities, None, epochs, seed=seed, encoders=encoder)
+    from crossalign.cli import semi as _semi
+
+    if _semi.semi_requested(paired_fraction, semi, unpaired):  # baselines fitted on the same pairs only
+        return _semi.benchmark_semi_cmd(cfg, _semi.semi_config(paired_fraction, semi, unpaired), out)
     results = benchmark(cfg, out, seeds=seeds, methods=[m.strip() for m in methods.split(",")] if methods else None)
     wins = json.loads((out / "train_results.json").read_text())
     caption = "; ".join(f"seed {s}: {winner_line(r)}" for s, r in wins.items())

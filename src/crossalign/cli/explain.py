@@ -97,3 +97,18 @@ def explain_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("explain")(explain_cmd)
+
+
+def explain_top_hit(s, col: str, qmod: str, value: object, hits: list):  # type: ignore[no-untyped-def]
+    """Explain the query against the top hit (read back from the source the index recorded)."""
+    from crossalign.explain import explain_pair
+
+    top = hits[0]
+    if top.source is None:
+        raise ValueError(f"hit {top.id} records no source to explain")
+    q = s.embedder.read(col, [str(value) if qmod == "text" else Path(value)], Path.cwd())[0]  # type: ignore[arg-type]
+    # Index sources are manifest-relative; the index was built from the run's data unless told otherwise.
+    data = Path(s.embedder.cfg.train.data or ".")
+    base = data if data.is_dir() else data.parent
+    h = s.embedder.read(top.column, [top.source], base)[0]
+    return explain_pair(s.embedder, (col, q), (top.column, h))

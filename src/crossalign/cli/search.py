@@ -224,7 +224,12 @@ def search_cmd(
                 _parse_filters(filter),
                 base_dir=Path.cwd(),
             )
-            ex = _explain_top(s, col, qmod, value, hits) if explain and hits else None
+            if explain and hits:
+                from crossalign.cli.explain import explain_top_hit
+
+                ex = explain_top_hit(s, col, qmod, value, hits)
+            else:
+                ex = None
         except IncompatibleRunError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(3) from None
@@ -251,21 +256,6 @@ def search_cmd(
 
         typer.echo(f"why {hits[0].id} matches:")
         print_or_dump(ex, False, explain_png)
-
-
-def _explain_top(s, col: str, qmod: str, value: object, hits: list):  # type: ignore[no-untyped-def]
-    """Explain the query against the top hit (read back from the source the index recorded)."""
-    from crossalign.explain import explain_pair
-
-    top = hits[0]
-    if top.source is None:
-        raise ValueError(f"hit {top.id} records no source to explain")
-    q = s.embedder.read(col, [str(value) if qmod == "text" else Path(value)], Path.cwd())[0]  # type: ignore[arg-type]
-    # Index sources are manifest-relative; the index was built from the run's data unless told otherwise.
-    data = Path(s.embedder.cfg.train.data or ".")
-    base = data if data.is_dir() else data.parent
-    h = s.embedder.read(top.column, [top.source], base)[0]
-    return explain_pair(s.embedder, (col, q), (top.column, h))
 
 
 def serve_cmd(

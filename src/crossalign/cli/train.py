@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from crossalign.cli.common import EncoderOpt, LogOpt, config_from_args, log_specs
+from crossalign.cli.semi import PairedFractionOpt, SemiOpt, UnpairedOpt
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config (model: ..., train: ...)")]
 DataOpt = Annotated[Optional[Path], typer.Option(help="manifest or its folder (overrides the config)")]
@@ -31,7 +32,8 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
               max_restarts: Annotated[int, typer.Option(help="with --nproc: torchrun restarts after a failure")] = 0,
               encoder: EncoderOpt = None,
               prompt: PromptOpt = None, prompt_map: PromptMapOpt = None,
-              log: LogOpt = None) -> None:
+              log: LogOpt = None,
+              paired_fraction: PairedFractionOpt = None, semi: SemiOpt = None, unpaired: UnpairedOpt = None) -> None:
     """Train an alignment model; resumes from OUT/last_state.pt if present."""
     import json
 
@@ -46,6 +48,10 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     cfg = config_from_args(config, data, modalities, out, epochs, objective, seed, encoder,
                            announce=os.environ.get("RANK", "0") == "0")
     specs = log_specs(log)
+    from crossalign.cli import semi as _semi
+
+    if _semi.semi_requested(paired_fraction, semi, unpaired):  # unpaired items take part (semi/)
+        return _semi.train_semi_cmd(cfg, _semi.semi_config(paired_fraction, semi, unpaired), fresh, evaluate)
     if nproc > 1 and not is_launched():
         from crossalign.train.launch import relaunch_self
 

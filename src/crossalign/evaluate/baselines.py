@@ -9,6 +9,7 @@ as crossalign's heads are:
 - `ridge`: least squares from one view's PCA space to the other's (dims, alpha, direction);
 - `procrustes`: orthogonal rotation between the two PCA spaces (dims, whitening);
 - `encoder`: the encoders' own cosine, where both columns come from the same encoder;
+- `asif`: training-free relative representations over the train pairs as anchors (k, p tuned);
 - `random`: an untrained random projection of each view (the floor).
 """
 
@@ -30,7 +31,7 @@ __all__ = ["BASELINES", "DEFAULT_METHODS", "fit_baselines", "project", "run_base
 
 log = logging.getLogger(__name__)
 BASELINES = TUNERS
-DEFAULT_METHODS = ["cca", "kcca", "ridge", "procrustes", "encoder", "random"]
+DEFAULT_METHODS = ["cca", "kcca", "ridge", "procrustes", "encoder", "asif", "random"]
 
 
 def selection_split(table: FeatureTable, train_split: str, val_split: str,

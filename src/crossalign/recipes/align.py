@@ -7,7 +7,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -23,7 +23,7 @@ from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
 from crossalign.train.loggers import build_logger
 from crossalign.train.start import apply_closed_form, fit_closed_form, small_data_defaults
-from crossalign.train.trainer import Trainer, TrainResult, set_seed
+from crossalign.train.trainer import Task, Trainer, TrainResult, set_seed
 
 __all__ = ["prepare_features", "train", "ensure_splits"]
 
@@ -45,14 +45,16 @@ def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTabl
 
 def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
           table: FeatureTable | None = None, stop_after: int | None = None,
-          dist: DistContext | None = None, log: Sequence[str] | None = None) -> tuple[Path, TrainResult]:
+          dist: DistContext | None = None, log: Sequence[str] | None = None,
+          task_factory: Callable[..., Task] | None = None) -> tuple[Path, TrainResult]:
     """Train the candidates `cfg.train.start` names and keep the best on validation in `out`:
     the closed form as-is, heads fine-tuned from it (in `out/candidates/fine_tuned`), heads trained
     from scratch (in `out` itself, so its checkpoints and resume work as they always did).
 
     `log`: experiment logger specs (train/loggers.py), e.g. ["jsonl", "tensorboard"]; they follow the
     first candidate that trains (scratch, or fine-tuned when scratch is off). metrics.jsonl is
-    written either way."""
+    written either way. `task_factory(model, cfg, train_table, val_table, dist) -> Task` replaces
+    `AlignmentTask` in the candidates that train (semi-supervised training uses it)."""
     ctx = dist or init_from_env()  # joins torchrun's process group when launched by it
     run_dir = Path(cfg.train.out)
     logger = None
@@ -62,7 +64,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
             logger = build_logger(log, run_dir, params=cfg.to_dict(),
                                   fresh=not (resume and (run_dir / "last_state.pt").exists()))
         out, result = _train(cfg, resume=resume, progress=progress, table=table, stop_after=stop_after, dist=ctx,
-                             logger=logger)
+                             logger=logger, make_task=task_factory or AlignmentTask)
     except BaseException:
         if logger is not None:
             logger.close()
@@ -73,7 +75,8 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
 
 
 def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: FeatureTable | None,
-           stop_after: int | None, dist: DistContext | None, logger: Any) -> tuple[Path, TrainResult]:
+           stop_after: int | None, dist: DistContext | None, logger: Any,
+           make_task: Callable[..., Any] = AlignmentTask) -> tuple[Path, TrainResult]:
     progress = cfg.train.progress if progress is None else progress
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,7 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
     result = TrainResult(-1, float("nan"), 0)
     if start in ("auto", "scratch"):
         model = _build(cfg, specs, tr)
-        result = _fit(AlignmentTask(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after,
+        result = _fit(make_task(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after,
                       logger)
         if stop_after is not None and result.epochs_run < cfg.train.epochs and not result.stopped_early:
             return out, result  # a simulated interruption: no selection yet
@@ -119,13 +122,13 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
             log.warning("no closed-form start (a view reads raw inputs): trained from scratch only")
             if not cands:
                 model = _build(cfg, specs, tr)
-                result = _fit(AlignmentTask(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after)
+                result = _fit(make_task(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after)
                 cands["scratch"] = result.best_metric
                 ties["scratch"] = _mrr_at_best(result)
         else:
             apply_closed_form(model_cf, cf)
             cf_info = {"method": cf.method, "params": cf.params}
-            task = AlignmentTask(model_cf, cfg_cf, tr, va, ctx)
+            task = make_task(model_cf, cfg_cf, tr, va, ctx)
             v = task.validate()
             cands["closed_form"], ties["closed_form"] = v[cfg.train.primary], v.get("mean/MRR", 0.0)
             best_cf = ("closed_form", cfg_cf, copy.deepcopy(model_cf))
@@ -179,7 +182,8 @@ def _build(cfg: RunConfig, specs: dict[str, Any], tr: FeatureTable) -> Alignment
 def _fit(task: AlignmentTask, cfg: RunConfig, out: Path, n_train: int, resume: bool, progress: bool,
          stop_after: int | None, logger: Any = None) -> TrainResult:
     t = cfg.train
-    trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, n_train), lr=t.lr,
+    # The task knows how many training items it has (a semi-supervised task adds unpaired ones).
+    trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, task.num_train()), lr=t.lr,
                       weight_decay=t.weight_decay, warmup=t.warmup, grad_clip=t.grad_clip, seed=t.seed,
                       patience=t.patience, progress=progress, stop_after=stop_after, precision=t.precision,
                       rank=task.dist.rank, world_size=task.dist.world_size)

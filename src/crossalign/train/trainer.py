@@ -161,6 +161,9 @@ class Trainer:
                 break
             model.train()
             t0 = time.time()
+            hook = getattr(self.task, "on_epoch_start", None)  # optional: tasks that refresh state per epoch
+            if hook is not None:
+                hook(epoch)
             order = self._epoch_order(epoch)
             sums: dict[str, float] = {}
             nb = 0
