@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from crossalign.cli.common import DEFAULT_VIEW_OPTIONS
+from crossalign.cli.common import CLI_VIEW_OPTIONS
 
 __all__ = ["benchmark_semi_cmd", "register", "semi_config", "semi_requested", "train_semi_cmd"]
 
@@ -73,7 +73,7 @@ def benchmark_semi_cmd(cfg, semi, out: Path) -> None:  # type: ignore[no-untyped
 def _view(col: str):  # type: ignore[no-untyped-def]
     from crossalign.data.features import ViewSpec
 
-    return ViewSpec(col, **DEFAULT_VIEW_OPTIONS.get(col.split("_")[0], {}))
+    return ViewSpec(col, options=dict(CLI_VIEW_OPTIONS.get(col.split("_")[0], {})))  # as `train` on the CLI
 
 
 def _only_view_column(path: Path) -> str:
