@@ -78,3 +78,21 @@ def test_files_are_small_or_say_why() -> None:
         if text.count("\n") > MAX_LINES and "Long file:" not in text[:2000]:
             long.append(f"{p.relative_to(SRC)} ({text.count(chr(10))} lines)")
     assert not long, f"files over {MAX_LINES} lines with no 'Long file:' reason at the top:\n" + "\n".join(long)
+
+
+def test_every_module_imports() -> None:
+    """A renamed helper or a stale import fails here, not in the middle of a user's command."""
+    import importlib
+    import pkgutil
+
+    import crossalign
+
+    bad = []
+    for m in pkgutil.walk_packages(crossalign.__path__, "crossalign."):
+        if m.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(m.name)
+        except Exception as e:  # noqa: BLE001 - report every broken module at once
+            bad.append(f"{m.name}: {e!r}")
+    assert not bad, "\n".join(bad)
