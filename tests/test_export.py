@@ -37,18 +37,59 @@ def onnx_dir(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def st_dir(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def plain_run(scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose heads were trained from scratch (no closed-form linear path): the MLP head chain."""
+    from conftest import small_config
+
+    from crossalign.recipes.align import train
+
+    run, _ = train(small_config(scenes_small, tmp_path_factory.mktemp("plain"), start="scratch"),
+                   resume=False, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def st_dir(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from crossalign.export import export_run
 
     out = tmp_path_factory.mktemp("st")
-    export_run(tiny_run, "sentence-transformers", out)
+    export_run(plain_run, "sentence-transformers", out)
     return out
 
 
-def test_sentence_transformers_matches_embedder(tiny_run: Path, st_dir: Path) -> None:
+def test_sentence_transformers_closed_form_run(tiny_run: Path, tmp_path: Path) -> None:
+    """A run with a closed-form linear path: exported exactly when the closed form won as-is (gate 0),
+    refused with the reason (and the ONNX alternative) when the head was fine-tuned beside it."""
     from sentence_transformers import SentenceTransformer
 
-    emb, _, rows = _split(tiny_run)
+    from crossalign.align.embedder import Embedder
+    from crossalign.align.io import load_run
+    from crossalign.export import export_run
+
+    model, _ = load_run(tiny_run)
+    for gate in (0.0, 0.5):
+        if "text" not in model.linear:
+            pytest.skip("the tiny run's text view has no closed-form path")
+        with torch.no_grad():
+            model.linear["text"].gate.fill_(gate)
+        from crossalign.align.io import save_model
+
+        run = save_model(model, load_run(tiny_run)[1], tmp_path / f"g{gate}", "model").parent
+        if gate == 0.0:
+            export_run(run, "sentence-transformers", tmp_path / "st0")
+            st = SentenceTransformer(str(tmp_path / "st0"), device="cpu", local_files_only=True)
+            texts = ["a large red circle at the top left", "一个红色的圆"]
+            ref = Embedder.from_run(run).embed("text", texts)
+            assert float(np.abs(st.encode(texts) - ref).max()) <= 1e-5
+        else:
+            with pytest.raises(ValueError, match="--format onnx"):
+                export_run(run, "sentence-transformers", tmp_path / "st1")
+
+
+def test_sentence_transformers_matches_embedder(plain_run: Path, st_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    emb, _, rows = _split(plain_run)
     texts = [r["text"] for r in rows] + ["一个红色的圆", "x " * 400, "a"]  # CJK, truncated, one token
     st = SentenceTransformer(str(st_dir), device="cpu", local_files_only=True)
     got, ref = st.encode(texts, batch_size=7), emb.embed("text", texts)
@@ -137,7 +178,7 @@ def test_head_only_for_e5_features(tiny_run: Path, tmp_path: Path) -> None:
     assert info["kind"] == "head" and info["feature_extractor"]["encoder"]["name"] == "text:e5-small"
     got = run_onnx(onnx_session(tmp_path / "text.onnx"), {"features": feats.numpy()})
     with torch.inference_mode():
-        ref = model.heads["text"](feats)
+        ref = model.project("text", feats)  # head + closed-form path, as the embedder
     assert_close_scaled(torch.from_numpy(got), ref, rtol=1e-4, msg="e5 head")
 
 
@@ -169,7 +210,7 @@ def test_card_model_index(tiny_run: Path, tmp_path: Path) -> None:
         assert section in text
 
 
-def test_import_round_trip(tiny_run: Path, onnx_dir: Path, st_dir: Path, tmp_path: Path) -> None:
+def test_import_round_trip(tiny_run: Path, plain_run: Path, onnx_dir: Path, st_dir: Path, tmp_path: Path) -> None:
     from crossalign.align.embedder import Embedder
     from crossalign.encoders import build_encoder
     from crossalign.export import import_export
@@ -182,8 +223,9 @@ def test_import_round_trip(tiny_run: Path, onnx_dir: Path, st_dir: Path, tmp_pat
     assert np.array_equal(a.embed("text", texts), b.embed("text", texts))
     # hf:<exported sentence-transformers folder> is a text encoder giving the run's own vectors
     enc = build_encoder(f"hf:{st_dir}", modality="text")
-    assert enc.spec.output_shape == (a.cfg.model.dim,)
-    assert float(np.abs(enc.encode(texts).numpy() - a.embed("text", texts)).max()) <= 1e-5
+    plain = Embedder.from_run(plain_run)  # st_dir holds the plain-head run
+    assert enc.spec.output_shape == (plain.cfg.model.dim,)
+    assert float(np.abs(enc.encode(texts).numpy() - plain.embed("text", texts)).max()) <= 1e-5
 
 
 def test_import_refuses_tampered_folder(onnx_dir: Path, tmp_path: Path) -> None:

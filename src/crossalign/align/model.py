@@ -13,7 +13,7 @@ from crossalign.align.heads import LinearPath, ProjectionHead
 from crossalign.config import ModelConfig
 from crossalign.encoders import Encoder, EncoderSpec
 
-__all__ = ["AlignmentModel", "linear_input_shape"]
+__all__ = ["AlignmentModel", "ViewHead", "linear_input_shape"]
 
 
 class AlignmentModel(nn.Module):
@@ -62,10 +62,18 @@ class AlignmentModel(nn.Module):
         inp = x
         if col in self.towers:
             x = self.towers[col](x)
-        if col not in self.linear:
-            return self.heads[col](x)
-        lp = self.linear[col]
-        return F.normalize(lp.gate * self.heads[col].project(x) + lp(inp), dim=-1)
+        return self.project(col, x, inp)
+
+    def project(self, col: str, feats: torch.Tensor, inp: Any = None) -> torch.Tensor:
+        """Tower output (or cached features) -> the shared space: the head, plus the view's linear
+        path where it has one (which reads the tower's input for from-scratch towers, else `feats`).
+        Every room that runs a tower itself (export, explain, fusion) projects through here."""
+        return _project(self.heads[col], self.linear[col] if col in self.linear else None, col in self.towers,
+                        feats, inp)
+
+    def view_head(self, col: str) -> "ViewHead":
+        """`project` for one view as a module of its own (features -> shared space), e.g. for ONNX."""
+        return ViewHead(self, col)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {col: self.embed(col, x) for col, x in batch.items() if col in self.heads}
@@ -87,3 +95,26 @@ def linear_input_shape(spec: EncoderSpec, towered: bool) -> tuple[int, ...] | No
         return tuple(spec.output_shape)
     shape = spec.options.get("input_shape") if spec.from_scratch else None
     return tuple(int(s) for s in shape) if shape else None
+
+
+class ViewHead(nn.Module):
+    """One view's projection (head + linear path) as a module: forward(feats, inp=None) -> (B, dim)."""
+
+    def __init__(self, model: AlignmentModel, col: str):
+        super().__init__()
+        self.col = col
+        self.head = model.heads[col]
+        self.linear = model.linear[col] if col in model.linear else None
+        self.reads_input = col in model.towers  # the linear path of a from-scratch tower reads its input
+
+    def forward(self, feats: torch.Tensor, inp: torch.Tensor | None = None) -> torch.Tensor:
+        return _project(self.head, self.linear, self.reads_input, feats, inp)
+
+
+def _project(head: ProjectionHead, lp: LinearPath | None, reads_input: bool, feats: torch.Tensor,
+             inp: Any) -> torch.Tensor:
+    """normalize(gate * head(feats) + linear(src)): the closed-form path and the head, summed."""
+    if lp is None:
+        return head(feats)
+    src = inp if (reads_input and inp is not None) else feats
+    return F.normalize(lp.gate * head.project(feats) + lp(src), dim=-1)

@@ -87,7 +87,7 @@ def _signal_forward(embedder: Embedder, col: str) -> Callable[[torch.Tensor], to
     if spec.from_scratch and col in model.towers:
         return lambda x: model.embed(col, x)
     if isinstance(enc, EfficientNetEncoder):
-        return lambda x: model.heads[col](enc.forward_pixels(x))
+        return lambda x: model.project(col, enc.forward_pixels(x))  # head + closed-form path, as `embed`
     return None
 
 
@@ -120,7 +120,8 @@ def default_method(embedder: Embedder, col: str) -> tuple[str, str]:
 def _ig_text(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps: int) -> Attribution:
     from captum.attr import LayerIntegratedGradients
 
-    enc, head = _text_hf(embedder, col), embedder.model.heads[col]
+    enc = _text_hf(embedder, col)
+    head = lambda f: embedder.model.project(col, f)  # noqa: E731 - head + closed-form path, as `embed`
     words = u.labels
     tok = enc.tokenizer(
         [words],

@@ -40,7 +40,26 @@ def st_supported(model: AlignmentModel, col: str) -> str | None:
         return f"view '{col}' feeds token/word-level features to its head; sentence-transformers pools first"
     if model.heads[col].cfg.tokens != "flatten" and len(model.heads[col].in_shape) != 1:
         return f"view '{col}' has a token head"
+    if col in model.linear and float(model.linear[col].gate) != 0.0:
+        # A fine-tuned closed-form start sums two branches (gate * head + linear path); a
+        # sentence-transformers pipeline is a chain of modules and cannot hold that sum.
+        return (f"view '{col}' adds a closed-form linear path to its head (train.start picked the fine-tuned "
+                "candidate); sentence-transformers cannot hold the sum: export it with --format onnx")
     return None
+
+
+def linear_path_modules(model: AlignmentModel, col: str) -> list[Any]:
+    """A view whose closed form won as-is (gate 0): embed = normalize(W standardize(x) + b), one Dense."""
+    from sentence_transformers.models import Normalize
+
+    lp = model.linear[col]
+    folded = nn.Linear(lp.linear.in_features, lp.linear.out_features)
+    with torch.no_grad():  # W((x - m) / s) + b = (W / s) x + (b - W (m / s))
+        inv = 1.0 / lp.norm.std.double().flatten()
+        w = lp.linear.weight.double() * inv
+        folded.weight.copy_(w.float())
+        folded.bias.copy_((lp.linear.bias.double() - w @ lp.norm.mean.double().flatten()).float())
+    return [_dense(folded), Normalize()]
 
 
 def _dense(linear: nn.Linear, act: nn.Module | None = None) -> Any:
@@ -101,7 +120,8 @@ def export_sentence_transformers(model: AlignmentModel, col: str, out: Path, car
         mods: list[Any] = [tr, Pooling(tr.get_embedding_dimension(), pooling_mode="mean")]
         if enc.normalize:  # type: ignore[attr-defined]
             mods.append(Normalize())
-        st = SentenceTransformer(modules=mods + head_modules(model.heads[col]), device="cpu")
+        tail = linear_path_modules(model, col) if col in model.linear else head_modules(model.heads[col])
+        st = SentenceTransformer(modules=mods + tail, device="cpu")
         if card_data:
             for k, v in card_data.items():
                 setattr(st.model_card_data, k, v)

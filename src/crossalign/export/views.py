@@ -67,12 +67,12 @@ class _ImageTowerHead(nn.Module):
 
 
 class _TowerHead(nn.Module):
-    def __init__(self, tower: nn.Module, head: ProjectionHead):
+    def __init__(self, tower: nn.Module, head: nn.Module):
         super().__init__()
         self.tower, self.head = tower, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tower(x))
+        return self.head(self.tower(x), x)  # the linear path (if any) reads the tower's input
 
 
 def _bins(n: int, out: int) -> torch.Tensor:
@@ -157,7 +157,7 @@ def _feature_example(head: ProjectionHead, shape: tuple[int, ...], n: int = 4) -
 def plan_view(model: AlignmentModel, col: str, towers: bool = True) -> ViewPlan:
     """How view `col` is exported. `towers=False` exports every view as head-on-features."""
     spec = model.specs[col]
-    head = model.heads[col]
+    head = model.view_head(col)  # head + the closed-form linear path, when the run has one
     extractor = {"encoder": spec.to_dict(), "note": "compute features with this crossalign encoder first"}
     batch = {0: "batch"}
     if spec.from_scratch:  # the tower is trained with the head: always part of the export
@@ -208,7 +208,7 @@ def plan_view(model: AlignmentModel, col: str, towers: bool = True) -> ViewPlan:
                          "pooled text, EfficientNet-Lite0 and the sensor towers can); a head alone would need "
                          "features only these tuned weights compute")
     shape = tuple(int(s) for s in spec.output_shape)
-    return ViewPlan(col, spec.modality, "head", head, ["features"], (_feature_example(head, shape),),
+    return ViewPlan(col, spec.modality, "head", head, ["features"], (_feature_example(model.heads[col], shape),),
                     {"features": batch, "embedding": batch},
                     {"input": f"features (batch, {', '.join(map(str, shape))}) from the feature extractor",
                      "feature_extractor": extractor})

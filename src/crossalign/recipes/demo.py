@@ -70,7 +70,8 @@ def run_demo(out: str | Path = "runs/demo", n: int = 2000, epochs: int | None = 
     t = time.time()
     log(f"[4/5] evaluating on the test split ({len(table.split('test'))} items)")
     model, cfg = load_run(run)
-    ev = evaluate_model(model, cfg, table, "test")
+    # Scenes labels are plain words ("red circle"): "a red circle" is the natural class prompt here.
+    ev = evaluate_model(model, cfg, table, "test", prompt="a {}")
     m = ev.metrics
     (run / "metrics.json").write_text(json.dumps(m, indent=2))
     results = {"crossalign": m}
