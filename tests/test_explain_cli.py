@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
+from serving import serving
 from typer.testing import CliRunner
 
 from crossalign.cli import app
@@ -97,43 +93,13 @@ def test_search_explains_the_top_hit(tiny_run: Path, scenes_small: Path, tmp_pat
     assert [s["modality"] for s in ex["sides"]] == ["text", "image"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
     log = tmp_path_factory.mktemp("explain-serve") / "server.log"
-    with open(log, "w") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crossalign", "serve", str(tiny_run), "--port", str(port)],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up: " + log.read_text()[-3000:]
-            time.sleep(0.5)
+    with serving([str(tiny_run)], log) as (url, _proc):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
     assert "Traceback" not in log.read_text()
 
 

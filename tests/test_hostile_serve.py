@@ -9,9 +9,6 @@ import base64
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,16 +17,12 @@ from typing import Any, Iterator
 import httpx
 import numpy as np
 import pytest
-
 from hostile_payloads import deep_json, flac_silence, npy_bomb, npz_bomb, png_bomb, wav_many_channels
+from serving import serving
 
 MAX_UPLOAD_MB = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -42,9 +35,10 @@ def rss_mb(pid: int) -> float:
 @pytest.fixture(scope="module")
 def hostile_server(tiny_run: Path, scenes_small: Path, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[dict[str, Any]]:
+    from test_bridge import make_tiny_lm
+
     from crossalign.bridge import Bridge, BridgeConfig
     from crossalign.index import build_index
-    from test_bridge import make_tiny_lm
 
     tmp = tmp_path_factory.mktemp("hostile-serve")
     idx = tmp / "index"
@@ -53,35 +47,11 @@ def hostile_server(tiny_run: Path, scenes_small: Path, tmp_path_factory: pytest.
     # An untrained projector answers nonsense, but through the same route code as a trained one.
     Bridge.new(BridgeConfig(run=str(tiny_run), lm=lm, prefix_tokens=2, hidden=16, max_new_tokens=6,
                             autocast_bf16=False), dim=32).save(tmp / "bridge")
-    port = _free_port()
     log = tmp / "server.log"
-    with open(log, "w") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crossalign", "serve", str(tiny_run), "--index", str(idx), "--bridge",
-             str(tmp / "bridge"), "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB)],
-            stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield {"url": url, "client": client, "pid": proc.pid, "log": log, "index": idx,
-                   "data": scenes_small}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    args = [str(tiny_run), "--index", str(idx), "--bridge", str(tmp / "bridge"), "--max-upload-mb", str(MAX_UPLOAD_MB)]
+    with serving(args, log, env=dict(os.environ, OMP_NUM_THREADS="1")) as (url, proc), \
+            httpx.Client(base_url=url, timeout=60) as client:
+        yield {"url": url, "client": client, "pid": proc.pid, "log": log, "index": idx, "data": scenes_small}
 
 
 def _b64(b: bytes) -> str:

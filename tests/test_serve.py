@@ -6,10 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,16 +14,13 @@ from typing import Any, Iterator
 import httpx
 import numpy as np
 import pytest
+from serving import serving
 
 from crossalign.index import VectorIndex, build_index
 
 MAX_UPLOAD_MB = 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,57 +29,10 @@ def served(
 ) -> Iterator[dict[str, Any]]:
     idx = tmp_path_factory.mktemp("serve") / "index"
     build_index(tiny_run, scenes_small, idx, ["image", "audio", "sensor", "text"])
-    port = _free_port()
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
-    with open(log, "w") as logf:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crossalign",
-                "serve",
-                str(tiny_run),
-                "--index",
-                str(idx),
-                "--port",
-                str(port),
-                "--max-upload-mb",
-                str(MAX_UPLOAD_MB),
-                "--max-k",
-                "50",
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up: " + log.read_text()[-3000:]
-            time.sleep(0.5)
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield {
-                "url": url,
-                "client": client,
-                "index": idx,
-                "run": tiny_run,
-                "data": scenes_small,
-                "log": log,
-            }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    args = [str(tiny_run), "--index", str(idx), "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-k", "50"]
+    with serving(args, log) as (url, _proc), httpx.Client(base_url=url, timeout=60) as client:
+        yield {"url": url, "client": client, "index": idx, "run": tiny_run, "data": scenes_small, "log": log}
 
 
 def _rows(served: dict[str, Any]) -> list[dict[str, Any]]:

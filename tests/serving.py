@@ -1,0 +1,52 @@
+"""A real `crossalign serve` process on 127.0.0.1 for HTTP tests: started, waited for, stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+__all__ = ["free_port", "serving"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(args: list[str], log: Path, env: dict[str, str] | None = None,
+            start_timeout: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`crossalign serve ARGS --port P` -> (base URL, process) once /health answers 200."""
+    port = free_port()
+    with open(log, "w") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "crossalign", "serve", *args, "--port", str(port)],
+                                stdout=logf, stderr=subprocess.STDOUT, env=env or os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up: " + log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
