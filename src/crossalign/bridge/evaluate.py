@@ -82,8 +82,9 @@ def evaluate_bridge(folder: str | Path, data: str | Path, *, columns: list[str] 
     ref_col = bridge.cfg.train_columns[0]
     for col in cols:
         base = systems.get(f"bridge/{ref_col}", {}).get("attr/mean")
-        if base and col != ref_col:
-            transfer[f"{col}/{ref_col} attr ratio"] = systems[f"bridge/{col}"]["attr/mean"] / base
+        if base is not None and col != ref_col and f"bridge/{col}" in systems:
+            # None, not a missing key, when the reference scored 0: the ratio is undefined, say so
+            transfer[f"{col}/{ref_col} attr ratio"] = systems[f"bridge/{col}"]["attr/mean"] / base if base else None
     return {"rows": int(len(test)), "qa_pairs": len(qa), "trained_on": bridge.cfg.train_columns,
             "systems": systems, "transfer": transfer, "samples": shown}
 
@@ -96,5 +97,5 @@ def format_table(res: dict[str, Any]) -> str:
     for name, m in res["systems"].items():
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
     for k, v in res.get("transfer", {}).items():
-        lines.append(f"\n{k}: {v:.3f}")
+        lines.append(f"\n{k}: {v:.3f}" if v is not None else f"\n{k}: undefined (the reference scored 0)")
     return "\n".join(lines)
