@@ -169,7 +169,9 @@ def test_one_site_one_epoch_equals_centralised_training(pairs: Path, flwr_home: 
     for k in a:
         if not a[k].is_floating_point():  # BatchNorm's num_batches_tracked counter is not a weight: not sent
             continue
-        assert_close_scaled(b[k], a[k], rtol=1e-5, msg=k)
+        # float32 Adam steps in another process (Ray worker, other thread count) sum in another order:
+        # 2e-5 of the tensor's scale was seen on a quiet CI machine
+        assert_close_scaled(b[k], a[k], rtol=1e-4, msg=k)
     init = global_model(fed).state_dict()
     assert not torch.equal(a["heads.text.net.0.weight"], init["heads.text.net.0.weight"])  # it did train
 
