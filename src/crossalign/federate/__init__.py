@@ -7,6 +7,11 @@ Importing this package does not import Flower; the submodules that need it do.
 
 from __future__ import annotations
 
-from crossalign.federate.config import FederationConfig, load_federation_config, parse_partition, parse_site_modalities
+from crossalign.federate.config import (
+    FederationConfig,
+    load_federation_config,
+    parse_partition,
+    parse_site_modalities,
+)
 
 __all__ = ["FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]

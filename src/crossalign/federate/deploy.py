@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from crossalign.federate.config import FederationConfig
+from crossalign.federate.procs import terminate_then_kill
 from crossalign.federate.record import FederationRecord
 
 __all__ = ["run_deployed", "APP_PYPROJECT", "write_app"]
@@ -90,18 +91,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
             tree += [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
-    for p in tree:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
+    terminate_then_kill(tree, grace)
     for p in procs:
         if p.poll() is None:
             p.wait(timeout=grace)

@@ -17,6 +17,7 @@ from pathlib import Path
 from flwr.app import Message
 
 from crossalign.federate.config import FederationConfig
+from crossalign.federate.procs import terminate_then_kill
 from crossalign.federate.record import FederationRecord
 
 __all__ = ["run_federation"]
@@ -46,13 +47,7 @@ def _stop_new_children(before: set[int], grace: float = 5.0, sweeps: int = 4) ->
                 continue
         if not left:
             return
-        _, alive = psutil.wait_procs(left, timeout=grace)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=grace)
+        terminate_then_kill(left, grace, terminated=True)
         time.sleep(0.5)
 
 
