@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from crossalign.cli.common import CLI_VIEW_OPTIONS
+from crossalign.cli.common import CLI_VIEW_OPTIONS, EncoderOpt, apply_encoder_args
 
 __all__ = ["benchmark_semi_cmd", "register", "semi_config", "semi_requested", "train_semi_cmd"]
 
@@ -91,6 +91,8 @@ def align_unpaired_cmd(
         seeds: Annotated[Path | None, typer.Option(help="known pairs: CSV/JSONL with ids in fields a, b")] = None,
         out: Annotated[Path, typer.Option(help="output folder (map, matches, report)")] = Path("runs/unpaired"),
         method: Annotated[str, typer.Option(help="GW solver: auto | exact | entropic")] = "auto",
+        init: Annotated[str, typer.Option(help="GW start: signature (items' distance quantiles) | product")] = "signature",
+        encoder: EncoderOpt = None,
         max_items: Annotated[int, typer.Option(help="items per side that GW sees (seeded subsample beyond)")] = 3000,
         dim: Annotated[int, typer.Option(help="PCA dimensions of the linear map")] = 64,
         linear_map: Annotated[str, typer.Option("--map", help="procrustes | ridge")] = "procrustes",
@@ -108,15 +110,16 @@ def align_unpaired_cmd(
     cols = [c.strip() for c in modalities.split(",")] if modalities else [_only_view_column(p) for p in data]
     if len(cols) != 2:
         raise typer.BadParameter("--modalities names one view column per collection, e.g. text,audio")
+    views = apply_encoder_args([_view(c) for c in cols], encoder, add_missing=False)
     try:
-        (ids_a, xa, pa), (ids_b, xb, pb) = (collection_features(p, _view(c), progress=True) for p, c in zip(data, cols))
+        (ids_a, xa, pa), (ids_b, xb, pb) = (collection_features(p, v, progress=True) for p, v in zip(data, views))
         pairs = read_seed_pairs(seeds, ids_a, ids_b) if seeds else None
         truth = None
         if ids_match:
             pos = {x: i for i, x in enumerate(ids_b)}
             truth = np.array([pos.get(x, -1) for x in ids_a], np.int64)
         res = align_unpaired(xa, xb, seeds=pairs, method=method, max_items=max_items, dim=dim, kind=linear_map,
-                             refine=refine, seed=seed, truth=truth)
+                             refine=refine, seed=seed, truth=truth, init=init)
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from e
     out.mkdir(parents=True, exist_ok=True)

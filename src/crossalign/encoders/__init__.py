@@ -39,6 +39,18 @@ def _whisper_base(**o: Any) -> Encoder:
     return whisper_base(**o)
 
 
+def _whisper_asr(**o: Any) -> Encoder:
+    from crossalign.encoders.whisper_asr import whisper_asr
+
+    return whisper_asr(**o)
+
+
+def _whisper_base_asr(**o: Any) -> Encoder:
+    from crossalign.encoders.whisper_asr import whisper_base_asr
+
+    return whisper_base_asr(**o)
+
+
 def _sensor(kind: str) -> Callable[..., Encoder]:
     def make(**o: Any) -> Encoder:
         from crossalign.encoders import sensor
@@ -55,6 +67,8 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
     "image:efficientnet-lite0": _effnet,
     "audio:whisper-tiny": _whisper_tiny,
     "audio:whisper-base": _whisper_base,
+    "audio:whisper-asr": _whisper_asr,
+    "audio:whisper-base-asr": _whisper_base_asr,
     "sensor:mlp": _sensor("mlp"),
     "sensor:conv1d": _sensor("conv1d"),
     "sensor:conv2d": _sensor("conv2d"),

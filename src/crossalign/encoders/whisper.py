@@ -73,6 +73,7 @@ class WhisperEncoder(Encoder):
         from transformers import WhisperFeatureExtractor
 
         self._ct2 = ctranslate2
+        self.model_dir = Path(model_dir)  # its tokenizer.json serves `audio:whisper-asr`
         threads = threads or max(1, min(4, __import__("os").cpu_count() or 1))
         self._model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type=compute_type,
                                                  intra_threads=threads)

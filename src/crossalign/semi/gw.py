@@ -5,6 +5,13 @@ B when i's distances to every other A item look like j's distances to the B item
 Alvarez-Melis & Jaakkola 2018 for embedding spaces). Exact (conditional-gradient) GW for a few
 thousand items, entropic GW beyond; with seed pairs, fused GW whose feature cost compares each
 item's similarities to the seeds (anchors) and pins the seeds to each other.
+
+GW is not convex: started from the product coupling (POT's default) it stalls in a poor local
+optimum even between two nearly isometric spaces (0.3 % of 1 000 pairs recovered, where the start
+below gives 63 %). So the solver starts from the optimal transport plan between items' *distance
+signatures*: the quantiles of each item's distances to the rest of its own view, compared across
+views (Memoli's lower bound of GW). They are invariant to the shuffle, cheap, and close when the
+two spaces are.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_EXACT", "MAX_ITEMS", "GWMatch", "anchor_cost", "gw_match", "intra_cost"]
+__all__ = ["MAX_EXACT", "MAX_ITEMS", "GWMatch", "anchor_cost", "gw_match", "intra_cost", "signature_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,16 @@ def anchor_cost(xa: np.ndarray, xb: np.ndarray, seeds: np.ndarray, standardize: 
     return m / max(float(m.mean()), 1e-12)
 
 
+def signature_plan(c1: np.ndarray, c2: np.ndarray, p: np.ndarray, q: np.ndarray, quantiles: int = 33) -> np.ndarray:
+    """(n_a, n_b) OT plan between the items' distance signatures (quantiles of each row of c1 / c2)."""
+    import ot
+
+    qs = np.linspace(0.0, 1.0, quantiles)
+    sa, sb = np.quantile(c1, qs, axis=1).T, np.quantile(c2, qs, axis=1).T  # (n_a, Q), (n_b, Q)
+    m = (sa**2).sum(1)[:, None] + (sb**2).sum(1)[None, :] - 2.0 * sa @ sb.T  # (n_a, n_b) squared L2
+    return np.asarray(ot.emd(p, q, np.clip(m, 0.0, None)), dtype=np.float64)
+
+
 @dataclass
 class GWMatch:
     match: np.ndarray  # (n_a,) index in B matched to each A item
@@ -62,11 +79,13 @@ class GWMatch:
 
 
 def gw_match(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None = None, method: str = "auto",
-             epsilon: float = 5e-3, alpha: float = 0.5, max_iter: int = 1000, standardize: bool = False) -> GWMatch:
+             epsilon: float = 5e-3, alpha: float = 0.5, max_iter: int = 1000, standardize: bool = False,
+             init: str = "signature") -> GWMatch:
     """Match A (n_a, ...) to B (n_b, ...) by Gromov-Wasserstein; `seeds` (s, 2) known (a, b) pairs.
 
     method: exact | entropic | auto (exact up to MAX_EXACT items). The plan's rows are read as a
-    one-to-one assignment (Hungarian) when n_a == n_b, else by row argmax."""
+    one-to-one assignment (Hungarian) when n_a == n_b, else by row argmax. init: signature (start
+    from `signature_plan`) | product (POT's default, the independent coupling)."""
     import ot
     from scipy.optimize import linear_sum_assignment
 
@@ -79,9 +98,12 @@ def gw_match(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None = None,
         method = "exact" if max(n_a, n_b) <= MAX_EXACT else "entropic"
     if method not in ("exact", "entropic"):
         raise ValueError(f"GW method must be exact, entropic or auto, not {method!r}")
+    if init not in ("signature", "product"):
+        raise ValueError(f"GW init must be signature or product, not {init!r}")
     t0 = time.time()
     c1, c2 = intra_cost(xa, standardize), intra_cost(xb, standardize)
     p, q = np.full(n_a, 1.0 / n_a), np.full(n_b, 1.0 / n_b)
+    g0 = signature_plan(c1, c2, p, q) if init == "signature" else None
     if seeds is not None and len(seeds):
         seeds = np.asarray(seeds, dtype=np.int64).reshape(-1, 2)
         if seeds[:, 0].max() >= n_a or seeds[:, 1].max() >= n_b or seeds.min() < 0:
@@ -92,16 +114,17 @@ def gw_match(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None = None,
         m[:, seeds[:, 1]] = big
         m[seeds[:, 0], seeds[:, 1]] = 0.0
         if method == "exact":
-            plan, lg = ot.gromov.fused_gromov_wasserstein(m, c1, c2, p, q, alpha=alpha, log=True, max_iter=max_iter)
+            plan, lg = ot.gromov.fused_gromov_wasserstein(m, c1, c2, p, q, alpha=alpha, G0=g0, log=True,
+                                                           max_iter=max_iter)
         else:
             plan, lg = ot.gromov.entropic_fused_gromov_wasserstein(m, c1, c2, p, q, alpha=alpha, epsilon=epsilon,
-                                                                   log=True, max_iter=max_iter)
+                                                                   G0=g0, log=True, max_iter=max_iter)
         loss = float(lg.get("fgw_dist", np.nan))
     else:
         if method == "exact":
-            plan, lg = ot.gromov.gromov_wasserstein(c1, c2, p, q, log=True, max_iter=max_iter)
+            plan, lg = ot.gromov.gromov_wasserstein(c1, c2, p, q, G0=g0, log=True, max_iter=max_iter)
         else:
-            plan, lg = ot.gromov.entropic_gromov_wasserstein(c1, c2, p, q, epsilon=epsilon, log=True,
+            plan, lg = ot.gromov.entropic_gromov_wasserstein(c1, c2, p, q, epsilon=epsilon, G0=g0, log=True,
                                                              max_iter=max_iter)
         loss = float(lg.get("gw_dist", np.nan))
     plan = np.asarray(plan, dtype=np.float64)

@@ -53,7 +53,8 @@ def _assign(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def align_unpaired(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None = None, method: str = "auto",
                    max_items: int = MAX_EXACT, dim: int = 64, kind: str = "procrustes", refine: int = 0,
-                   standardize: bool = False, seed: int = 0, truth: np.ndarray | None = None) -> UnpairedResult:
+                   standardize: bool = False, seed: int = 0, truth: np.ndarray | None = None,
+                   init: str = "signature") -> UnpairedResult:
     """xa (n_a, ...), xb (n_b, ...) features of two unpaired collections; seeds (s, 2) known (a, b)
     index pairs; truth (n_a,) the true B index of each A item or -1 (only for the report)."""
     rng = np.random.default_rng(seed)
@@ -65,7 +66,7 @@ def align_unpaired(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None =
     pos_a, pos_b = {int(i): k for k, i in enumerate(sa)}, {int(i): k for k, i in enumerate(sb)}
     sub_seeds = np.array([[pos_a[int(a)], pos_b[int(b)]] for a, b in seeds], np.int64).reshape(-1, 2)
     g = gw_match(xa[sa], xb[sb], seeds=sub_seeds if len(sub_seeds) else None, method=method,
-                 standardize=standardize)
+                 standardize=standardize, init=init)
     ia, ib = sa, sb[g.match]
     if len(seeds):  # known pairs always count, whatever GW made of them
         ia, ib = np.concatenate([ia, seeds[:, 0]]), np.concatenate([ib, seeds[:, 1]])
