@@ -41,6 +41,31 @@ def _config(data: Path, out: Path, epochs: int, seed: int) -> Any:
                   "patience": 0, "seed": seed, "progress": False}})
 
 
+def _gw_table(data: Path, audio_encoder: str) -> Any:
+    """text (MiniLM) and audio (`audio_encoder`) features of every scenes row, for GW alone."""
+    from crossalign.config import RunConfig
+    from crossalign.recipes.align import prepare_features
+
+    cfg = RunConfig.from_dict({"model": {"views": [{"column": "text", "encoder": "text:minilm"},
+                                                   {"column": "audio", "encoder": audio_encoder}]},
+                               "train": {"data": str(data), "out": "", "progress": False}})
+    return prepare_features(cfg, progress=True)[0]
+
+
+def _gw_all(table: Any, args: Any) -> dict[str, Any]:
+    """Zero-pair (and seeded) GW on the benchmark's own audio features and on each `--gw-audio`."""
+    if not args.gw_items:
+        return {}
+    gw: dict[str, Any] = {}
+    for enc in [None] + [e for e in args.gw_audio.split(",") if e]:
+        t = table if enc is None else _gw_table(Path(args.data), enc)
+        tag = "" if enc is None else f"_{enc.split(':', 1)[1]}"
+        gw[f"zero_pairs{tag}"] = _gw(t, args.gw_items, args.seed, 0)
+        if args.gw_seeds:
+            gw[f"{args.gw_seeds}_seeds{tag}"] = _gw(t, args.gw_items, args.seed, args.gw_seeds)
+    return gw
+
+
 def _gw(table: Any, n: int, seed: int, seeds: int) -> dict[str, Any]:
     """Zero (or `seeds`) pairs: text <-> audio of n training items, B shuffled."""
     import numpy as np
@@ -92,6 +117,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--gw-items", type=int, default=1000)
     ap.add_argument("--gw-seeds", type=int, default=10, help="also run seeded GW with this many pairs (0: skip)")
+    ap.add_argument("--gw-audio", default="audio:whisper-asr",
+                    help="GW also on these audio encoders' features (comma-separated; '' for none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="runs/label_efficiency")
     ap.add_argument("--out", default="benchmarks/results/label_efficiency.json")
@@ -129,9 +156,7 @@ def main() -> None:
     cols = cfg0.model.columns
     print(f"features: {len(table)} rows in {time.time() - t0:.0f} s "
           f"(train {len(table.split('train'))}, val {len(table.split('val'))}, test {len(table.split('test'))})")
-    gw: dict[str, Any] = {"zero_pairs": _gw(table, args.gw_items, args.seed, 0)} if args.gw_items else {}
-    if args.gw_seeds and args.gw_items:
-        gw[f"{args.gw_seeds}_seeds"] = _gw(table, args.gw_items, args.seed, args.gw_seeds)
+    gw = _gw_all(table, args)
     for k, v in gw.items():
         print(f"GW text<->audio, {v['n_a']} items, {k}: recovered {v['gw_recovered']:.3f} by GW, "
               f"{v['map_recovered']:.3f} after the map ({v['gw_seconds']} s)", flush=True)
@@ -204,9 +229,7 @@ def _collect(args: Any) -> None:
             row["directions"][b] = {k: v for k, v in met.items() if k.endswith("/R@1") and "->" in k}
         rows.append(row)
         print(f"{100 * f:g} %: " + "  ".join(f"{k} {v:.3f}" for k, v in row["results"].items()), flush=True)
-    gw: dict[str, Any] = {"zero_pairs": _gw(table, args.gw_items, args.seed, 0)} if args.gw_items else {}
-    if args.gw_seeds and args.gw_items:
-        gw[f"{args.gw_seeds}_seeds"] = _gw(table, args.gw_items, args.seed, args.gw_seeds)
+    gw = _gw_all(table, args)
     _write(rows, gw, args, cols, t0)
 
 
@@ -221,7 +244,9 @@ def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list
               + " | ".join(f"{r['results'][m]:.3f}" if m in r["results"] else "—" for m in all_methods) + " |")
     full = next((r["results"]["crossalign"] for r in rows if r["fraction"] >= 1), None)
     ten = next((r for r in rows if abs(r["fraction"] - 0.1) < 1e-9), None)
-    targets: dict[str, Any] = {"gw_target_met": gw["zero_pairs"]["gw_recovered"] >= 0.5} if gw else {}
+    zero = {k: v["gw_recovered"] for k, v in gw.items() if k.startswith("zero_pairs")}
+    targets: dict[str, Any] = {"gw_zero_pairs_best": max(zero, key=zero.get),  # type: ignore[arg-type]
+                               "gw_target_met": max(zero.values()) >= 0.5} if zero else {}
     if ten is not None and full is not None:
         semi = {m: v for m, v in ten["results"].items() if m.startswith("crossalign+")}
         best_b = max(BASELINES, key=lambda b: ten["results"][b])

@@ -319,6 +319,7 @@ def test_cli_train_benchmark_and_align_unpaired(scenes_small: Path, tmp_path: Pa
     assert r.exit_code != 0 and "bad.jsonl" in flat and "row1" in flat and "no-such-id" in flat
 
 
+@pytest.mark.slow  # transcribes 66 clips: ~1 min on 2 loaded cores
 def test_align_unpaired_with_no_pairs_through_a_speech_cascade(scenes_small: Path, tmp_path: Path) -> None:
     """Captions and their recordings, shuffled, no seed pairs: with `--encoder audio=audio:whisper-asr`
     both sides live in a text space, and GW from the distance-signature start recovers pairs above
