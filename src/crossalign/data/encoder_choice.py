@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from crossalign.data.manifest import Manifest
+from crossalign.data.manifest import Manifest, view_modality
 
 __all__ = ["choose_default", "resolve_view", "resolve_views", "column_language", "script_profile",
            "record_encoded", "recorded_encoders", "ENGLISH_ONLY", "fits_rank"]
@@ -144,7 +144,7 @@ def record_encoded(manifest: Manifest, column: str, encoder: str, options: dict[
 def resolve_view(view: Any, manifest: Manifest | None, recorded: dict[str, dict[str, Any]] | None = None) -> str:
     """Fill `view.encoder` (and default options) in place when unset; record why in `view.why`.
     Raises ValueError when a named sensor tower cannot take the column's arrays."""
-    modality = view.resolved_modality()
+    modality = view_modality(view)
     if view.encoder is None:
         rec = (recorded if recorded is not None else (recorded_encoders(manifest) if manifest else {}))
         hit = rec.get(view.column)
