@@ -17,7 +17,8 @@ from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.encoders import Encoder, EncoderSpec, build_encoder
 from crossalign.encoders.hub import refuse_hub_ids
-from crossalign.saved import WEIGHTS_ORDER, atomic_write_json, read_contract, read_json, save_weights, weights_file, write_contract
+from crossalign.saved import (WEIGHTS_ORDER, atomic_write_json, read_contract, read_json, save_weights, weights_file,
+                              write_contract)
 
 __all__ = ["save_model", "load_run", "build_towers", "export_merged", "RUN_FORMAT"]
 

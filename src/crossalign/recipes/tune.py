@@ -18,6 +18,7 @@ import yaml
 from crossalign.align.objectives import objective_entry
 from crossalign.config import RunConfig
 from crossalign.recipes.align import prepare_features, train
+from crossalign.saved import atomic_write_text
 
 if TYPE_CHECKING:
     import optuna
@@ -29,9 +30,7 @@ OBJECTIVE_CHOICES = ("infonce", "siglip")
 
 def _write(path: Path, text: str) -> None:
     """Atomic, so workers finishing together on one storage never interleave their summaries."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _study(storage: str | None, name: str, seed: int) -> "optuna.Study":
