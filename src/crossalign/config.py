@@ -180,7 +180,7 @@ class ModelConfig(ConfigBase):
         for col, t in self.tower_tuning.items():
             if col not in self.train_towers:
                 raise ValueError(f"tower_tuning['{col}'] needs '{col}' in train_towers")
-            TowerTuning.from_dict(t, f"model.tower_tuning.{col}")  # validates the fields now, not when the tower is built
+            TowerTuning.from_dict(t, f"model.tower_tuning.{col}")  # validated now, not when the tower is built
         if self.dim < 2 or not 0 < self.temperature < 10:
             raise ValueError("dim >= 2 and 0 < temperature < 10")
 

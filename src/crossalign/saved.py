@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONTRACT_FILE", "KINDS", "LEGACY_MARKERS", "WEIGHTS_ORDER", "FolderError", "atomic_folder",
-           "atomic_write_json", "atomic_write_text", "read_contract", "read_json", "save_weights",
+           "atomic_write_json", "atomic_write_text", "fsync_path", "read_contract", "read_json", "save_weights",
            "weights_file", "write_contract"]
 
 CONTRACT_FILE = "crossalign.json"
@@ -63,8 +63,9 @@ def _tmp_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(p: Path) -> None:
+    """Flush a file or a folder (its entries: a rename made durable) to the disk."""
+    fd = os.open(p, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -85,7 +86,7 @@ def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> Pa
     finally:
         tmp.unlink(missing_ok=True)
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     return path
 
 

@@ -16,7 +16,6 @@ previous, complete generation; opening verifies checksums and counts and refuses
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import faiss
 
 from crossalign import saved
+from crossalign.saved import fsync_path
 from crossalign.index.backends import IndexParams, supports_remove
 from crossalign.index.identity import file_sha256
 from crossalign.index.meta import MetaTable
@@ -38,14 +38,6 @@ INDEX_KIND = "index"
 
 class CorruptIndexError(RuntimeError):
     """An index folder failed verification (missing, truncated or altered files)."""
-
-
-def fsync_path(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
