@@ -73,7 +73,7 @@ def _apply_moves(cls: type[ConfigBase], d: dict[str, Any], where: str) -> dict[s
             continue
         section, _, key = new.partition(".")
         sub = d.get(section)
-        sub = dict(sub) if isinstance(sub, Mapping) else {}
+        sub = sub.to_dict() if isinstance(sub, ConfigBase) else dict(sub) if isinstance(sub, Mapping) else {}
         if key in sub and sub[key] != d[old]:
             raise ConfigError(f"{where}: {old!r} (older spelling of {new!r}) is {d[old]!r} but {new!r} is "
                               f"{sub[key]!r}; give one")
