@@ -68,7 +68,8 @@ def main() -> None:
             **kw: Any) -> None:
         t = time.time()
         cfg = TaskConfig(task=task, data=str(data), out=str(work / "runs" / f"{task}-{name}"),
-                         init=str(run) if init else None, epochs=args.epochs, seed=args.seed, progress=False, **kw)
+                         init=str(run) if init else None,
+                         train={"epochs": args.epochs, "seed": args.seed, "progress": False}, **kw)
         p = derive(prep, mods, fraction, args.seed)
         _, res, ev = train_task(cfg, prep=p, progress=False)
         m = ev["metrics"]
@@ -89,7 +90,7 @@ def main() -> None:
     # Report consistency: features prepared once (cache), every row derives from them.
     _, views, _ = build_align_model(TaskConfig(init=str(run)))
     base = TaskConfig(task="report-consistency", data=str(data), out=str(work / "runs" / "rc-prep"), init=str(run),
-                      seed=args.seed, progress=False)
+                      train={"seed": args.seed, "progress": False})
     rc = prepare_task(base, align_views=views, progress=True)
     one("report-consistency", "text only", rc, mods=["text"])
     one("report-consistency", "image only", rc, mods=["image"])
@@ -101,7 +102,7 @@ def main() -> None:
         one("report-consistency", f"fused {int(frac * 100)}% labels, no pre-train", rc, fraction=frac, init=False)
     if not args.skip_masked:
         base_m = TaskConfig(task="masked-attribute", data=str(data), out=str(work / "runs" / "ma-prep"),
-                            init=str(run), seed=args.seed, progress=False, modalities=mods)
+                            init=str(run), train={"seed": args.seed, "progress": False}, modalities=mods)
         ma = prepare_task(base_m, align_views=views, progress=True)
         one("masked-attribute", "text only", ma, mods=["text"])
         one("masked-attribute", "image only", ma, mods=["image"])

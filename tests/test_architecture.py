@@ -10,7 +10,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "crossalign"
 # Rooms that must import with no trainer, CLI, server or recipe (ARCHITECTURE.md "Library").
 LIBRARY = {"modalities", "encoders", "data", "datasets", "align", "evaluate", "explain", "index", "fuse",
-           "bridge", "semi", "export", "config", "paths"}
+           "bridge", "semi", "export", "config", "paths", "saved"}
+# Leaves: every room may import them, so they import no other room (and nothing heavy at import).
+LEAVES = {"config": PKG / "config.py", "saved": PKG / "saved.py"}
 PROGRAMS = {"cli", "serve", "train", "recipes", "demo", "federate"}
 MAX_LINES = 300
 
@@ -69,6 +71,23 @@ def test_library_imports_no_program() -> None:
     bad = [f"{edge}" for a, outs in _room_graph().items() if a in LIBRARY
            for b, edge in outs.items() if b in PROGRAMS]
     assert not bad, "library rooms import programs:\n" + "\n".join(bad)
+
+
+def test_leaves_import_no_other_room() -> None:
+    bad = [f"{name} -> {m}" for name, p in LEAVES.items() for m in _imports(p) if _room(m) != name]
+    assert not bad, "leaf modules import other rooms:\n" + "\n".join(bad)
+
+
+def test_config_imports_nothing_heavy() -> None:
+    """Reading a config (CLI help, a federation site's settings) must not load torch or numpy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, crossalign.config, crossalign.saved; "
+            "print(sorted(m for m in ('torch', 'numpy', 'safetensors') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(SRC), "PATH": ""}).stdout.strip()
+    assert out == "[]", f"importing crossalign.config / crossalign.saved loaded {out}"
 
 
 def test_files_are_small_or_say_why() -> None:

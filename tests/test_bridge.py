@@ -165,7 +165,8 @@ def tiny_bridge(tiny_run: Path, scenes_small: Path, tiny_lm: str, tmp_path_facto
     from crossalign.recipes.bridge import train_bridge
 
     out = tmp_path_factory.mktemp("bridge")
-    cfg = BridgeConfig(lm=tiny_lm, prefix_tokens=2, hidden=64, epochs=4, batch_size=8, lr=1e-2, qa_per_row=2,
+    cfg = BridgeConfig(lm=tiny_lm, prefix_tokens=2, hidden=64, train={"epochs": 4, "batch_size": 8, "lr": 1e-2},
+                       qa_per_row=2,
                        lora_r=4, lora_epochs=1, val_rows=6, max_new_tokens=12, autocast_bf16=False,
                        system="answer about the input")
     folder, res = train_bridge(tiny_run, scenes_small, out, cfg, progress=False)
@@ -310,7 +311,7 @@ def test_smollm2_end_to_end(tiny_run: Path, scenes_small: Path, tmp_path: Path) 
     t = time.time()
     load_lm("smollm2")
     assert time.time() - t < 5  # the cached safetensors load fast (< 1 s on an idle machine)
-    cfg = BridgeConfig(max_rows=16, epochs=1, batch_size=8, val_rows=4, qa_per_row=1, max_new_tokens=16)
+    cfg = BridgeConfig(max_rows=16, train={"epochs": 1, "batch_size": 8}, val_rows=4, qa_per_row=1, max_new_tokens=16)
     folder, res = train_bridge(tiny_run, scenes_small, tmp_path / "b", cfg, progress=False, lm=lm)
     assert np.isfinite(res["stage1"].best_metric)
     b = Bridge.load(folder, lm=lm)

@@ -123,7 +123,7 @@ def test_task_config(tmp_path: Path) -> None:
         load_task_config(f)
     f.write_text("data: d.jsonl\nfusion: gated\n")
     cfg = load_task_config(f, epochs=3, init=None)
-    assert (cfg.task, cfg.fusion, cfg.epochs, cfg.data) == ("custom", "gated", 3, "d.jsonl")
+    assert (cfg.task, cfg.fusion, cfg.train.epochs, cfg.data) == ("custom", "gated", 3, "d.jsonl")
 
 
 def test_entity_spans() -> None:
@@ -173,8 +173,8 @@ def test_end_to_end_report_consistency(scenes_small: Path, tmp_path: Path) -> No
     from crossalign.fuse.run import evaluate_run, load_task_run, predict
     from crossalign.recipes.task import train_task
 
-    cfg = TaskConfig(task="report-consistency", data=str(scenes_small), out=str(tmp_path / "rc"), epochs=2,
-                     batch_size=32, d=32, heads=2, layers=1, progress=False,
+    cfg = TaskConfig(task="report-consistency", data=str(scenes_small), out=str(tmp_path / "rc"),
+                     train={"epochs": 2, "batch_size": 32, "progress": False}, d=32, heads=2, layers=1,
                      token_views={"text": {"column": "text", "encoder": "text:minilm", "options": {"words": 28}},
                                   "image": {"column": "image", "options": {"size": 128, "grid": 2, "color": True}}})
     run, result, ev = train_task(cfg)

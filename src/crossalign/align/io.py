@@ -1,31 +1,29 @@
-"""Saved runs: a folder with `config.json`, `model.safetensors` and `encoders.json`. No pickle.
+"""Saved runs: a folder with `crossalign.json` (kind "alignment-run"), `config.json`,
+`encoders.json` and `model.safetensors` (+ `best`/`last` checkpoints). No pickle.
 
-Everything that reads a run (eval, search, serve, bridge, tasks) goes through `load_run`.
+Everything that reads a run (eval, search, serve, bridge, tasks) goes through `load_run`; how files
+are written and which weights are read is `crossalign.saved`'s job.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.encoders import Encoder, EncoderSpec, build_encoder
 from crossalign.encoders.hub import refuse_hub_ids
+from crossalign.saved import (WEIGHTS_ORDER, atomic_write_json, read_contract, read_json, save_weights, weights_file,
+                              write_contract)
 
 __all__ = ["save_model", "load_run", "build_towers", "export_merged", "RUN_FORMAT"]
 
 RUN_FORMAT = 1
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+RUN_KIND = "alignment-run"
 
 
 def save_model(model: AlignmentModel, cfg: RunConfig, folder: str | Path, name: str = "model",
@@ -33,14 +31,14 @@ def save_model(model: AlignmentModel, cfg: RunConfig, folder: str | Path, name: 
     """Write `<name>.safetensors` (+ config.json and encoders.json) into `folder`, atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = folder / f".{name}.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": str(RUN_FORMAT)})
-    os.replace(tmp, folder / f"{name}.safetensors")
-    _atomic_write(folder / "config.json", json.dumps(cfg.to_dict() | {"format": RUN_FORMAT}, indent=2))
-    _atomic_write(folder / "encoders.json", json.dumps({c: s.to_dict() for c, s in model.specs.items()}, indent=2))
+    save_weights(folder / f"{name}.safetensors", model.state_dict(), metadata={"format": str(RUN_FORMAT)})
+    atomic_write_json(folder / "config.json", cfg.to_dict() | {"format": RUN_FORMAT})
+    atomic_write_json(folder / "encoders.json", {c: s.to_dict() for c, s in model.specs.items()})
+    parts = ["config.json", "encoders.json"]
     if extra:
-        _atomic_write(folder / f"{name}.json", json.dumps(extra, indent=2))
+        atomic_write_json(folder / f"{name}.json", extra)
+    # weights: `<name>.safetensors`, read in the order `crossalign.saved.weights_file` owns
+    write_contract(folder, RUN_KIND, RUN_FORMAT, parts, weights=list(WEIGHTS_ORDER))
     return folder / f"{name}.safetensors"
 
 
@@ -61,25 +59,15 @@ def build_towers(cfg: RunConfig, specs: dict[str, EncoderSpec]) -> dict[str, Enc
 def load_run(folder: str | Path, which: str = "best") -> tuple[AlignmentModel, RunConfig]:
     """Load `best` (falls back to `model`/`last`) weights of a run folder, bit-identically."""
     folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder}: not a crossalign run (no config.json)")
-    raw = json.loads((folder / "config.json").read_text())
-    raw.pop("format", None)
-    cfg = RunConfig.from_dict(raw)
+    read_contract(folder, (RUN_KIND,), RUN_FORMAT)  # a run from before crossalign.json: its config.json
+    cfg = RunConfig.from_dict(read_json(folder / "config.json", "a crossalign run"), f"{folder}/config.json")
     specs = {c: EncoderSpec.from_dict(d) for c, d in json.loads((folder / "encoders.json").read_text()).items()}
     refuse_hub_ids((s.name for s in specs.values()), str(folder / "encoders.json"))
     for v in cfg.model.views:  # runs saved before encoders were chosen per column: keep what they used
         if v.encoder is None and v.column in specs:
             v.encoder, v.why = specs[v.column].name, "from the run's encoders.json"
     model = AlignmentModel(cfg.model, specs, build_towers(cfg, specs))
-    for name in (which, "model", "best", "last"):
-        f = folder / f"{name}.safetensors"
-        if f.exists():
-            state = load_file(str(f))
-            model.load_state_dict(state, strict=True)
-            break
-    else:
-        raise FileNotFoundError(f"{folder}: no {which}.safetensors / model.safetensors")
+    model.load_state_dict(load_file(str(weights_file(folder, which))), strict=True)
     model.eval()
     return model, cfg
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossalign.align.heads import LinearPath, ProjectionHead
+from crossalign.align.objectives import check_objective
 from crossalign.config import ModelConfig
 from crossalign.encoders import Encoder, EncoderSpec
 
@@ -31,6 +32,7 @@ class AlignmentModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig, specs: dict[str, EncoderSpec], towers: dict[str, Encoder] | None = None):
         super().__init__()
+        check_objective(cfg)  # its name and the number of views it takes (the config knows no registry)
         self.cfg = cfg
         self.specs = dict(specs)  # encoder spec per column (outputs the heads take)
         self.towers = nn.ModuleDict(towers or {})

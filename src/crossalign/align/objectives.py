@@ -10,6 +10,9 @@ single-process loss on the global batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,8 +20,10 @@ from torch import nn
 from crossalign.align.distributed import SINGLE, DistContext
 from crossalign.align.pairwise import Pairs, sigmoid_block_sum, weighted_total
 from crossalign.align.siglip_chunked import SigLIPChunked
+from crossalign.config import ModelConfig
 
-__all__ = ["InfoNCE", "SigLIP", "TriSigmoid", "CosineEmbedding", "OBJECTIVE_REGISTRY", "build_objective",
+__all__ = ["InfoNCE", "SigLIP", "TriSigmoid", "CosineEmbedding", "OBJECTIVES", "OBJECTIVE_REGISTRY",
+           "ObjectiveEntry", "build_objective", "check_objective", "objective_entry", "objective_pairs",
            "positive_mask"]
 
 def positive_mask(local_groups: torch.Tensor | None, all_groups: torch.Tensor | None, b: int, n: int,
@@ -148,18 +153,50 @@ class TriSigmoid(nn.Module):
         return {"loss": lpos + lneg, "loss/pos": lpos.detach(), "loss/neg": lneg.detach()}
 
 
-OBJECTIVE_REGISTRY: dict[str, type[nn.Module] | object] = {
-    "infonce": InfoNCE,
-    "siglip": SigLIP,
-    "siglip-chunked": SigLIPChunked,  # same loss, ring exchange instead of the global logit matrix
-    "cosine": CosineEmbedding,
-    "tri-sigmoid": lambda: TriSigmoid(negatives=False),
-    "tri-sigmoid-neg": lambda: TriSigmoid(negatives=True),
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    """A registered objective and the facts other code needs about it (declared here, never read
+    off its name)."""
+
+    factory: Callable[[], nn.Module]
+    views: int | None = None  # exactly this many views (None: any number >= 2)
+    anchored: bool = False  # binds every view to the anchor, whatever `pairing` says
+    group_aware: bool = True  # rows of one group count as positives for each other
+
+
+OBJECTIVES: dict[str, ObjectiveEntry] = {
+    "infonce": ObjectiveEntry(InfoNCE),
+    "siglip": ObjectiveEntry(SigLIP),
+    # same loss as siglip, ring exchange instead of the global logit matrix
+    "siglip-chunked": ObjectiveEntry(SigLIPChunked),
+    "cosine": ObjectiveEntry(CosineEmbedding),
+    "tri-sigmoid": ObjectiveEntry(lambda: TriSigmoid(negatives=False), views=3, anchored=True, group_aware=False),
+    "tri-sigmoid-neg": ObjectiveEntry(lambda: TriSigmoid(negatives=True), views=3, anchored=True),
 }
+# name -> factory, as before the entries carried facts
+OBJECTIVE_REGISTRY: dict[str, Callable[[], nn.Module]] = {k: e.factory for k, e in OBJECTIVES.items()}
+
+
+def objective_entry(name: str) -> ObjectiveEntry:
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}") from None
+
+
+def check_objective(cfg: ModelConfig) -> ObjectiveEntry:
+    """The model config's objective exists and takes its views; -> its entry."""
+    e = objective_entry(cfg.objective)
+    if e.views is not None and cfg.views and len(cfg.views) != e.views:
+        raise ValueError(f"objective '{cfg.objective}' takes exactly {e.views} views (the anchor plus "
+                         f"{e.views - 1}), not {len(cfg.views)}")
+    return e
+
+
+def objective_pairs(cfg: ModelConfig) -> Pairs:
+    """The (a, b, weight) view pairs the config's objective scores."""
+    return cfg.pairs(anchored=objective_entry(cfg.objective).anchored)
 
 
 def build_objective(name: str) -> nn.Module:
-    try:
-        return OBJECTIVE_REGISTRY[name]()  # type: ignore[operator]
-    except KeyError:
-        raise ValueError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVE_REGISTRY)}") from None
+    return objective_entry(name).factory()

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-__all__ = ["BridgeConfig", "load_bridge_config"]
+from crossalign.config import ConfigBase, TrainConfig
+from crossalign.saved import read_json
+
+__all__ = ["BridgeConfig", "load_bridge_config", "BRIDGE_FORMAT"]
 
 BRIDGE_FORMAT = 1
-META_KEYS = ("dim", "lm_hidden", "train")
+# Facts written beside the settings in bridge.json (dims, training stats); `stats` was called
+# `train` before the loop settings took that name (see `load_bridge_config`).
+META_KEYS = ("format", "dim", "lm_hidden", "stats")
+
+
+def _bridge_train() -> TrainConfig:
+    return TrainConfig(epochs=1, batch_size=16, lr=2e-3, weight_decay=0.0, warmup=0.05, patience=0, progress=False)
 
 
 @dataclass
-class BridgeConfig:
+class BridgeConfig(ConfigBase):
     run: str = ""  # the crossalign run whose shared space feeds the projector
     lm: str = "smollm2"  # `smollm2` (packaged) or `hf:<id or folder>`
     projector: Literal["linear", "mlp"] = "mlp"  # LLaVA-1.5 uses a 2-layer MLP
@@ -25,11 +33,8 @@ class BridgeConfig:
     qa_per_row: int = 1  # question-answer pairs drawn per training row (per epoch order, fixed)
     max_rows: int = 0  # training rows used (0: all); CPU time scales with it
     system: str = "Answer about the input."  # short on purpose: every token costs CPU time per step
-    epochs: int = 1
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup: float = 0.05
+    # The loop of stage 1 (stage 2 takes its epochs and learning rates from the lora_* fields).
+    train: TrainConfig = field(default_factory=_bridge_train)
     lora_r: int = 0  # > 0: second stage with LoRA on the LM's attention (projector keeps training)
     lora_alpha: int = 16
     lora_epochs: int = 1
@@ -37,10 +42,14 @@ class BridgeConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     val_rows: int = 24  # validation rows for the per-epoch teacher-forced loss (kept small: CPU)
     max_new_tokens: int = 48
-    seed: int = 0
     autocast_bf16: bool = True  # bf16 autocast for the frozen LM on CPU (about 2x faster where supported)
+    MOVED: ClassVar[dict[str, str]] = {k: f"train.{k}" for k in  # bridge.json written before `train`
+                                       ("epochs", "batch_size", "lr", "weight_decay", "warmup", "seed")}
+    IGNORED: ClassVar[tuple[str, ...]] = META_KEYS
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict({**_bridge_train().to_dict(), **self.train}, "BridgeConfig.train")
         if self.projector not in ("linear", "mlp"):
             raise ValueError(f"projector must be linear or mlp, not {self.projector!r}")
         if self.prefix_tokens < 1 or self.hidden < 1:
@@ -48,30 +57,22 @@ class BridgeConfig:
         bad = [t for t in self.tasks if t not in ("caption", "qa")]
         if bad or not self.tasks:
             raise ValueError(f"tasks must be a non-empty subset of caption, qa (got {self.tasks})")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.lora_r < 0:
-            raise ValueError("epochs >= 1, batch_size >= 1, lr > 0, lora_r >= 0")
+        if self.lora_r < 0:
+            raise ValueError("lora_r >= 0")
         if not self.train_columns:
             raise ValueError("train_columns needs at least one view column")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"format": BRIDGE_FORMAT}
+    @property
+    def seed(self) -> int:
+        """The bridge's seed (projector init, example order and the loop follow `train.seed`)."""
+        return self.train.seed
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BridgeConfig":
-        d = dict(d)
-        d.pop("format", None)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown bridge config fields: {sorted(unknown)}")
-        return cls(**d)
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"format": BRIDGE_FORMAT}
 
 
 def load_bridge_config(folder: str | Path) -> BridgeConfig:
-    f = Path(folder) / "bridge.json"
-    if not f.exists():
-        raise FileNotFoundError(f"{folder}: not a crossalign bridge (no bridge.json)")
-    d = json.loads(f.read_text())
-    for k in META_KEYS:  # facts written beside the config (dims, training stats), not settings
-        d.pop(k, None)
-    return BridgeConfig.from_dict(d)
+    d = read_json(Path(folder) / "bridge.json", what="a crossalign bridge")
+    if isinstance(d.get("train"), dict) and "rows" in d["train"]:  # written before: training stats, not settings
+        d["stats"] = d.pop("train")
+    return BridgeConfig.from_dict(d, f"{folder}/bridge.json")

@@ -23,6 +23,7 @@ from crossalign.align.embedder import Embedder
 from crossalign.data.features import ViewSpec, encode_views
 from crossalign.data.manifest import Manifest, load_manifest
 from crossalign.paths import cache_root
+from crossalign.saved import weights_file
 
 __all__ = ["AlignedTable", "aligned_embeddings"]
 
@@ -54,10 +55,7 @@ def _stamp(p: Path) -> str:
 
 
 def _weights_file(run: Path) -> Path:
-    for name in ("best", "model", "last"):
-        if (run / f"{name}.safetensors").exists():
-            return run / f"{name}.safetensors"
-    raise FileNotFoundError(f"{run}: no best/model/last.safetensors")
+    return weights_file(run, "best")  # the file the run's embedder loaded
 
 
 def aligned_embeddings(embedder: Embedder, data: str | Path, columns: list[str] | None = None,

@@ -1,28 +1,29 @@
 """`Bridge`: a frozen causal LM, a prefix projector (and optional LoRA) over a run's shared space.
 
-A saved bridge is a folder: `bridge.json` (config naming the LM and the run), `projector.safetensors`
-and, after a LoRA stage, `lora.safetensors`. No pickle.
+A saved bridge is a folder: `crossalign.json` (kind "bridge"), `bridge.json` (config naming the LM
+and the run), `projector.safetensors` and, after a LoRA stage, `lora.safetensors`. No pickle.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ContextManager, Iterator, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from crossalign.bridge.config import BridgeConfig, load_bridge_config
+from crossalign.bridge.config import BRIDGE_FORMAT, BridgeConfig, load_bridge_config
 from crossalign.bridge.lm import LanguageModel, load_lm
 from crossalign.bridge.projector import PrefixProjector
 from crossalign.bridge.prompts import CAPTION_PROMPT
 from crossalign.bridge.sequence import ChatFormat, build_batch, greedy_decode, prefix_loss
+from crossalign.saved import atomic_write_json, read_contract, read_json, save_weights, write_contract
 
-__all__ = ["Bridge"]
+__all__ = ["Bridge", "BRIDGE_KIND"]
+
+BRIDGE_KIND = "bridge"
 
 
 class Bridge:
@@ -46,12 +47,13 @@ class Bridge:
              with_embedder: bool = True) -> "Bridge":
         """Load a bridge folder; the run's `Embedder` comes along unless `with_embedder=False`."""
         folder = Path(folder)
+        read_contract(folder, (BRIDGE_KIND,), BRIDGE_FORMAT)  # a bridge from before crossalign.json: its bridge.json
         cfg = load_bridge_config(folder)
         if lm is None:
             from crossalign.encoders.hub import refuse_hub_ids
 
             refuse_hub_ids([cfg.lm], str(folder / "bridge.json"))
-        meta = json.loads((folder / "bridge.json").read_text())
+        meta = read_json(folder / "bridge.json", "a crossalign bridge")
         if embedder is None and with_embedder:
             from crossalign.align.embedder import Embedder
 
@@ -83,16 +85,17 @@ class Bridge:
     def save(self, folder: str | Path, name: str = "projector", extra: dict[str, Any] | None = None) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _save(folder / f"{name}.safetensors", self.projector.state_dict())
+        parts = [f"{name}.safetensors", "bridge.json"]
+        save_weights(folder / parts[0], self.projector.state_dict())
         if self.lora:
             from peft import get_peft_model_state_dict
 
             lname = "lora" if name == "projector" else f"{name}-lora"
-            _save(folder / f"{lname}.safetensors", get_peft_model_state_dict(self.lm.model))
+            save_weights(folder / f"{lname}.safetensors", get_peft_model_state_dict(self.lm.model))
+            parts.append(f"{lname}.safetensors")
         meta = self.cfg.to_dict() | {"dim": self.projector.dim, "lm_hidden": self.projector.lm_hidden}
-        tmp = folder / ".bridge.json.tmp"
-        tmp.write_text(json.dumps(meta | (extra or {}), indent=2))
-        os.replace(tmp, folder / "bridge.json")
+        atomic_write_json(folder / "bridge.json", meta | (extra or {}))
+        write_contract(folder, BRIDGE_KIND, BRIDGE_FORMAT, parts)
 
     def eval(self) -> "Bridge":
         self.projector.eval()
@@ -176,8 +179,3 @@ class Bridge:
                max_new_tokens: int | None = None) -> str:
         return "".join(self.ask(modality, value, question, base_dir, max_new_tokens)).strip()
 
-
-def _save(path: Path, state: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)

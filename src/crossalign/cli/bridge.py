@@ -37,7 +37,7 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
     cfg = BridgeConfig(lm=lm, projector=projector, prefix_tokens=prefix_tokens,  # type: ignore[arg-type]
                        train_columns=[c.strip() for c in train_on.split(",") if c.strip()],
                        tasks=[t.strip() for t in tasks.split(",") if t.strip()], max_rows=max_rows,
-                       epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r, seed=seed)
+                       lora_r=lora_r, train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed})
     folder, res = train_bridge(run, data, out or run / "bridge", cfg, log=log_specs(log))
     typer.echo(f"bridge saved to {folder} " + json.dumps({k: round(r.best_metric, 4) for k, r in res.items()}))
 

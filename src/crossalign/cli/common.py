@@ -38,9 +38,11 @@ EncoderOpt = Annotated[Optional[list[str]], typer.Option(
 
 def apply_cli_defaults(views: list[Any], recorded: dict[str, Any]) -> None:
     """Bare views (no encoder, no options, nothing cached by `encode`) get the CLI's options."""
+    from crossalign.data.manifest import view_modality
+
     for v in views:
         if v.encoder is None and not v.options and v.column not in recorded:
-            v.options = dict(CLI_VIEW_OPTIONS.get(v.resolved_modality(), {}))
+            v.options = dict(CLI_VIEW_OPTIONS.get(view_modality(v), {}))
 
 
 def apply_encoder_args(views: list[Any], specs: list[str] | None, add_missing: bool) -> list[Any]:

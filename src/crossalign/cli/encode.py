@@ -39,7 +39,7 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
     from crossalign.cli.common import apply_cli_defaults
     from crossalign.data.encoder_choice import record_encoded, recorded_encoders
     from crossalign.data.extract import encode_column
-    from crossalign.data.features import build_view_encoder
+    from crossalign.data.features import build_view_encoder, view_encoder, view_modality
     from crossalign.data.manifest import load_manifest
 
     from crossalign.train.distributed import encode_views_share, init_from_env, is_launched
@@ -60,9 +60,9 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
         if v.column not in m.columns:
             raise typer.BadParameter(f"column '{v.column}' not in {m.path} (columns: {', '.join(m.columns)})")
         enc = build_view_encoder(v, m)  # an unset encoder is chosen from the column's name and content
-        record_encoded(m, v.column, v.resolved_encoder(), v.options)  # `train` then uses the same one
+        record_encoded(m, v.column, view_encoder(v), v.options)  # `train` then uses the same one
         cf = encode_column(m, v.column, enc, batch_size=batch_size, progress=True, cache_dir=cache_dir,
-                           modality=v.resolved_modality())
+                           modality=view_modality(v))
         shape = "x".join(str(s) for s in cf.spec.output_shape)
         typer.echo(f"{v.column}: {enc.spec.name} ({v.why}) -> {len(cf.rows)} rows of {shape} "
                    f"({cf.encoded} newly encoded, the rest from the cache) [{cf.spec.cache_key()}]")

@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from crossalign.data.manifest import Manifest
+from crossalign.data.manifest import Manifest, view_modality
+from crossalign.encoders import SENSOR_TOWER_RANKS, default_sensor_tower
 
 __all__ = ["choose_default", "resolve_view", "resolve_views", "column_language", "script_profile",
            "record_encoded", "recorded_encoders", "ENGLISH_ONLY", "fits_rank"]
@@ -70,10 +71,10 @@ def _sensor_rank(manifest: Manifest, column: str) -> tuple[int, ...]:
 def fits_rank(encoder: str, shape: tuple[int, ...]) -> str | None:
     """None if a sensor tower takes arrays of this shape, else why not."""
     rank = len(shape)
-    ok = {"sensor:conv1d": (1, 2), "sensor:conv2d": (2, 3)}.get(encoder)
+    ok = SENSOR_TOWER_RANKS.get(encoder)
     if ok is None or rank in ok:
         return None
-    hint = "sensor:conv1d" if rank == 1 else ("sensor:conv2d" if rank in (2, 3) else "sensor:mlp")
+    hint = default_sensor_tower(shape)
     want = " or ".join(f"{r}-D" for r in ok)
     return f"{encoder} takes {want} arrays but this column's arrays are {rank}-D {shape}: use {hint}"
 
@@ -96,13 +97,11 @@ def choose_default(column: str, modality: str, manifest: Manifest | None) -> tup
         return "audio:whisper-tiny", {}, "English speech, the default (name other languages audio_xx)"
     if modality == "sensor":
         if manifest is None:
-            return "sensor:mlp", {}, "no data to look at, the default"
+            return default_sensor_tower(None), {}, "no data to look at, the default"
         shape = _sensor_rank(manifest, column)
-        if len(shape) == 1:
-            return "sensor:conv1d", {}, f"1-D arrays {shape}: 1-D convolutional tower"
-        if len(shape) in (2, 3):
-            return "sensor:conv2d", {}, f"{len(shape)}-D arrays {shape}: 2-D convolutional tower"
-        return "sensor:mlp", {}, f"{len(shape)}-D arrays {shape}: MLP tower"
+        name = default_sensor_tower(shape)
+        kind = {"sensor:conv1d": "1-D convolutional", "sensor:conv2d": "2-D convolutional"}.get(name, "MLP")
+        return name, {}, f"{len(shape)}-D arrays {shape}: {kind} tower"
     if modality == "image":
         return "image:efficientnet-lite0", {}, "default image tower"
     raise ValueError(f"column '{column}': no default encoder for modality '{modality}'")
@@ -144,7 +143,7 @@ def record_encoded(manifest: Manifest, column: str, encoder: str, options: dict[
 def resolve_view(view: Any, manifest: Manifest | None, recorded: dict[str, dict[str, Any]] | None = None) -> str:
     """Fill `view.encoder` (and default options) in place when unset; record why in `view.why`.
     Raises ValueError when a named sensor tower cannot take the column's arrays."""
-    modality = view.resolved_modality()
+    modality = view_modality(view)
     if view.encoder is None:
         rec = (recorded if recorded is not None else (recorded_encoders(manifest) if manifest else {}))
         hit = rec.get(view.column)

@@ -2,56 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crossalign.config import ViewSpec
 from crossalign.data.check import Problem
 from crossalign.data.extract import ColumnFeatures, encode_column, infer_sensor_shape
-from crossalign.data.manifest import Manifest, column_modality
+from crossalign.data.manifest import Manifest, view_modality
 from crossalign.encoders import DEFAULT_ENCODERS, Encoder, EncoderSpec, build_encoder
 
-__all__ = ["ViewSpec", "FeatureTable", "build_view_encoder", "encode_views"]
+__all__ = ["ViewSpec", "FeatureTable", "build_view_encoder", "encode_views", "view_encoder", "view_modality"]
 
 
-@dataclass
-class ViewSpec:
-    """One manifest column to encode: which encoder, with which options."""
+def view_encoder(view: ViewSpec, manifest: Manifest | None = None) -> str:
+    """The view's encoder name. With a manifest, an unset encoder is chosen from the column's name
+    and content (data/encoder_choice.py, written into the view); without one, the modality's
+    data-free default."""
+    if manifest is not None:
+        from crossalign.data.encoder_choice import resolve_view
 
-    column: str
-    encoder: str | None = None  # registry name; None -> the modality's default
-    options: dict[str, Any] = field(default_factory=dict)
-    modality: str | None = None  # None -> from the column name (text_zh -> text)
-    why: str = ""  # why this encoder (filled when it is chosen; recorded in the run's config)
-
-    def resolved_modality(self) -> str:
-        m = self.modality or column_modality(self.column)
-        if m is None:
-            raise ValueError(f"column '{self.column}': cannot tell its modality; set modality explicitly")
-        return m
-
-    def resolved_encoder(self) -> str:
-        """The chosen encoder; before `resolve_view` looked at the data, the modality's plain default."""
-        return self.encoder or DEFAULT_ENCODERS[self.resolved_modality()]
+        resolve_view(view, manifest)
+    return view.encoder or DEFAULT_ENCODERS[view_modality(view)]
 
 
 def build_view_encoder(view: ViewSpec, manifest: Manifest | None = None) -> Encoder:
     """Build the view's encoder; with a manifest, an unset encoder is chosen from the column's
     name and content first (data/encoder_choice.py) and written into the view."""
-    if manifest is not None:
-        from crossalign.data.encoder_choice import resolve_view
-
-        resolve_view(view, manifest)
-    name = view.resolved_encoder()
+    name = view_encoder(view, manifest)
     opts = dict(view.options)
     if name.startswith("sensor:") and "input_shape" not in opts:
         if manifest is None:
             raise ValueError(f"{name} needs input_shape")
         opts["input_shape"] = list(infer_sensor_shape(manifest, view.column))
         view.options["input_shape"] = opts["input_shape"]  # remembered in the run config
-    return build_encoder(name, modality=view.resolved_modality(), **opts)
+    return build_encoder(name, modality=view_modality(view), **opts)
 
 
 @dataclass
@@ -97,7 +84,7 @@ def encode_views(manifest: Manifest, views: list[ViewSpec], *, encoders: dict[st
         enc = encoders.get(v.column) or build_view_encoder(v, manifest)
         encoders[v.column] = enc
         cols[v.column] = encode_column(manifest, v.column, enc, batch_size=batch_size, progress=progress,
-                                       cache_dir=cache_dir, modality=v.resolved_modality())
+                                       cache_dir=cache_dir, modality=view_modality(v))
     common = None
     for cf in cols.values():
         common = set(cf.rows.tolist()) if common is None else common & set(cf.rows.tolist())

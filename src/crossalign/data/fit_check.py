@@ -9,7 +9,7 @@ from typing import Any
 
 from crossalign.data.encoder_choice import (ENGLISH_ONLY, NON_LATIN_THRESHOLD, PROBE_ROWS, column_language,
                                             fits_rank, script_profile)
-from crossalign.data.manifest import Manifest
+from crossalign.data.manifest import Manifest, view_modality
 from crossalign.data.splits import has_splits
 
 __all__ = ["Finding", "fit_findings", "split_warnings"]
@@ -30,9 +30,11 @@ class Finding:
 
 def fit_findings(m: Manifest, views: list[Any]) -> list[Finding]:
     """Views must already name their encoder (`resolve_views`)."""
+    from crossalign.data.features import view_encoder
+
     out: list[Finding] = []
     for v in views:
-        col, enc, mod = v.column, v.resolved_encoder(), v.resolved_modality()
+        col, enc, mod = v.column, view_encoder(v), view_modality(v)
         lang = column_language(col)
         if mod == "text" and enc in ENGLISH_ONLY:
             _, non_latin = script_profile([r.get(col) for r in m.rows[:PROBE_ROWS]])

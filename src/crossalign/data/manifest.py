@@ -21,7 +21,8 @@ from typing import Any, Iterator
 
 from crossalign.modalities import MODALITIES
 
-__all__ = ["Manifest", "ManifestError", "load_manifest", "iter_jsonl", "write_manifest", "column_modality", "RESERVED_COLUMNS"]
+__all__ = ["Manifest", "ManifestError", "load_manifest", "iter_jsonl", "write_manifest", "column_modality", "view_modality",
+           "RESERVED_COLUMNS"]
 
 RESERVED_COLUMNS = {"id", "group", "label", "split", "tags", "meta"}
 
@@ -34,6 +35,14 @@ def column_modality(column: str) -> str | None:
         if column == m or column.startswith(m + "_"):
             return m
     return None
+
+
+def view_modality(view: Any) -> str:
+    """A view's modality: as given, else from its column name (a `ViewSpec` of crossalign.config)."""
+    m = view.modality or column_modality(view.column)
+    if m is None:
+        raise ValueError(f"column '{view.column}': cannot tell its modality; set modality explicitly")
+    return m
 
 
 @dataclass

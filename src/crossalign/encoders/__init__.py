@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from crossalign.encoders.base import Encoder, EncoderSpec
 
-__all__ = ["ENCODERS", "DEFAULT_ENCODERS", "build_encoder", "Encoder", "EncoderSpec", "encoder_modality"]
+__all__ = ["ENCODERS", "DEFAULT_ENCODERS", "SENSOR_TOWER_RANKS", "default_sensor_tower", "build_encoder", "Encoder", "EncoderSpec", "encoder_modality"]
 
 
 def _minilm(**o: Any) -> Encoder:
@@ -74,11 +74,29 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
     "sensor:conv2d": _sensor("conv2d"),
 }
 
+# The one rule for sensor towers: the array ranks each convolutional tower takes ((C, T) series
+# and (C, H, W) stacks too), and which tower arrays of a given shape get by default
+# (data/encoder_choice.py, the fusion defaults and the towers' own errors all use these two).
+SENSOR_TOWER_RANKS: dict[str, tuple[int, ...]] = {"sensor:conv1d": (1, 2), "sensor:conv2d": (2, 3)}
+
+
+def default_sensor_tower(shape: tuple[int, ...] | None) -> str:
+    """1-D series -> conv1d, 2-D maps and (C, H, W) stacks -> conv2d; other ranks, or no data seen
+    yet, -> the MLP (it takes any shape)."""
+    rank = None if shape is None else len(shape)
+    if rank == 1:
+        return "sensor:conv1d"
+    if rank in (2, 3):
+        return "sensor:conv2d"
+    return "sensor:mlp"
+
+
+# Before any data is seen; a column's encoder is then chosen from its content (data/encoder_choice.py).
 DEFAULT_ENCODERS: dict[str, str] = {
     "text": "text:minilm",
     "image": "image:efficientnet-lite0",
     "audio": "audio:whisper-tiny",
-    "sensor": "sensor:mlp",
+    "sensor": default_sensor_tower(None),
 }
 
 

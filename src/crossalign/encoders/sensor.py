@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossalign.encoders import SENSOR_TOWER_RANKS, default_sensor_tower
 from crossalign.encoders.base import Encoder, EncoderSpec
 
 __all__ = ["SensorEncoder", "sensor_mlp", "sensor_conv1d", "sensor_conv2d", "SENSOR_INPUT_VERSION"]
@@ -27,9 +28,9 @@ class SensorEncoder(Encoder):
         super().__init__()
         self.kind, self.input_shape, self.dim = kind, tuple(int(s) for s in input_shape), int(dim)
         shape = self.input_shape
-        ranks = {"conv1d": (1, 2), "conv2d": (2, 3)}.get(kind)
+        ranks = SENSOR_TOWER_RANKS.get(f"sensor:{kind}")
         if ranks and len(shape) not in ranks:  # fail here, not as a torch traceback mid-training
-            hint = "sensor:conv1d" if len(shape) == 1 else ("sensor:conv2d" if len(shape) in (2, 3) else "sensor:mlp")
+            hint = default_sensor_tower(shape)
             raise ValueError(f"sensor:{kind} takes {' or '.join(f'{r}-D' for r in ranks)} arrays, "
                              f"got {len(shape)}-D {shape}: use {hint}")
         if kind == "mlp":

@@ -16,7 +16,7 @@ from crossalign.align.io import load_run
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.data.extract import encode_column
-from crossalign.data.features import FeatureTable, ViewSpec, build_view_encoder, encode_views
+from crossalign.data.features import FeatureTable, ViewSpec, build_view_encoder, encode_views, view_encoder
 from crossalign.data.manifest import load_manifest
 from crossalign.data.splits import ensure_splits
 from crossalign.evaluate.classify import hard_negative, linear_probe, zero_shot
@@ -111,8 +111,8 @@ def check_encoders(cfg: RunConfig, wanted: list[ViewSpec]) -> None:
         if v is None:
             raise ValueError(f"--encoder {w.column}: the run has no view '{w.column}' (views: {list(have)})")
         opts = {k: o for k, o in v.options.items() if k != "input_shape"}
-        if (w.encoder and w.encoder != v.resolved_encoder()) or any(opts.get(k) != o for k, o in w.options.items()):
+        if (w.encoder and w.encoder != view_encoder(v)) or any(opts.get(k) != o for k, o in w.options.items()):
             raise ValueError(f"--encoder {w.column}={w.encoder or ''}{w.options or ''}: the run was trained with "
-                             f"{v.resolved_encoder()} {opts}; its heads do not fit other features")
+                             f"{view_encoder(v)} {opts}; its heads do not fit other features")
 
 

@@ -6,33 +6,20 @@ exact run back: same weights file, same identity, same vectors.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from crossalign.index.identity import file_sha256, run_identity
+from crossalign.saved import WEIGHTS_ORDER, atomic_folder, atomic_write_json, weights_file, write_contract
 
 __all__ = ["RUN_SUBDIR", "write_run_copy", "update_manifest", "import_export", "weights_file"]
 
 RUN_SUBDIR = "crossalign-run"
 EXPORT_VERSION = 1
+EXPORT_KIND = "export"
 _RUN_FILES = ("config.json", "encoders.json", "model.safetensors", "metrics.json", "benchmark.json")
-
-
-def weights_file(run: Path, which: str = "best") -> Path:
-    """The weights `load_run(run, which)` would read (same fallback order)."""
-    for name in (which, "model", "best", "last"):
-        if (run / f"{name}.safetensors").exists():
-            return run / f"{name}.safetensors"
-    raise FileNotFoundError(f"{run}: no {which}.safetensors / model.safetensors")
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def write_run_copy(run: Path, out: Path, which: str = "best") -> dict[str, Any]:
@@ -65,13 +52,14 @@ def update_manifest(out: Path, run: Path, fmt: str, entry: Any, run_copy: dict[s
     if fmt not in meta["formats"]:
         meta["formats"].append(fmt)
     meta[fmt.replace("-", "_")] = entry
-    _atomic_json(path, meta)
+    atomic_write_json(path, meta)
+    write_contract(out, EXPORT_KIND, EXPORT_VERSION, ["export.json", RUN_SUBDIR], formats=meta["formats"])
     return meta
 
 
 def import_export(folder: str | Path, out: str | Path) -> Path:
     """An exported folder -> a crossalign run folder `out` (checksums verified), loadable by `load_run`."""
-    from crossalign.align.io import load_run
+    from crossalign.align.io import RUN_FORMAT, RUN_KIND, load_run
     from crossalign.export.runtime import read_export_manifest
 
     folder, out = Path(folder), Path(out)
@@ -92,11 +80,15 @@ def import_export(folder: str | Path, out: str | Path) -> Path:
         if file_sha256(src / name) != digest:
             raise ValueError(f"{src / name}: checksum does not match export.json (file changed or corrupt)")
         staged.append(name)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in staged:
-        shutil.copyfile(src / name, out / name)
-    load_run(out)  # fails loudly here, not at first use, if anything is inconsistent
-    got = run_identity(out).run_id
-    if got != meta.get("run_id"):
-        raise ValueError(f"{out}: imported run id {got} differs from export.json's {meta.get('run_id')}")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: already exists and is not empty; import into a new folder")
+    # Written whole: a failed check leaves no half-imported run behind.
+    with atomic_folder(out, replace=out.exists()) as tmp:
+        for name in staged:
+            shutil.copyfile(src / name, tmp / name)
+        write_contract(tmp, RUN_KIND, RUN_FORMAT, ["config.json", "encoders.json"], weights=list(WEIGHTS_ORDER))
+        load_run(tmp)  # fails loudly here, not at first use, if anything is inconsistent
+        got = run_identity(tmp).run_id
+        if got != meta.get("run_id"):
+            raise ValueError(f"{out}: imported run id {got} differs from export.json's {meta.get('run_id')}")
     return out

@@ -7,11 +7,11 @@ never data); `parse_partition` / `parse_site_modalities` turn the CLI's strings 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossalign.config import RunConfig
+from crossalign.config import ConfigBase, RunConfig
 
 __all__ = ["STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
 
@@ -51,7 +51,7 @@ def parse_site_modalities(spec: str) -> dict[int, list[str]]:
 
 
 @dataclass
-class FederationConfig:
+class FederationConfig(ConfigBase):
     run: RunConfig = field(default_factory=RunConfig)  # model + local training settings (train.epochs unused)
     sites: int = 2  # number of sites (Flower SuperNodes)
     partition: str = "iid"  # iid | dirichlet:ALPHA | column:NAME
@@ -111,19 +111,12 @@ class FederationConfig:
         return self.min_sites or self.sampled_per_round()
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = super().to_dict()
         d["site_modalities"] = {str(k): v for k, v in self.site_modalities.items()}
         return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FederationConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown federation fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 def load_federation_config(path: str | Path) -> FederationConfig:
@@ -135,6 +128,6 @@ def load_federation_config(path: str | Path) -> FederationConfig:
         raise ValueError(f"{path}: expected a mapping at the top level")
     fed = dict(raw.pop("federation", None) or {})
     try:
-        return FederationConfig.from_dict({**fed, "run": RunConfig.from_dict(raw)})
-    except TypeError as e:
+        return FederationConfig.from_dict({**fed, "run": RunConfig.from_dict(raw)}, "federation")
+    except ValueError as e:
         raise ValueError(f"{path}: {e}") from e

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from crossalign.saved import atomic_write_json
 
 __all__ = ["FederationRecord", "RoundFailed"]
 
@@ -54,9 +54,7 @@ class FederationRecord:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "federation.json"
-        tmp = folder / ".federation.json.tmp"
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.to_dict())
         try:
             self.plot(folder / "rounds.png")
         except Exception as e:  # noqa: BLE001 - a picture must never cost the record

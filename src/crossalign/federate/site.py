@@ -122,10 +122,11 @@ class Site:
         task = _ProxTask(self.model, self.cfg, self.train_table, self.val_table, mu=mu)
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix=f"crossalign-site{self.site}-") as work:
-            trainer = Trainer(task, work, epochs=self.fed.local_epochs, batch_size=min(t.batch_size, len(self.train_table)),
-                              lr=round_lr(self.fed, rnd), weight_decay=t.weight_decay, warmup=t.warmup,
-                              grad_clip=t.grad_clip, seed=round_seed(t.seed, rnd, self.site), patience=0,
-                              progress=False, precision=t.precision)
+            # the run's loop settings; the round decides epochs, lr and seed; no early stop inside a round
+            trainer = Trainer(task, work, **t.trainer_kwargs(len(self.train_table), epochs=self.fed.local_epochs,
+                                                             lr=round_lr(self.fed, rnd),
+                                                             seed=round_seed(t.seed, rnd, self.site), patience=0,
+                                                             progress=False))
             res = trainer.fit(resume=False)
         last = res.history[-1]
         state = self.model.state_dict()

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-from crossalign.data.features import ViewSpec
+from crossalign.config import ConfigBase, TrainConfig, ViewSpec
 
 __all__ = ["DEFAULT_ALIGN_VIEWS", "DEFAULT_TOKEN_VIEWS", "TaskConfig", "load_task_config"]
 
 # Pooled views for the alignment model when no run is given to --init (a run brings its own).
+# No encoder named: each is chosen from the column's name and content (data/encoder_choice.py;
+# the sensor tower by the arrays' rank, conv2d for the scenes' 2-D maps).
 DEFAULT_ALIGN_VIEWS: dict[str, dict[str, Any]] = {
     "text": {"column": "text"},
     "image": {"column": "image", "options": {"size": 128, "color": True}},
     "audio": {"column": "audio"},
-    "sensor": {"column": "sensor", "encoder": "sensor:conv2d"},
+    "sensor": {"column": "sensor"},
 }
 # Token-level views the fusion layer attends over (a modality missing here enters as one token:
 # its aligned embedding).
@@ -29,8 +31,12 @@ DEFAULT_TOKEN_VIEWS: dict[str, dict[str, Any]] = {
 }
 
 
+def _task_train() -> TrainConfig:
+    return TrainConfig(epochs=30, batch_size=64, lr=1e-3, weight_decay=0.01, warmup=0.05, patience=8)
+
+
 @dataclass
-class TaskConfig:
+class TaskConfig(ConfigBase):
     task: str = "report-consistency"  # built-in task name, or "custom" (labels/tags from the manifest)
     kind: Literal["classify", "tag", "auto"] = "auto"  # custom tasks: auto = tag if rows have `tags`
     data: str = ""  # scenes manifest (built-in tasks) or a manifest with `label` / `tags` columns
@@ -52,16 +58,15 @@ class TaskConfig:
     objective: str = "infonce"  # alignment objective when not initialised from a run
     modality_dropout: float = 0.15  # per item and modality, during training: teaches missing inputs
     label_fraction: float = 1.0  # share of the training labels used (learning-curve experiments)
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
     align_lr: float = 3e-4  # learning rate of the alignment heads/towers inside the model
-    weight_decay: float = 0.01
-    patience: int = 8
-    seed: int = 0
-    progress: bool = True
+    train: TrainConfig = field(default_factory=_task_train)  # the training loop (epochs, lr, seed, ...)
+    # task.json / YAML files written before the loop settings moved into `train`
+    MOVED: ClassVar[dict[str, str]] = {k: f"train.{k}" for k in
+                                       ("epochs", "batch_size", "lr", "weight_decay", "patience", "seed", "progress")}
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict({**_task_train().to_dict(), **self.train}, "TaskConfig.train")
         if self.kind not in ("classify", "tag", "auto"):
             raise ValueError(f"kind must be classify, tag or auto, not {self.kind!r}")
         if not 0 < self.label_fraction <= 1:
@@ -77,20 +82,14 @@ class TaskConfig:
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
 
+    @property
+    def seed(self) -> int:
+        """The run's seed (rows, splits, label fraction and the loop all follow `train.seed`)."""
+        return self.train.seed
+
     def token_view(self, col: str) -> ViewSpec | None:
         v = self.token_views.get(col)
-        return ViewSpec(**{**v, "column": col}) if v else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TaskConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown task config fields: {sorted(unknown)}")
-        return cls(**d)
+        return ViewSpec.from_dict({**v, "column": col}, f"token_views.{col}") if v else None
 
 
 def load_task_config(path: str | Path, **overrides: Any) -> TaskConfig:
@@ -100,7 +99,14 @@ def load_task_config(path: str | Path, **overrides: Any) -> TaskConfig:
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a mapping of TaskConfig fields")
     d.setdefault("task", "custom")
-    d.update({k: v for k, v in overrides.items() if v is not None})
+    for k, v in overrides.items():  # CLI options: the old flat names (epochs, seed) mean train.*
+        if v is not None:
+            key = TaskConfig.MOVED.get(k, k)
+            if key.startswith("train."):
+                d.setdefault("train", {})[key[len("train."):]] = v
+                d.pop(k, None)
+            else:
+                d[key] = v
     try:
         return TaskConfig.from_dict(d)
     except (TypeError, ValueError) as e:

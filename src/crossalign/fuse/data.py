@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from crossalign.data.extract import encode_column
-from crossalign.data.features import ViewSpec, build_view_encoder
-from crossalign.data.manifest import Manifest, load_manifest
+from crossalign.data.features import ViewSpec, build_view_encoder, view_encoder
+from crossalign.data.manifest import Manifest, load_manifest, view_modality
 from crossalign.encoders import Encoder, EncoderSpec
 from crossalign.fuse.config import TaskConfig
 from crossalign.fuse.tasks import (
@@ -136,11 +136,11 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
     specs: dict[str, EncoderSpec] = {}
     problems: list[Any] = []
     for key, (col, view) in jobs.items():
-        ekey = json.dumps([view.resolved_encoder(), view.options], sort_keys=True, default=str)
+        ekey = json.dumps([view_encoder(view, m), view.options], sort_keys=True, default=str)
         if ekey not in encoders:
             encoders[ekey] = build_view_encoder(view, m)
         enc = encoders[ekey]
-        cf = encode_column(m, col, enc, progress=progress, modality=view.resolved_modality())
+        cf = encode_column(m, col, enc, progress=progress, modality=view_modality(view))
         feats_np[key], rows_ok[key] = cf.features, cf.rows
         specs[key] = enc.spec
         problems += cf.problems

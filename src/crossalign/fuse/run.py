@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +12,18 @@ from safetensors.torch import load_file
 
 from crossalign.align.io import build_towers
 from crossalign.align.model import AlignmentModel
-from crossalign.config import ModelConfig, RunConfig
-from crossalign.data.features import ViewSpec
+from crossalign.config import ModelConfig, RunConfig, ViewSpec
 from crossalign.encoders import Encoder, EncoderSpec, build_encoder
 from crossalign.fuse.config import TaskConfig
 from crossalign.fuse.data import word_mask
 from crossalign.fuse.model import FusionModel
 from crossalign.modalities import get_reader
+from crossalign.saved import read_contract, read_json, weights_file
 
-__all__ = ["Prediction", "TaskRun", "evaluate_run", "load_task_run", "predict"]
+TASK_FORMAT = 1
+TASK_KIND = "task-run"
+
+__all__ = ["TASK_FORMAT", "TASK_KIND", "Prediction", "TaskRun", "evaluate_run", "load_task_run", "predict"]
 
 
 @dataclass
@@ -39,29 +41,21 @@ class TaskRun:
 
 def load_task_run(folder: str | Path, which: str = "model") -> TaskRun:
     folder = Path(folder)
-    meta_path = folder / "task.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{folder}: not a crossalign task run (no task.json)")
-    meta = json.loads(meta_path.read_text())
-    cfg = TaskConfig.from_dict(meta["config"])
+    read_contract(folder, (TASK_KIND,), TASK_FORMAT)  # a task run from before crossalign.json: its task.json
+    meta = read_json(folder / "task.json", "a crossalign task run")
+    cfg = TaskConfig.from_dict(meta["config"], f"{folder}/task.json config")
     specs = {k: EncoderSpec.from_dict(d) for k, d in meta["specs"].items()}
     mods = meta["modalities"]
-    mcfg = ModelConfig(**meta["align_model"])
+    mcfg = ModelConfig.from_dict(meta["align_model"], f"{folder}/task.json align_model")
     align = AlignmentModel(mcfg, {c: specs[c] for c in mods}, build_towers(RunConfig(model=mcfg), specs))
     token_specs = {k[: -len(":tokens")]: s for k, s in specs.items() if k.endswith(":tokens")}
     model = FusionModel(align, mods, token_specs, meta["kind"], len(meta["classes"]), cfg.fusion, cfg.d, cfg.heads,
                         cfg.layers, cfg.dropout, query=cfg.text_column)
-    for name in (which, "model", "best", "last"):
-        f = folder / f"{name}.safetensors"
-        if f.exists():
-            model.load_state_dict(load_file(str(f)))
-            break
-    else:
-        raise FileNotFoundError(f"{folder}: no {which}.safetensors")
+    model.load_state_dict(load_file(str(weights_file(folder, which))))
     model.eval()
     return TaskRun(folder, model, cfg, meta["kind"], meta["classes"], mods,
-                   {c: ViewSpec(**d) for c, d in meta["align_views"].items()},
-                   {c: ViewSpec(**d) for c, d in meta["token_views"].items()}, specs)
+                   {c: ViewSpec.from_dict(d, f"align_views.{c}") for c, d in meta["align_views"].items()},
+                   {c: ViewSpec.from_dict(d, f"token_views.{c}") for c, d in meta["token_views"].items()}, specs)
 
 
 def evaluate_run(run: TaskRun | str | Path, data: str | Path | None = None, split: str = "test",

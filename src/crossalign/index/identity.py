@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossalign.saved import weights_file
+
 __all__ = ["RunIdentity", "run_identity", "IncompatibleRunError", "file_sha256", "WEIGHT_FILES"]
 
 # Same preference order as crossalign.align.io.load_run(which="best").
-WEIGHT_FILES = ("best", "model", "last")
+WEIGHT_FILES = ("best", "model", "last")  # the order `crossalign.saved.weights_file(run, "best")` reads
 
 
 class IncompatibleRunError(ValueError):
@@ -81,11 +83,7 @@ class RunIdentity:
 
 
 def _weights_file(run: Path) -> Path:
-    for name in WEIGHT_FILES:
-        f = run / f"{name}.safetensors"
-        if f.exists():
-            return f
-    raise FileNotFoundError(f"{run}: no best/model/last.safetensors")
+    return weights_file(run, "best")  # the file `load_run(run)` reads
 
 
 def run_identity(run: str | Path) -> RunIdentity:

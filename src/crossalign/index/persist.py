@@ -16,7 +16,6 @@ previous, complete generation; opening verifies checksums and counts and refuses
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 
 import faiss
 
+from crossalign import saved
+from crossalign.saved import fsync_path
 from crossalign.index.backends import IndexParams, supports_remove
 from crossalign.index.identity import file_sha256
 from crossalign.index.meta import MetaTable
@@ -32,28 +33,16 @@ __all__ = ["INDEX_FORMAT", "CorruptIndexError", "write_generation", "read_genera
            "validate_record", "atomic_write_json"]
 
 INDEX_FORMAT = 1
+INDEX_KIND = "index"
 
 
 class CorruptIndexError(RuntimeError):
     """An index folder failed verification (missing, truncated or altered files)."""
 
 
-def fsync_path(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
+    """Durable and atomic (fsync of the file and its folder): the index's commit point."""
+    saved.atomic_write_json(path, obj, fsync=True, ensure_ascii=False)
 
 
 def write_generation(
@@ -88,6 +77,8 @@ def write_generation(
         "files": files,
     }
     atomic_write_json(root / "index.json", rec)  # the commit point
+    if not (root / saved.CONTRACT_FILE).exists():  # the folder's kind; index.json stays its commit record
+        saved.write_contract(root, INDEX_KIND, INDEX_FORMAT, ["index.json"])
     collect_garbage(root, keep={gen, gen - 1})
     return rec
 

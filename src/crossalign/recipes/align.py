@@ -14,8 +14,9 @@ import torch
 from crossalign.align.distributed import DistContext
 from crossalign.align.io import build_towers, save_model
 from crossalign.align.model import AlignmentModel
+from crossalign.align.objectives import check_objective
 from crossalign.config import RunConfig
-from crossalign.data.features import FeatureTable, build_view_encoder, encode_views
+from crossalign.data.features import FeatureTable, build_view_encoder, encode_views, view_encoder
 from crossalign.data.manifest import load_manifest
 from crossalign.data.splits import ensure_splits
 from crossalign.encoders import Encoder
@@ -55,6 +56,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     first candidate that trains (scratch, or fine-tuned when scratch is off). metrics.jsonl is
     written either way. `task_factory(model, cfg, train_table, val_table, dist) -> Task` replaces
     `AlignmentTask` in the candidates that train (semi-supervised training uses it)."""
+    check_objective(cfg.model)  # before any encoding: an unknown objective fails in a second
     ctx = dist or init_from_env()  # joins torchrun's process group when launched by it
     run_dir = Path(cfg.train.out)
     logger = None
@@ -183,9 +185,7 @@ def _fit(task: AlignmentTask, cfg: RunConfig, out: Path, n_train: int, resume: b
          stop_after: int | None, logger: Any = None) -> TrainResult:
     t = cfg.train
     # The task knows how many training items it has (a semi-supervised task adds unpaired ones).
-    trainer = Trainer(task, out, epochs=t.epochs, batch_size=min(t.batch_size, task.num_train()), lr=t.lr,
-                      weight_decay=t.weight_decay, warmup=t.warmup, grad_clip=t.grad_clip, seed=t.seed,
-                      patience=t.patience, progress=progress, stop_after=stop_after, precision=t.precision,
+    trainer = Trainer(task, out, **t.trainer_kwargs(task.num_train(), progress=progress), stop_after=stop_after,
                       rank=task.dist.rank, world_size=task.dist.world_size)
     trainer.logger = logger
     return trainer.fit(resume=resume)
@@ -202,7 +202,7 @@ def _spec_for(view, table: FeatureTable):  # type: ignore[no-untyped-def]
 
 def _record_choices(cfg: RunConfig, out: Path) -> None:
     """`encoder_choice.json`: which encoder each column got and why (also in config.json)."""
-    choice = {v.column: {"encoder": v.resolved_encoder(), "options": v.options, "why": v.why} for v in cfg.model.views}
+    choice = {v.column: {"encoder": view_encoder(v), "options": v.options, "why": v.why} for v in cfg.model.views}
     for col, c in choice.items():
         log.info("%s: %s (%s)", col, c["encoder"], c["why"])
     (out / "encoder_choice.json").write_text(json.dumps(choice, indent=2, default=str))

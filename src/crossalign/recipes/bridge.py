@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -70,21 +69,23 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     bridge = Bridge.new(cfg, embedder.model.cfg.dim, lm=lm, embedder=embedder)
     results: dict[str, TrainResult] = {}
     t0 = time.time()
-    stages = [("stage1", cfg.epochs, cfg.lr)] + ([("stage2", cfg.lora_epochs, cfg.lr)] if cfg.lora_r else [])
+    t = cfg.train
+    stages = [("stage1", t.epochs, t.lr)] + ([("stage2", cfg.lora_epochs, t.lr)] if cfg.lora_r else [])
     for name, epochs, lr in stages:
         if name == "stage2":
             bridge.enable_lora()
-        bs = min(cfg.batch_size, len(train_ex))
+        bs = min(t.batch_size, len(train_ex))
         bar = None
         if progress:
             from crossalign.progress import progress_bar
 
             bar = progress_bar(total=epochs * max(1, len(train_ex) // bs), desc=f"bridge {name}", unit="step")
         task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr, bar=bar)
-        logger = build_logger(log, out / name, params=asdict(cfg), run_name=f"{out.resolve().name}-{name}",
+        logger = build_logger(log, out / name, params=cfg.to_dict(), run_name=f"{out.resolve().name}-{name}",
                               fresh=not (resume and (out / name / "last_state.pt").exists()))
-        trainer = Trainer(task, out / name, epochs=epochs, batch_size=bs, lr=lr, weight_decay=cfg.weight_decay,
-                          warmup=cfg.warmup, seed=cfg.seed, patience=0, progress=False, logger=logger)
+        # the bar above shows progress; validation loss only reports (no early stop)
+        trainer = Trainer(task, out / name, **t.trainer_kwargs(epochs=epochs, batch_size=bs, lr=lr, patience=0,
+                                                               progress=False), logger=logger)
         try:
             results[name] = trainer.fit(resume=resume)
         finally:
@@ -93,7 +94,7 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
         if bar is not None:
             bar.close()
         task.load(out / name, "best")
-    bridge.save(out, extra={"train": {
+    bridge.save(out, extra={"stats": {
         "rows": int(len(tr)), "examples": len(train_ex), "columns": cfg.train_columns, "seconds": round(time.time() - t0, 1),
         **{f"{k}_best_val_loss": r.best_metric for k, r in results.items()}}})
     (out / "train_history.json").write_text(json.dumps({k: r.history for k, r in results.items()}, indent=2))

@@ -21,6 +21,7 @@ DEMO_CONFIG: dict[str, Any] = {
             {"column": "image", "encoder": "image:efficientnet-lite0", "options": {"grid": 3, "color": True}},
             {"column": "text", "encoder": "text:minilm"},
             {"column": "audio", "encoder": "audio:whisper-tiny"},
+            # what `encoders.default_sensor_tower` picks for the scenes' 2-D maps, named so the YAML shows it
             {"column": "sensor", "encoder": "sensor:conv2d"},
         ],
         "dim": 256,

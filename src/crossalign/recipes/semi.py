@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from crossalign.align.io import RUN_FORMAT, RUN_KIND
 from crossalign.config import RunConfig
 from crossalign.data.manifest import load_manifest
 from crossalign.semi.config import SemiConfig
+from crossalign.saved import atomic_write_json, write_contract
 from crossalign.semi.data import SemiData, Unpaired, load_semi_data, paired_fraction
 
 __all__ = ["apply_fraction", "benchmark_semi", "prepare_semi", "train_semi"]
@@ -63,9 +65,8 @@ def train_semi(cfg: RunConfig, semi: SemiConfig, *, data: SemiData | None = None
     run, res = train(cfg, table=data.table, task_factory=factory, resume=resume, progress=progress,
                      stop_after=stop_after)
     info: dict[str, Any] = semi.to_dict() | {"paired_rows": n_pairs, "unpaired_items": data.unpaired.counts()}
-    tmp = Path(run) / ".semi.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(Path(run) / "semi.json")
+    atomic_write_json(Path(run) / "semi.json", info)
+    write_contract(run, RUN_KIND, RUN_FORMAT, ["semi.json"])
     return run, res
 
 

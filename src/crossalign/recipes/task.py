@@ -6,32 +6,32 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from crossalign.align.distributed import SINGLE
 from crossalign.align.io import build_towers, load_run
 from crossalign.align.model import AlignmentModel
-from crossalign.align.objectives import build_objective
+from crossalign.align.objectives import build_objective, objective_entry, objective_pairs
 from crossalign.config import HeadConfig, ModelConfig, RunConfig
-from crossalign.data.features import ViewSpec
+from crossalign.config import ViewSpec
 from crossalign.fuse.config import TaskConfig
 from crossalign.fuse.data import IGNORE, PreparedTask, TaskData, prepare_task
 from crossalign.fuse.evaluate import evaluate_task, predict_batches
 from crossalign.fuse.metrics import task_metrics
 from crossalign.fuse.model import FusionModel
+from crossalign.fuse.run import TASK_FORMAT, TASK_KIND
+from crossalign.saved import WEIGHTS_ORDER, atomic_write_json, save_weights, write_contract
 from crossalign.train.loggers import build_logger
 from crossalign.train.trainer import Trainer, TrainResult, set_seed
 
 __all__ = ["TASK_FORMAT", "FusionTask", "build_align_model", "train_task"]
 
 log = logging.getLogger(__name__)
-TASK_FORMAT = 1
 
 
 class FusionTask:
@@ -53,7 +53,7 @@ class FusionTask:
         # Inverse-sqrt class weights: rare tags (contradicted words are ~5 %) still move macro-F1.
         w = freq.pow(-0.5)
         self.class_weight = w * n / w.sum()
-        self.gen = torch.Generator().manual_seed(cfg.seed + 17)
+        self.gen = torch.Generator().manual_seed(cfg.train.seed + 17)
 
     def num_train(self) -> int:
         return len(self.train)
@@ -101,10 +101,7 @@ class FusionTask:
         return {k: v for k, v in m.items() if "/" not in k or k.startswith("entity/micro")}
 
     def save(self, folder: Path, name: str) -> None:
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        tmp = folder / f".{name}.safetensors.tmp"
-        save_file(state, str(tmp), metadata={"format": str(TASK_FORMAT)})
-        tmp.replace(folder / f"{name}.safetensors")
+        save_weights(folder / f"{name}.safetensors", self.model.state_dict(), metadata={"format": str(TASK_FORMAT)})
 
     def load(self, folder: Path, name: str) -> None:
         self.model.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
@@ -128,7 +125,8 @@ def _restrict(model: AlignmentModel | None, rcfg: RunConfig | None, prep: Prepar
     kw: dict[str, Any] = {"views": [prep.align_views[c] for c in mods]}
     if base is not None:
         kw.update(dim=base.dim, head=base.head, temperature=base.temperature, max_logit_scale=base.max_logit_scale,
-                  objective=base.objective if not base.objective.startswith("tri-") else "infonce",
+                  # an objective fixed to a number of views cannot take the task's modalities
+                  objective=base.objective if objective_entry(base.objective).views is None else "infonce",
                   siglip_bias=base.siglip_bias)
     else:
         kw.update(dim=cfg.align_dim, head=HeadConfig(hidden=256), objective=cfg.objective)
@@ -149,11 +147,12 @@ def _restrict(model: AlignmentModel | None, rcfg: RunConfig | None, prep: Prepar
 def _write_meta(out: Path, cfg: TaskConfig, prep: PreparedTask, mcfg: ModelConfig) -> None:
     meta = {"format": TASK_FORMAT, "config": cfg.to_dict(), "kind": prep.kind, "classes": prep.classes,
             "modalities": prep.modalities,
-            "align_views": {c: asdict(v) for c, v in prep.align_views.items()},
-            "token_views": {c: asdict(v) for c, v in prep.token_views.items()},
+            "align_views": {c: v.to_dict() for c, v in prep.align_views.items()},
+            "token_views": {c: v.to_dict() for c, v in prep.token_views.items()},
             "specs": {k: s.to_dict() for k, s in prep.specs.items()},
-            "align_model": RunConfig(model=mcfg).to_dict()["model"]}
-    (out / "task.json").write_text(json.dumps(meta, indent=2))
+            "align_model": mcfg.to_dict()}
+    atomic_write_json(out / "task.json", meta)
+    write_contract(out, TASK_KIND, TASK_FORMAT, ["task.json"], weights=list(WEIGHTS_ORDER))
 
 
 def train_task(cfg: TaskConfig, *, progress: bool | None = None, resume: bool = False,
@@ -161,13 +160,13 @@ def train_task(cfg: TaskConfig, *, progress: bool | None = None, resume: bool = 
                ) -> tuple[Path, TrainResult, dict[str, Any]]:
     """Train (multi-task), keep the best epoch by validation macro-F1, evaluate it on the test split
     (with each modality removed too). Returns (run folder, trainer result, evaluation)."""
-    progress = cfg.progress if progress is None else progress
+    progress = cfg.train.progress if progress is None else progress
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    set_seed(cfg.seed)
+    set_seed(cfg.train.seed)
     pre, a_views, rcfg = build_align_model(cfg)
     prep = prep or prepare_task(cfg, align_views=a_views or None, progress=progress)
-    set_seed(cfg.seed)
+    set_seed(cfg.train.seed)
     align, mcfg = _restrict(pre, rcfg, prep, cfg)
     model = FusionModel(align, prep.modalities, {c[: -len(":tokens")]: s for c, s in prep.specs.items()
                                                  if c.endswith(":tokens")},
@@ -176,12 +175,10 @@ def train_task(cfg: TaskConfig, *, progress: bool | None = None, resume: bool = 
     tr = prep.splits["train"]
     model.fit_normalizers(tr.feats, tr.word_mask)
     _write_meta(out, cfg, prep, mcfg)
-    pairs = [(a, b, w) for a, b, w in mcfg.pairs()]
+    pairs = objective_pairs(mcfg)
     task = FusionTask(model, cfg, prep, tr, prep.splits["val"], pairs, mcfg.objective)
-    trainer = Trainer(task, out, epochs=cfg.epochs, batch_size=min(cfg.batch_size, len(tr)), lr=cfg.lr,
-                      weight_decay=cfg.weight_decay, warmup=0.05, seed=cfg.seed, patience=cfg.patience,
-                      progress=progress, logger=build_logger(log, out, params=asdict(cfg),
-                                                             fresh=not (resume and (out / "last_state.pt").exists())))
+    logger = build_logger(log, out, params=cfg.to_dict(), fresh=not (resume and (out / "last_state.pt").exists()))
+    trainer = Trainer(task, out, **cfg.train.trainer_kwargs(len(tr), progress=progress), logger=logger)
     try:
         result = trainer.fit(resume=resume)
     except BaseException:

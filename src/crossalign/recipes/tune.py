@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 
+from crossalign.align.objectives import objective_entry
 from crossalign.config import RunConfig
 from crossalign.recipes.align import prepare_features, train
+from crossalign.saved import atomic_write_text
 
 if TYPE_CHECKING:
     import optuna
@@ -28,9 +30,7 @@ OBJECTIVE_CHOICES = ("infonce", "siglip")
 
 def _write(path: Path, text: str) -> None:
     """Atomic, so workers finishing together on one storage never interleave their summaries."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _study(storage: str | None, name: str, seed: int) -> "optuna.Study":
@@ -72,7 +72,7 @@ def tune(cfg: RunConfig, trials: int = 10, out: str | Path = "runs/tune", epochs
         c.model.head.kind = trial.suggest_categorical("head", ["linear", "mlp"])
         if c.model.head.kind == "mlp":
             c.model.head.hidden = trial.suggest_categorical("hidden", [256, 512, 1024, 2048])
-        if not c.model.objective.startswith("tri-"):
+        if objective_entry(c.model.objective).views is None:  # a fixed-views objective stays as chosen
             c.model.objective = trial.suggest_categorical("objective", list(OBJECTIVE_CHOICES))
         if epochs:
             c.train.epochs = epochs

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+
+from crossalign.config import ConfigBase
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "SemiConfig"]
 
@@ -12,7 +13,7 @@ DEFAULT_METHOD = "pseudo-pairs"  # only method measured to the end at 10 % pairs
 
 
 @dataclass
-class SemiConfig:
+class SemiConfig(ConfigBase):
     method: str = DEFAULT_METHOD  # pseudo-pairs | self-training | none (unpaired items ignored)
     weight: float = 1.0  # weight of the unpaired term next to the supervised objective
     unimodal: float = 0.0  # weight of the neighbourhood regulariser on unpaired items (0: off)
@@ -40,13 +41,3 @@ class SemiConfig:
             raise ValueError("semi: ot_reg > 0 and 0 < precision <= 1")
         if self.paired_fraction is not None and not 0 < self.paired_fraction <= 1:
             raise ValueError(f"paired fraction must be in (0, 1], got {self.paired_fraction}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SemiConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown semi settings: {sorted(unknown)}")
-        return cls(**d)

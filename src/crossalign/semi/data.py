@@ -12,7 +12,7 @@ import numpy as np
 from crossalign.data.check import Problem
 from crossalign.data.extract import ColumnFeatures, encode_column
 from crossalign.data.features import FeatureTable, ViewSpec, build_view_encoder
-from crossalign.data.manifest import Manifest, load_manifest
+from crossalign.data.manifest import Manifest, load_manifest, view_modality
 from crossalign.encoders import Encoder
 
 __all__ = [
@@ -87,7 +87,7 @@ def _encode(m: Manifest, views: list[ViewSpec], encoders: dict[str, Encoder], ba
         enc = encoders.get(v.column) or build_view_encoder(v, m)
         encoders[v.column] = enc
         out[v.column] = encode_column(m, v.column, enc, batch_size=batch_size, progress=progress,
-                                      modality=v.resolved_modality())
+                                      modality=view_modality(v))
     return out
 
 
@@ -147,7 +147,7 @@ def collection_features(path: str | Path, view: ViewSpec, batch_size: int = 32,
     if view.column not in m.columns:
         raise ValueError(f"{m.path}: no column '{view.column}' (columns are {m.columns})")
     cf = encode_column(m, view.column, build_view_encoder(view, m), batch_size=batch_size, progress=progress,
-                       modality=view.resolved_modality())
+                       modality=view_modality(view))
     ids = m.ids()
     return [ids[int(r)] for r in cf.rows], cf.features, cf.problems
 

@@ -13,7 +13,7 @@ from crossalign.align.distributed import SINGLE, DistContext
 from crossalign.align.embed import embed_table, raw_column
 from crossalign.align.io import save_model
 from crossalign.align.model import AlignmentModel
-from crossalign.align.objectives import build_objective
+from crossalign.align.objectives import build_objective, objective_pairs
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.evaluators import RetrievalEvaluator
@@ -29,7 +29,7 @@ class AlignmentTask:
         self.model, self.cfg, self.train, self.val, self.dist = model, cfg, train, val, dist
         self.primary = cfg.train.primary
         self.objective = build_objective(cfg.model.objective)
-        self.pairs = cfg.model.pairs()
+        self.pairs = objective_pairs(cfg.model)
         self.feats = {c: torch.from_numpy(np.ascontiguousarray(train.features[c])) for c in model.columns}
         g = train.groups()
         self.groups = torch.from_numpy(g) if g is not None else None

@@ -203,7 +203,7 @@ def encode_views_share(manifest, views, ctx: DistContext, *, batch_size: int = 3
     Returns how many items this rank encoded. The cache folder must be visible to every rank (one
     machine, or a shared filesystem across machines)."""
     from crossalign.data.extract import encode_column
-    from crossalign.data.features import build_view_encoder
+    from crossalign.data.features import build_view_encoder, view_modality
     from crossalign.data.shards import rank_share
 
     part = rank_share(manifest, ctx.rank, ctx.world_size)
@@ -213,7 +213,7 @@ def encode_views_share(manifest, views, ctx: DistContext, *, batch_size: int = 3
             continue  # the caller's full-manifest pass reports the missing column
         enc = build_view_encoder(v, manifest)  # sensor shapes are inferred from the whole manifest
         cf = encode_column(part, v.column, enc, batch_size=batch_size, progress=progress, cache_dir=cache_dir,
-                           modality=v.resolved_modality())
+                           modality=view_modality(v))
         done += cf.encoded
     barrier()
     return done
@@ -234,7 +234,7 @@ def encode_sharded(source, view, out, ctx: DistContext, *, chunk: int = 1024,  #
     this rank; every rank has finished when it returns."""
     import numpy as np
 
-    from crossalign.data.features import build_view_encoder
+    from crossalign.data.features import build_view_encoder, view_modality
     from crossalign.data.shards import FeatureStore, encode_stream, iter_rows
     from crossalign.modalities import get_reader
 
@@ -251,7 +251,7 @@ def encode_sharded(source, view, out, ctx: DistContext, *, chunk: int = 1024,  #
         return np.concatenate([fn(raws[s:s + batch_size]).numpy() for s in range(0, len(raws), batch_size)])
 
     n = encode_stream(iter_rows(source, ctx.rank, ctx.world_size), view.column, embed, FeatureStore(out),
-                      read=get_reader(view.resolved_modality()).read, chunk=chunk, rank=ctx.rank,
+                      read=get_reader(view_modality(view)).read, chunk=chunk, rank=ctx.rank,
                       progress=bar.update if bar is not None else None)
     if bar is not None:  # a tqdm without total has no truth value
         bar.close()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from crossalign.align.model import AlignmentModel
-from crossalign.config import RunConfig, TrainConfig
+from crossalign.config import AlignTrainConfig, RunConfig
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.closed_form import AffineMap, LinearMap, PairScorer, mcca_solve
 from crossalign.evaluate.tuning import (POWERS, REGS, Fitted, ViewData, dims_grid, tune_cca, tune_procrustes,
@@ -128,7 +128,7 @@ def small_data_defaults(cfg: RunConfig, n_train: int, n_val: int) -> dict[str, A
     narrower head. Returns what changed (recorded in train_result.json)."""
     if not cfg.train.small_data or n_train >= 5000:
         return {}
-    d, changed = TrainConfig(), {}
+    d, changed = AlignTrainConfig(), {}
     t = cfg.train
     if t.batch_size == d.batch_size:
         t.batch_size = int(min(256, max(32, n_train // 8)))
