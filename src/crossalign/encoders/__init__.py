@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from crossalign.encoders.base import Encoder, EncoderSpec
+from crossalign.encoders.base import Encoder, EncoderFacts, EncoderSpec, TuningTargets
 
-__all__ = ["ENCODERS", "DEFAULT_ENCODERS", "build_encoder", "Encoder", "EncoderSpec", "encoder_modality"]
+__all__ = ["ENCODERS", "DEFAULT_ENCODERS", "build_encoder", "Encoder", "EncoderSpec", "encoder_modality",
+           "EncoderFacts", "TuningTargets", "encoder_facts", "register", "unregister"]
 
 
 def _minilm(**o: Any) -> Encoder:
@@ -60,12 +61,47 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
     "sensor:conv2d": _sensor("conv2d"),
 }
 
+# Facts other rooms need before building an encoder; an encoder not listed has the defaults.
+FACTS: dict[str, EncoderFacts] = {
+    "audio:whisper-tiny": EncoderFacts(batch_invariant=False),  # CTranslate2 pads a batch to its longest clip
+    "audio:whisper-base": EncoderFacts(batch_invariant=False),
+    "sensor:mlp": EncoderFacts(needs_input_shape=True),
+    "sensor:conv1d": EncoderFacts(needs_input_shape=True, input_ranks=(1, 2)),
+    "sensor:conv2d": EncoderFacts(needs_input_shape=True, input_ranks=(2, 3)),
+}
+
 DEFAULT_ENCODERS: dict[str, str] = {
     "text": "text:minilm",
     "image": "image:efficientnet-lite0",
     "audio": "audio:whisper-tiny",
     "sensor": "sensor:mlp",
 }
+
+
+def register(name: str, factory: Callable[..., Encoder], facts: EncoderFacts | None = None, *,
+             default_for: str | None = None) -> None:
+    """Add an encoder `MODALITY:NAME` (and make it that modality's default with `default_for`)."""
+    if ":" not in name or name.startswith("hf:"):
+        raise ValueError(f"encoder name '{name}' must be MODALITY:NAME")
+    if name in ENCODERS:
+        raise ValueError(f"encoder '{name}' is registered already")
+    ENCODERS[name] = factory
+    if facts is not None:
+        FACTS[name] = facts
+    if default_for is not None:
+        DEFAULT_ENCODERS[default_for] = name
+
+
+def unregister(name: str) -> None:
+    """Remove an encoder (and its default role): tests put the registry back as they found it."""
+    ENCODERS.pop(name, None)
+    FACTS.pop(name, None)
+    for m in [m for m, n in DEFAULT_ENCODERS.items() if n == name]:
+        del DEFAULT_ENCODERS[m]
+
+
+def encoder_facts(name: str) -> EncoderFacts:
+    return FACTS.get(name, EncoderFacts())
 
 
 def encoder_modality(name: str, modality: str | None = None) -> str:
@@ -82,6 +118,9 @@ def build_encoder(name: str, modality: str | None = None, **options: Any) -> Enc
         from crossalign.encoders.hf import hf_encoder
 
         return hf_encoder(name[3:], modality=modality or "text", **options)
+    from crossalign.plugins import load_plugins
+
+    load_plugins()
     try:
         factory = ENCODERS[name]
     except KeyError:

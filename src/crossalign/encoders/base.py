@@ -5,12 +5,34 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["EncoderSpec", "Encoder"]
+__all__ = ["EncoderSpec", "Encoder", "EncoderFacts", "TuningTargets"]
+
+
+@dataclass(frozen=True)
+class EncoderFacts:
+    """What other rooms must know about a registered encoder before (or without) building it, so no
+    room keeps its own table keyed by encoder name. Registered beside the factory."""
+
+    batch_invariant: bool = True  # an item's output never depends on its batch mates (else served one by one)
+    needs_input_shape: bool = False  # takes `input_shape`, inferred from the column's arrays when not given
+    input_ranks: tuple[int, ...] | None = None  # array ranks it accepts (None: any)
+
+
+@dataclass(frozen=True)
+class TuningTargets:
+    """Where a pretrained tower's blocks are and what LoRA adapts in them (`align.lora`). An encoder
+    declares it as its `tuning_targets`; None means its blocks cannot be tuned."""
+
+    root: Callable[[Any], nn.Module]  # encoder -> the torch module holding the blocks
+    blocks: Callable[[nn.Module], list[str]]  # block module names, first to last
+    lora: tuple[str, ...]  # default LoRA targets inside a block
+    after: tuple[str, ...] = ()  # modules after the last block (unfrozen / adapted with it)
+    after_lora: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,7 @@ class Encoder(nn.Module):
     """
 
     spec: EncoderSpec
+    tuning_targets: TuningTargets | None = None  # where LoRA / unfreezing acts; None: not tunable
 
     def __init__(self) -> None:
         super().__init__()
