@@ -106,6 +106,16 @@ def test_vector_modality_end_to_end(vector_registered: None, tmp_path: Path) -> 
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugin), str(tests_dir), env.get("PYTHONPATH", "")) if p)
     vec = np.load(data.parent / "vec/blue0.npy").tolist()
+    # the CLI's generic `--input MODALITY=VALUE` reaches the new modality with no new flag
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
+
+    r = CliRunner().invoke(app, ["search", str(idx), "--input", f"vector={data.parent / 'vec/blue0.npy'}",
+                                 "-k", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["results"][0]["id"] == "blue0"
+
     with serving([str(run), "--index", str(idx)], tmp_path / "serve.log", env=env) as (url, _):
         r = httpx.post(url + "/v1/embeddings", json={"input": [{"type": "vector", "data": vec},
                                                                  "a thing that is blue"]}, timeout=60)
@@ -120,3 +130,63 @@ def test_vector_modality_end_to_end(vector_registered: None, tmp_path: Path) -> 
         bad = httpx.post(url + "/v1/embeddings", json={"input": [{"type": "vector", "data": [[1.0, 2.0]]}]},
                          timeout=60)
         assert bad.status_code == 400 and "1-D" in bad.json()["error"]["message"], bad.text
+
+
+def test_registries_know_the_toy_modality_only_while_registered(vector_registered: None, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from crossalign.data.check import check_manifest
+    from crossalign.data.manifest import load_manifest
+    from crossalign.data.shards import iter_rows
+    from crossalign.encoders import build_encoder
+    from crossalign.modalities import get_reader, modality_names, modality_of_suffix
+
+    assert "vector" in modality_names() and modality_of_suffix(".vec") == "vector"
+    # tar shards: `<key>.vec` members land in the `vector` column as bytes the reader takes
+    buf = io.BytesIO()
+    np.save(buf, np.arange(4, dtype=np.float32))
+    with tarfile.open(tmp_path / "s.tar", "w") as tf:
+        for name, blob in (("k1.vec", buf.getvalue()), ("k1.txt", b"four numbers")):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    (row,) = iter_rows(tmp_path / "s.tar")
+    assert row["text"] == "four numbers" and isinstance(row["vector"], bytes)
+    assert get_reader("vector").read(row["vector"]).tolist() == [0.0, 1.0, 2.0, 3.0]
+    # `data check`: a column of one modality with `same_shape` flags the odd vector out
+    for i, n in enumerate((4, 4, 5)):
+        np.save(tmp_path / f"v{i}.npy", np.zeros(n, np.float32))
+    write_manifest([{"text": "x", "vector": f"v{i}.npy"} for i in range(3)], tmp_path / "m.jsonl")
+    problems = check_manifest(load_manifest(tmp_path / "m.jsonl"))
+    assert [(p.row, p.column) for p in problems] == [(3, "vector")] and "shape (5,)" in problems[0].message
+    # the spec records exactly the options the encoder takes: a saved run rebuilds it from them
+    enc = build_encoder("vector:projection", input_shape=[4], dim=8)
+    again = build_encoder(enc.spec.name, **enc.spec.options)
+    assert again.spec == enc.spec and bool((again.w == enc.w).all())
+
+
+def test_registries_are_as_before_without_it() -> None:
+    from crossalign.modalities import modality_names
+
+    assert modality_names() == ("text", "image", "audio", "sensor")
+
+
+@pytest.mark.parametrize("name,options,bad", [
+    ("sensor:mlp", {"input_shape": [4], "colour": 1}, "colour"),
+    ("vector:projection", {"input_shape": [4], "size": 3}, "size"),
+])
+def test_unknown_encoder_options_are_refused(vector_registered: None, name: str, options: dict, bad: str) -> None:
+    from crossalign.encoders import build_encoder
+
+    with pytest.raises(ValueError, match=f"encoder '{name}' has no option '{bad}'"):
+        build_encoder(name, **options)
+
+
+def test_saved_specs_rebuild_their_encoders() -> None:
+    """Every option a built-in scratch tower records is one its factory takes (none is ignored)."""
+    from crossalign.encoders import build_encoder
+
+    for kind, shape in (("mlp", [6]), ("conv1d", [2, 16]), ("conv2d", [8, 8])):
+        enc = build_encoder(f"sensor:{kind}", input_shape=shape, dim=16, width=8)
+        assert build_encoder(enc.spec.name, **enc.spec.options).spec == enc.spec

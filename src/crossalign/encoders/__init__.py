@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from crossalign.encoders.base import Encoder, EncoderFacts, EncoderSpec, TuningTargets
@@ -113,16 +114,24 @@ def encoder_modality(name: str, modality: str | None = None) -> str:
 
 
 def build_encoder(name: str, modality: str | None = None, **options: Any) -> Encoder:
-    """Build an encoder by registry name, e.g. `build_encoder("image:efficientnet-lite0", grid=3)`."""
-    if name.startswith("hf:"):
-        from crossalign.encoders.hf import hf_encoder
-
-        return hf_encoder(name[3:], modality=modality or "text", **options)
+    """Build an encoder by registry name, e.g. `build_encoder("image:efficientnet-lite0", grid=3)`.
+    An option the encoder does not take is an error naming it, never silently dropped."""
     from crossalign.plugins import load_plugins
 
     load_plugins()
+    if name.startswith("hf:"):
+        from crossalign.encoders.hf import hf_encoder
+
+        factory: Callable[..., Encoder] = lambda **o: hf_encoder(name[3:], modality=modality or "text", **o)  # noqa: E731
+    else:
+        try:
+            factory = ENCODERS[name]
+        except KeyError:
+            raise ValueError(f"unknown encoder '{name}'; known: {', '.join(ENCODERS)}, or hf:<id or path>") from None
     try:
-        factory = ENCODERS[name]
-    except KeyError:
-        raise ValueError(f"unknown encoder '{name}'; known: {', '.join(ENCODERS)}, or hf:<id or path>") from None
-    return factory(**options)
+        return factory(**options)
+    except TypeError as e:  # factories take explicit keywords: an unknown one lands here
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad is None:
+            raise
+        raise ValueError(f"encoder '{name}' has no option '{bad.group(1)}' (given: {', '.join(options)})") from None

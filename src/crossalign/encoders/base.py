@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["EncoderSpec", "Encoder", "EncoderFacts", "TuningTargets"]
+__all__ = ["EncoderSpec", "Encoder", "EncoderFacts", "TuningTargets", "HF_LAYERS"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,14 @@ class EncoderSpec:
         d = dict(d)
         d["output_shape"] = tuple(d["output_shape"])
         return cls(**d)
+
+
+def _hf_blocks(m: nn.Module) -> list[str]:
+    return [f"encoder.layer.{i}" for i in range(len(m.encoder.layer))]  # type: ignore[union-attr, arg-type]
+
+
+# BERT-style Hugging Face towers held as `encoder.model`: adapt attention queries and values.
+HF_LAYERS = TuningTargets(lambda e: e.model, _hf_blocks, ("attention.self.query", "attention.self.value"))
 
 
 class Encoder(nn.Module):

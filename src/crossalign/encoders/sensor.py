@@ -96,13 +96,13 @@ def _shape(input_shape: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in input_shape)
 
 
-def sensor_mlp(input_shape: Any = None, dim: int = 256, **_: object) -> SensorEncoder:
-    return SensorEncoder("mlp", _shape(input_shape), dim)
+def sensor_mlp(input_shape: Any = None, dim: int = 256, width: int = 64) -> SensorEncoder:
+    return SensorEncoder("mlp", _shape(input_shape), dim, width)
 
 
-def sensor_conv1d(input_shape: Any = None, dim: int = 256, **_: object) -> SensorEncoder:
-    return SensorEncoder("conv1d", _shape(input_shape), dim)
+def sensor_conv1d(input_shape: Any = None, dim: int = 256, width: int = 64) -> SensorEncoder:
+    return SensorEncoder("conv1d", _shape(input_shape), dim, width)
 
 
-def sensor_conv2d(input_shape: Any = None, dim: int = 256, **_: object) -> SensorEncoder:
-    return SensorEncoder("conv2d", _shape(input_shape), dim)
+def sensor_conv2d(input_shape: Any = None, dim: int = 256, width: int = 64) -> SensorEncoder:
+    return SensorEncoder("conv2d", _shape(input_shape), dim, width)
