@@ -19,7 +19,6 @@ fitted on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
