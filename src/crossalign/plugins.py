@@ -37,4 +37,5 @@ def load_plugins() -> None:
                 if callable(target):
                     target()
             except Exception as e:
+                _state["loaded"] = False  # every later use fails the same way, never half-silently
                 raise RuntimeError(f"crossalign plug-in '{ep.name}' ({ep.value}) failed to load: {e}") from e
