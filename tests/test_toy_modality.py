@@ -190,3 +190,18 @@ def test_saved_specs_rebuild_their_encoders() -> None:
     for kind, shape in (("mlp", [6]), ("conv1d", [2, 16]), ("conv2d", [8, 8])):
         enc = build_encoder(f"sensor:{kind}", input_shape=shape, dim=16, width=8)
         assert build_encoder(enc.spec.name, **enc.spec.options).spec == enc.spec
+
+
+def test_a_broken_plugin_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crossalign.plugins as plugins
+    from crossalign.modalities import modality_names
+
+    dist = tmp_path / "broken_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[crossalign.plugins]\nbroken = no_such_module_here:register\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(plugins._state, "loaded", False)  # noqa: SLF001 - scan again with the new path
+    with pytest.raises(RuntimeError, match="plug-in 'broken' .*no_such_module_here"):
+        modality_names()
+    monkeypatch.undo()  # the plug-in state and sys.path as they were
