@@ -19,59 +19,22 @@ fitted on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from crossalign.config import TowerTuning
-from crossalign.encoders import Encoder
+from crossalign.encoders import Encoder, TuningTargets
 
-__all__ = ["TUNING_TARGETS", "TowerTuning", "apply_tuning", "merge_tuning", "trainable_summary"]
-
-
-@dataclass(frozen=True)
-class _Family:
-    root: Callable[[Encoder], nn.Module]  # the torch module holding the blocks
-    blocks: Callable[[nn.Module], list[str]]  # block module names, first to last
-    lora: tuple[str, ...]  # default LoRA targets inside a block
-    after: tuple[str, ...] = ()  # modules after the last block (unfrozen / adapted with it)
-    after_lora: tuple[str, ...] = ()
+__all__ = ["TowerTuning", "apply_tuning", "merge_tuning", "trainable_summary"]
 
 
-def _hf_root(e: Encoder) -> nn.Module:
-    return e.model  # type: ignore[return-value]
-
-
-def _hf_blocks(m: nn.Module) -> list[str]:
-    return [f"encoder.layer.{i}" for i in range(len(m.encoder.layer))]  # type: ignore[union-attr, arg-type]
-
-
-def _effnet_root(e: Encoder) -> nn.Module:
-    return e.net  # type: ignore[return-value]
-
-
-def _effnet_blocks(m: nn.Module) -> list[str]:
-    return [f"_blocks.{i}" for i in range(len(m._blocks))]  # type: ignore[union-attr, arg-type]
-
-
-# Explicit registry: encoder name -> where its blocks are and what LoRA adapts.
-TUNING_TARGETS: dict[str, _Family] = {
-    "text:minilm": _Family(_hf_root, _hf_blocks, ("attention.self.query", "attention.self.value")),
-    "hf": _Family(_hf_root, _hf_blocks, ("attention.self.query", "attention.self.value")),
-    # Pointwise convs carry most of an MBConv block's weights; depthwise convs are left alone.
-    "image:efficientnet-lite0": _Family(_effnet_root, _effnet_blocks, ("_expand_conv", "_project_conv"),
-                                        after=("_conv_head", "_bn1"), after_lora=("_conv_head",)),
-}
-
-
-def _family(encoder: Encoder) -> _Family:
-    name = encoder.spec.name
-    fam = TUNING_TARGETS.get(name) or (TUNING_TARGETS["hf"] if name.startswith("hf:") else None)
+def _family(encoder: Encoder) -> TuningTargets:
+    """Where the encoder's blocks are and what LoRA adapts: the encoder declares it."""
+    fam = encoder.tuning_targets
     if fam is None:
-        raise ValueError(f"tower tuning is not available for encoder '{name}' "
-                         f"(known: {', '.join(TUNING_TARGETS)})")
+        raise ValueError(f"tower tuning is not available for encoder '{encoder.spec.name}' "
+                         "(its tuning_targets are not declared)")
     return fam
 
 

@@ -17,7 +17,7 @@ from crossalign.bridge.model import Bridge
 from crossalign.bridge.projector import PrefixProjector
 
 __all__ = ["Bridge", "BridgeConfig", "LanguageModel", "PrefixProjector", "DEFAULT_LM", "evaluate_bridge",
-           "find_bridge", "format_table", "load_bridge_config", "load_lm", "ask"]
+           "find_bridge", "format_table", "load_bridge_config", "load_lm", "ask", "ask_modalities"]
 
 
 def find_bridge(path: str | Path) -> Path:
@@ -30,11 +30,24 @@ def find_bridge(path: str | Path) -> Path:
                             f"train one with: crossalign bridge train {p} --data DATA")
 
 
-def ask(bridge: str | Path | Bridge, *, image: object = None, audio: object = None, sensor: object = None,
-        text: str | None = None, max_new_tokens: int | None = None):  # type: ignore[no-untyped-def]
-    """Python mirror of `crossalign ask`: exactly one input, an optional question; yields text pieces."""
-    given = [(m, v) for m, v in (("image", image), ("audio", audio), ("sensor", sensor)) if v is not None]
+def ask_modalities() -> tuple[str, ...]:
+    """What the language model can be asked about: every registered modality but inline ones (text:
+    the question is the text)."""
+    from crossalign.modalities import modality, modality_names
+
+    return tuple(m for m in modality_names() if not modality(m).inline)
+
+
+def ask(bridge: str | Path | Bridge, *, text: str | None = None, max_new_tokens: int | None = None,
+        **items: object):  # type: ignore[no-untyped-def]
+    """Python mirror of `crossalign ask`: exactly one item as `MODALITY=value` (`image="scene.png"`,
+    `audio=...`, `sensor=...` or another registered modality), an optional question; yields text."""
+    kinds = ask_modalities()
+    unknown = [m for m in items if m not in kinds]
+    if unknown:
+        raise ValueError(f"unknown input {', '.join(unknown)}= (use one of {', '.join(kinds)})")
+    given = [(m, v) for m, v in items.items() if v is not None]
     if len(given) != 1:
-        raise ValueError("give exactly one of image=, audio=, sensor=")
+        raise ValueError(f"give exactly one of {', '.join(f'{m}=' for m in kinds)}")
     b = bridge if isinstance(bridge, Bridge) else Bridge.load(find_bridge(bridge))
     return b.ask(given[0][0], given[0][1], text, max_new_tokens=max_new_tokens)

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from crossalign.cli.common import LogOpt, log_specs
+from crossalign.cli.inputs import InputOpt, gather_inputs
 
 app = typer.Typer(no_args_is_help=True, help="Language-model bridge: shared-space embedding -> prefix -> LM.")
 
@@ -63,14 +64,16 @@ def ask(run_or_bridge: Annotated[Path, typer.Argument(help="bridge folder, or a 
         image: Annotated[Optional[Path], typer.Option(help="image file")] = None,
         audio: Annotated[Optional[Path], typer.Option(help="audio file")] = None,
         sensor: Annotated[Optional[Path], typer.Option(help="sensor array (.npy)")] = None,
+        input: InputOpt = None,
         text: Annotated[Optional[str], typer.Option(help="question (default: describe it)")] = None,
         max_tokens: Annotated[Optional[int], typer.Option(help="most tokens to generate")] = None) -> None:
-    """Stream the language model's answer about an image, a sound or a sensor signal."""
-    from crossalign.bridge import Bridge, find_bridge
+    """Stream the language model's answer about an image, a sound, a sensor signal (or any registered
+    modality but text, `--input MODALITY=FILE`)."""
+    from crossalign.bridge import Bridge, find_bridge, ask_modalities
 
-    given = [(m, v) for m, v in (("image", image), ("audio", audio), ("sensor", sensor)) if v is not None]
+    given = list(gather_inputs({"image": image, "audio": audio, "sensor": sensor}, input, ask_modalities()).items())
     if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --image, --audio, --sensor")
+        raise typer.BadParameter("give exactly one of --image, --audio, --sensor, --input M=FILE")
     modality, value = given[0]
     if not value.exists():
         raise typer.BadParameter(f"{value}: no such file")

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from crossalign.cli.inputs import InputOpt, gather_inputs
+
 __all__ = ["explain_cmd", "register", "print_or_dump"]
 
 
@@ -39,6 +41,7 @@ def explain_cmd(
     image: Annotated[Optional[Path], typer.Option(help="image file")] = None,
     audio: Annotated[Optional[Path], typer.Option(help="audio file")] = None,
     sensor: Annotated[Optional[Path], typer.Option(help="sensor array file (.npy/.npz/.csv)")] = None,
+    input: InputOpt = None,
     id: Annotated[
         Optional[str], typer.Option("--id", help="manifest row (its id or 1-based number); with --data")
     ] = None,
@@ -57,21 +60,17 @@ def explain_cmd(
     png: Annotated[Optional[Path], typer.Option(help="write the overlay picture here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Similarity of two items (any two of --text/--image/--audio/--sensor, or --id ROW --data M) and its
+    """Similarity of two items (any two of --text/--image/--audio/--sensor/--input M=V, or --id ROW --data M) and its
     attribution to the units of each side; says which method ran on each tower and why."""
     from crossalign.align.embedder import Embedder
     from crossalign.explain import explain_pair
     from crossalign.explain.rows import row_items
 
-    given = {
-        m: v
-        for m, v in (("text", text), ("image", image), ("audio", audio), ("sensor", sensor))
-        if v is not None
-    }
+    given = gather_inputs({"text": text, "image": image, "audio": audio, "sensor": sensor}, input)
     if id is not None and (data is None or given):
-        raise typer.BadParameter("--id needs --data and no --text/--image/--audio/--sensor")
+        raise typer.BadParameter("--id needs --data and no --text/--image/--audio/--sensor/--input")
     if id is None and len(given) != 2:
-        raise typer.BadParameter("give two of --text/--image/--audio/--sensor (or --id ROW --data M)")
+        raise typer.BadParameter("give two of --text/--image/--audio/--sensor/--input M=V (or --id ROW --data M)")
     if steps < 2 or steps > 4096:
         raise typer.BadParameter("--steps must be in 2..4096")
     try:
@@ -84,7 +83,7 @@ def explain_cmd(
                 extra: dict[str, Any] = {"row": str(row.get("id", id)), "views": [c for c, _ in items]}
             else:
                 items = [
-                    (emb.column_for(m), emb.read(m, [str(v) if m == "text" else Path(v)], Path.cwd())[0])
+                    (emb.column_for(m), emb.read(m, [v], Path.cwd())[0])
                     for m, v in given.items()
                 ]
                 extra = {"views": [c for c, _ in items]}
@@ -106,7 +105,7 @@ def explain_top_hit(s, col: str, qmod: str, value: object, hits: list):  # type:
     top = hits[0]
     if top.source is None:
         raise ValueError(f"hit {top.id} records no source to explain")
-    q = s.embedder.read(col, [str(value) if qmod == "text" else Path(value)], Path.cwd())[0]  # type: ignore[arg-type]
+    q = s.embedder.read(col, [value], Path.cwd())[0]  # value: text, or a Path (cli.inputs)
     # Index sources are manifest-relative; the index was built from the run's data unless told otherwise.
     data = Path(s.embedder.cfg.train.data or ".")
     base = data if data.is_dir() else data.parent

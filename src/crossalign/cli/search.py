@@ -10,6 +10,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from crossalign.cli.inputs import InputOpt, gather_inputs
+
 index_app = typer.Typer(
     no_args_is_help=True, help="Build and maintain a persistent search index of a collection."
 )
@@ -173,6 +175,7 @@ def search_cmd(
     image: Annotated[Optional[Path], typer.Option(help="query image file")] = None,
     audio: Annotated[Optional[Path], typer.Option(help="query audio file")] = None,
     sensor: Annotated[Optional[Path], typer.Option(help="query array file (.npy/.npz/.csv)")] = None,
+    input: InputOpt = None,
     k: Annotated[int, typer.Option("-k", "--k", help="results to return")] = 10,
     modality: Annotated[Optional[str], typer.Option(help="only results of this modality")] = None,
     view: Annotated[
@@ -196,16 +199,13 @@ def search_cmd(
         Optional[Path], typer.Option(help="with --explain: write the overlay picture here")
     ] = None,
 ) -> None:
-    """Query an index with text, an image, audio or a sensor array; prints ranked results with scores."""
+    """Query an index with text, an image, audio, a sensor array (or `--input MODALITY=FILE`); prints
+    ranked results with scores."""
     from crossalign.index import IncompatibleRunError, Searcher
 
-    given = {
-        m: v
-        for m, v in (("text", text), ("image", image), ("audio", audio), ("sensor", sensor))
-        if v is not None
-    }
+    given = gather_inputs({"text": text, "image": image, "audio": audio, "sensor": sensor}, input)
     if len(given) != 1:
-        raise typer.BadParameter("give exactly one query: --text, --image, --audio or --sensor")
+        raise typer.BadParameter("give exactly one query: --text, --image, --audio, --sensor or --input M=V")
     ((qmod, value),) = given.items()
     if k < 1 or k > 10_000:
         raise typer.BadParameter("-k must be between 1 and 10000")
@@ -218,7 +218,7 @@ def search_cmd(
                 raise ValueError(f"view '{col}' is not a {qmod} view of the run")
             hits = s.search(
                 col,
-                str(value) if qmod == "text" else Path(value),
+                value,
                 k,
                 modality,
                 _parse_filters(filter),

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from crossalign.cli.common import LogOpt, log_specs
+from crossalign.cli.inputs import InputOpt, gather_inputs
 
 app = typer.Typer(no_args_is_help=True, help="Fusion + task heads: train, evaluate, predict.")
 
@@ -90,6 +91,7 @@ def predict(
     image: Annotated[Path | None, typer.Option(help="image file")] = None,
     audio: Annotated[Path | None, typer.Option(help="audio file")] = None,
     sensor: Annotated[Path | None, typer.Option(help="sensor array (.npy/.csv)")] = None,
+    input: InputOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False,
 ) -> None:
     """Tag the words of one text (contradicted words in red brackets) or classify one item, from
@@ -100,10 +102,10 @@ def predict(
     from crossalign.fuse.run import predict as _predict
 
     r = load_task_run(run)
-    given = {"text": text, "image": str(image) if image else None, "audio": str(audio) if audio else None,
-             "sensor": str(sensor) if sensor else None}
-    inputs = {c: [v] for c, v in given.items() if v is not None and c in r.modalities}
-    ignored = [c for c, v in given.items() if v is not None and c not in r.modalities]
+    given = {m: str(v) for m, v in gather_inputs({"text": text, "image": image, "audio": audio, "sensor": sensor},
+                                                   input).items()}
+    inputs = {c: [v] for c, v in given.items() if c in r.modalities}
+    ignored = [c for c in given if c not in r.modalities]
     if ignored:
         typer.echo(f"note: this run does not use {', '.join(ignored)}", err=True)
     try:

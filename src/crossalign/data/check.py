@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from crossalign.data.manifest import RESERVED_COLUMNS, Manifest, column_modality
-from crossalign.modalities import MODALITIES, ReadError, get_reader
+from crossalign.modalities import ReadError, get_reader, modality, modality_names
 
 __all__ = ["Problem", "check_manifest", "check_value", "header_problems", "unknown_columns"]
 
@@ -42,7 +42,7 @@ _INVISIBLE = ("Cf", "Cc", "Zs", "Zl", "Zp")
 def header_problems(columns: list[str]) -> list[Problem]:
     """Headers that are probably not what their author meant: invisible or surrounding characters
     (a byte order mark, a zero-width space, spaces), or a known column in other letter case."""
-    known = {*RESERVED_COLUMNS, *MODALITIES}
+    known = {*RESERVED_COLUMNS, *modality_names()}
     out = []
     for c in columns:
         if c.startswith("_"):  # our own bookkeeping (_row, _overflow)
@@ -68,14 +68,15 @@ def unknown_columns(columns: list[str]) -> list[str]:
 def check_manifest(manifest: Manifest, columns: dict[str, str] | None = None,
                    progress: Callable[[int], Any] | None = None) -> list[Problem]:
     """Read every value of every modality column; report unreadable/empty/corrupt values,
-    sensor arrays whose shape differs from the column's usual shape, and duplicate ids."""
+    arrays whose shape differs from the column's usual shape (modalities with `same_shape`, such as
+    sensor), and duplicate ids."""
     columns = columns or manifest.modality_columns
     problems: list[Problem] = header_problems(manifest.columns)
     if not columns:
-        problems.append(Problem(0, "*", "no modality columns (text, image, audio, sensor, or text_xx ...)"))
+        problems.append(Problem(0, "*", f"no modality columns ({', '.join(modality_names())}, or text_xx ...)"))
     ids = Counter(str(r["id"]) for r in manifest.rows if r.get("id") is not None)
     first_seen: dict[str, int] = {}
-    shapes: dict[str, dict[int, tuple[int, ...]]] = {c: {} for c, m in columns.items() if m == "sensor"}
+    shapes: dict[str, dict[int, tuple[int, ...]]] = {c: {} for c, m in columns.items() if modality(m).same_shape}
     for i, r in enumerate(manifest.rows):
         n = manifest.row_number(i)
         rid = r.get("id")
@@ -91,7 +92,7 @@ def check_manifest(manifest: Manifest, columns: dict[str, str] | None = None,
             raw, err = check_value(mod, r[col], manifest.base_dir)
             if err:
                 problems.append(Problem(n, col, err))
-            elif mod == "sensor":
+            elif col in shapes:
                 shapes[col][n] = tuple(np.asarray(raw).shape)
         if r.get("_overflow"):
             problems.append(Problem(n, "*", f"{r['_overflow']} more values than there are headers"))

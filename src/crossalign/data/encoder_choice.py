@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from crossalign.data.manifest import Manifest, view_modality
-from crossalign.encoders import SENSOR_TOWER_RANKS, default_sensor_tower
+from crossalign.encoders import DEFAULT_ENCODERS, default_sensor_tower, encoder_facts
 
 __all__ = ["choose_default", "resolve_view", "resolve_views", "column_language", "script_profile",
            "record_encoded", "recorded_encoders", "ENGLISH_ONLY", "fits_rank"]
@@ -62,16 +62,16 @@ def script_profile(values: list[Any]) -> tuple[float, float]:
     return (cjk / letters, non_latin / letters) if letters else (0.0, 0.0)
 
 
-def _sensor_rank(manifest: Manifest, column: str) -> tuple[int, ...]:
+def _sensor_rank(manifest: Manifest, column: str, modality: str = "sensor") -> tuple[int, ...]:
     from crossalign.data.extract import infer_sensor_shape
 
-    return infer_sensor_shape(manifest, column)
+    return infer_sensor_shape(manifest, column, modality)
 
 
 def fits_rank(encoder: str, shape: tuple[int, ...]) -> str | None:
-    """None if a sensor tower takes arrays of this shape, else why not."""
+    """None if the encoder takes arrays of this shape (its `EncoderFacts.input_ranks`), else why not."""
     rank = len(shape)
-    ok = SENSOR_TOWER_RANKS.get(encoder)
+    ok = encoder_facts(encoder).input_ranks
     if ok is None or rank in ok:
         return None
     hint = default_sensor_tower(shape)
@@ -104,6 +104,8 @@ def choose_default(column: str, modality: str, manifest: Manifest | None) -> tup
         return name, {}, f"{len(shape)}-D arrays {shape}: {kind} tower"
     if modality == "image":
         return "image:efficientnet-lite0", {}, "default image tower"
+    if modality in DEFAULT_ENCODERS:  # a modality registered later: the default it registered
+        return DEFAULT_ENCODERS[modality], {}, f"the default {modality} encoder"
     raise ValueError(f"column '{column}': no default encoder for modality '{modality}'")
 
 
@@ -156,8 +158,9 @@ def resolve_view(view: Any, manifest: Manifest | None, recorded: dict[str, dict[
             view.encoder, view.options, view.why = name, {**opts, **view.options}, why
     elif not getattr(view, "why", ""):
         view.why = "given"
-    if manifest is not None and view.encoder in ("sensor:conv1d", "sensor:conv2d") and view.column in manifest.columns:
-        problem = fits_rank(view.encoder, tuple(view.options.get("input_shape") or _sensor_rank(manifest, view.column)))
+    if manifest is not None and encoder_facts(view.encoder).input_ranks and view.column in manifest.columns:
+        shape = view.options.get("input_shape") or _sensor_rank(manifest, view.column, modality)
+        problem = fits_rank(view.encoder, tuple(shape))
         if problem:
             raise ValueError(f"column '{view.column}': {problem}")
     return view.why

@@ -43,8 +43,9 @@ class ColumnFeatures:
     encoded: int = 0  # how many items this call had to encode (the rest came from the cache)
 
 
-def infer_sensor_shape(manifest: Manifest, column: str, probe: int = 50) -> tuple[int, ...]:
-    reader = get_reader("sensor")
+def infer_sensor_shape(manifest: Manifest, column: str, modality: str = "sensor", probe: int = 50) -> tuple[int, ...]:
+    """The usual array shape of a column's first rows (for encoders that need `input_shape`)."""
+    reader = get_reader(modality)
     shapes: Counter[tuple[int, ...]] = Counter()
     for r in manifest.rows[:probe]:
         try:

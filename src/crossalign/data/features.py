@@ -12,7 +12,7 @@ from crossalign.config import ViewSpec
 from crossalign.data.check import Problem
 from crossalign.data.extract import ColumnFeatures, encode_column, infer_sensor_shape
 from crossalign.data.manifest import Manifest, view_modality
-from crossalign.encoders import DEFAULT_ENCODERS, Encoder, EncoderSpec, build_encoder
+from crossalign.encoders import DEFAULT_ENCODERS, Encoder, EncoderSpec, build_encoder, encoder_facts
 
 __all__ = ["ViewSpec", "FeatureTable", "build_view_encoder", "encode_views", "view_encoder", "view_modality"]
 
@@ -33,10 +33,10 @@ def build_view_encoder(view: ViewSpec, manifest: Manifest | None = None) -> Enco
     name and content first (data/encoder_choice.py) and written into the view."""
     name = view_encoder(view, manifest)
     opts = dict(view.options)
-    if name.startswith("sensor:") and "input_shape" not in opts:
+    if encoder_facts(name).needs_input_shape and "input_shape" not in opts:
         if manifest is None:
             raise ValueError(f"{name} needs input_shape")
-        opts["input_shape"] = list(infer_sensor_shape(manifest, view.column))
+        opts["input_shape"] = list(infer_sensor_shape(manifest, view.column, view_modality(view)))
         view.options["input_shape"] = opts["input_shape"]  # remembered in the run config
     return build_encoder(name, modality=view_modality(view), **opts)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from crossalign.data.encoder_choice import (ENGLISH_ONLY, NON_LATIN_THRESHOLD, PROBE_ROWS, column_language,
                                             fits_rank, script_profile)
 from crossalign.data.manifest import Manifest, view_modality
 from crossalign.data.splits import has_splits
 
-__all__ = ["Finding", "fit_findings", "split_warnings"]
+__all__ = ["Finding", "fit_findings", "split_warnings", "FIT_CHECKS"]
 
 WHISPER_SR = 16000
 SR_PROBE = 50
@@ -28,39 +28,59 @@ class Finding:
         return f"column '{self.column}': {self.severity}: {self.message}"
 
 
+def view_encoder(v: Any) -> str:
+    from crossalign.data.features import view_encoder as encoder_of  # lazy: features imports this room's checks
+
+    return encoder_of(v)
+
+
+def _text(m: Manifest, v: Any) -> list[Finding]:
+    col, enc, lang = v.column, view_encoder(v), column_language(v.column)
+    if enc not in ENGLISH_ONLY:
+        return []
+    _, non_latin = script_profile([r.get(col) for r in m.rows[:PROBE_ROWS]])
+    if non_latin >= NON_LATIN_THRESHOLD:
+        return [Finding("warning", col, f"{enc} is English-only but {non_latin:.0%} of this column's "
+                                        "letters are non-Latin script: use text:e5-small")]
+    if lang not in (None, "en"):
+        return [Finding("warning", col, f"{enc} is English-only but the column name says '{lang}': "
+                                        "use text:e5-small")]
+    return []
+
+
+def _audio(m: Manifest, v: Any) -> list[Finding]:
+    col, enc, lang = v.column, view_encoder(v), column_language(v.column)
+    out = []
+    if enc in ENGLISH_ONLY and lang not in (None, "en"):
+        out.append(Finding("warning", col, f"{enc} is English-only (tiny.en) but the column name says "
+                                           f"'{lang}': use audio:whisper-base"))
+    return out + _sample_rates(m, col)
+
+
+def _sensor(m: Manifest, v: Any) -> list[Finding]:
+    shape = v.options.get("input_shape")
+    if shape is None:
+        from crossalign.data.extract import infer_sensor_shape
+
+        try:
+            shape = infer_sensor_shape(m, v.column)
+        except ValueError:
+            return []  # unreadable arrays are reported row by row already
+    why = fits_rank(view_encoder(v), tuple(shape))
+    return [Finding("error", v.column, why)] if why else []
+
+
+# Modality -> its column-level check; modalities with nothing to check here have no entry.
+FIT_CHECKS: dict[str, Callable[[Manifest, Any], list[Finding]]] = {"text": _text, "audio": _audio, "sensor": _sensor}
+
+
 def fit_findings(m: Manifest, views: list[Any]) -> list[Finding]:
     """Views must already name their encoder (`resolve_views`)."""
-    from crossalign.data.features import view_encoder
-
     out: list[Finding] = []
     for v in views:
-        col, enc, mod = v.column, view_encoder(v), view_modality(v)
-        lang = column_language(col)
-        if mod == "text" and enc in ENGLISH_ONLY:
-            _, non_latin = script_profile([r.get(col) for r in m.rows[:PROBE_ROWS]])
-            if non_latin >= NON_LATIN_THRESHOLD:
-                out.append(Finding("warning", col, f"{enc} is English-only but {non_latin:.0%} of this column's "
-                                                   "letters are non-Latin script: use text:e5-small"))
-            elif lang not in (None, "en"):
-                out.append(Finding("warning", col, f"{enc} is English-only but the column name says '{lang}': "
-                                                   "use text:e5-small"))
-        elif mod == "audio":
-            if enc in ENGLISH_ONLY and lang not in (None, "en"):
-                out.append(Finding("warning", col, f"{enc} is English-only (tiny.en) but the column name says "
-                                                   f"'{lang}': use audio:whisper-base"))
-            out.extend(_sample_rates(m, col))
-        elif mod == "sensor":
-            shape = v.options.get("input_shape")
-            if shape is None:
-                from crossalign.data.extract import infer_sensor_shape
-
-                try:
-                    shape = infer_sensor_shape(m, col)
-                except ValueError:
-                    continue  # unreadable arrays are reported row by row already
-            why = fits_rank(enc, tuple(shape))
-            if why:
-                out.append(Finding("error", col, why))
+        check = FIT_CHECKS.get(view_modality(v))
+        if check is not None:
+            out.extend(check(m, v))
     return out
 
 

@@ -2,8 +2,8 @@
 
 Formats: JSONL (`.jsonl`), CSV (`.csv`) or Parquet (`.parquet`). Columns:
 - `id` (optional, unique; defaults to the row number),
-- one column per modality view: `text`, `image`, `audio`, `sensor`, or any name that starts with
-  one of those and an underscore (`text_zh`, `image_xray`) — text inline, other values are paths
+- one column per modality view: `text`, `image`, `audio`, `sensor` (or another registered
+  modality), or any name that starts with one of those and an underscore (`text_zh`, `image_xray`) — text inline, other values are paths
   relative to the manifest's folder (absolute paths work too),
 - optional `group` (rows of one group are positives for each other), `label`, `split`
   (train/val/test), `tags` (per-token labels for tagging tasks).
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from crossalign.modalities import MODALITIES
+from crossalign.modalities import modality_names
 
 __all__ = ["Manifest", "ManifestError", "load_manifest", "iter_jsonl", "write_manifest", "column_modality", "view_modality",
            "RESERVED_COLUMNS"]
@@ -31,7 +31,7 @@ def column_modality(column: str) -> str | None:
     """`text` -> text, `text_zh` -> text, `label` -> None."""
     if column in RESERVED_COLUMNS:
         return None
-    for m in MODALITIES:
+    for m in modality_names():
         if column == m or column.startswith(m + "_"):
             return m
     return None

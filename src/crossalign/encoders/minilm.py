@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from crossalign.encoders.base import Encoder, EncoderSpec
+from crossalign.encoders.base import HF_LAYERS, Encoder, EncoderSpec
 
 __all__ = ["HFTextEncoder", "minilm", "minilm_path"]
 
@@ -21,6 +21,8 @@ def minilm_path() -> str:
 
 
 class HFTextEncoder(Encoder):
+    tuning_targets = HF_LAYERS
+
     """Any Hugging Face AutoModel text tower with mean pooling over real tokens.
 
     `tokens=True` returns (B, T, D) token states (padded to `max_length`) instead of pooled (B, D).
@@ -73,6 +75,6 @@ class HFTextEncoder(Encoder):
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
-def minilm(tokens: bool = False, words: int = 0, max_length: int = 128, **_: object) -> HFTextEncoder:
+def minilm(tokens: bool = False, words: int = 0, max_length: int = 128, normalize: bool = True) -> HFTextEncoder:
     return HFTextEncoder(minilm_path(), name="text:minilm", version="all-MiniLM-L6-v2/1", tokens=tokens,
-                         words=words, max_length=max_length)
+                         words=words, max_length=max_length, normalize=normalize)

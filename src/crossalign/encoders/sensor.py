@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossalign.encoders import SENSOR_TOWER_RANKS, default_sensor_tower
+from crossalign.encoders import default_sensor_tower, encoder_facts
 from crossalign.encoders.base import Encoder, EncoderSpec
 
 __all__ = ["SensorEncoder", "sensor_mlp", "sensor_conv1d", "sensor_conv2d", "SENSOR_INPUT_VERSION"]
@@ -28,7 +28,7 @@ class SensorEncoder(Encoder):
         super().__init__()
         self.kind, self.input_shape, self.dim = kind, tuple(int(s) for s in input_shape), int(dim)
         shape = self.input_shape
-        ranks = SENSOR_TOWER_RANKS.get(f"sensor:{kind}")
+        ranks = encoder_facts(f"sensor:{kind}").input_ranks
         if ranks and len(shape) not in ranks:  # fail here, not as a torch traceback mid-training
             hint = default_sensor_tower(shape)
             raise ValueError(f"sensor:{kind} takes {' or '.join(f'{r}-D' for r in ranks)} arrays, "
@@ -97,13 +97,13 @@ def _shape(input_shape: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in input_shape)
 
 
-def sensor_mlp(input_shape: Any = None, dim: int = 256, **_: object) -> SensorEncoder:
-    return SensorEncoder("mlp", _shape(input_shape), dim)
+def sensor_mlp(input_shape: Any = None, dim: int = 256, width: int = 64) -> SensorEncoder:
+    return SensorEncoder("mlp", _shape(input_shape), dim, width)
 
 
-def sensor_conv1d(input_shape: Any = None, dim: int = 256, **_: object) -> SensorEncoder:
-    return SensorEncoder("conv1d", _shape(input_shape), dim)
+def sensor_conv1d(input_shape: Any = None, dim: int = 256, width: int = 64) -> SensorEncoder:
+    return SensorEncoder("conv1d", _shape(input_shape), dim, width)
 
 
-def sensor_conv2d(input_shape: Any = None, dim: int = 256, **_: object) -> SensorEncoder:
-    return SensorEncoder("conv2d", _shape(input_shape), dim)
+def sensor_conv2d(input_shape: Any = None, dim: int = 256, width: int = 64) -> SensorEncoder:
+    return SensorEncoder("conv2d", _shape(input_shape), dim, width)

@@ -67,22 +67,12 @@ class PairExplanation:
 def side_units(
     embedder: Embedder, col: str, raw: Any, grid: int | None = None, window_s: float = 0.25, cells: Any = None
 ) -> Units:
-    """Units of one item as the run's tower for `col` reads it (image cells at the encoder's size)."""
+    """Units of one item as the run's tower for `col` reads it (image cells on the encoder's grid and
+    at its input size when its spec records them). Every unit maker takes the options it knows."""
     spec = embedder.model.specs[col]
-    modality = spec.modality
-    if modality == "image":
-        g = grid or int(spec.options.get("grid") or 0) or 4
-        size = (
-            int(spec.options["size"])
-            if spec.name == "image:efficientnet-lite0" and "size" in spec.options
-            else None
-        )
-        return make_units("image", raw, grid=g, size=size)
-    if modality == "audio":
-        return make_units("audio", raw, window_s=window_s)
-    if modality == "sensor":
-        return make_units("sensor", raw, cells=cells)
-    return make_units(modality, raw)
+    size = spec.options.get("size")
+    return make_units(spec.modality, raw, grid=grid or int(spec.options.get("grid") or 0) or 4,
+                      size=int(size) if size else None, window_s=window_s, cells=cells)
 
 
 def explain_side(

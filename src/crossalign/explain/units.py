@@ -164,6 +164,8 @@ def _sensor(raw: np.ndarray, cells: tuple[int, int] | int | None = None, **_: An
     )
 
 
+# Modality -> its unit maker (each takes the raw item and ignores the options meant for others); a
+# plug-in modality adds its own here, e.g. 1-D arrays can reuse the sensor windows.
 UNIT_MAKERS: dict[str, Callable[..., Units]] = {
     "text": _text,
     "image": _image,

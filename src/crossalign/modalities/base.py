@@ -1,11 +1,12 @@
-"""The contract every modality reader follows."""
+"""The contract every modality follows: a reader plus the facts other rooms need about it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
-__all__ = ["ReadError", "ModalityReader"]
+__all__ = ["ReadError", "ModalityReader", "Modality", "ClientError"]
 
 
 class ReadError(ValueError):
@@ -40,6 +41,34 @@ class ModalityReader(Protocol):
     def content_key(self, value: Any, base_dir: Path | None = None) -> bytes:
         """Bytes that identify the input's content (for cache keys); cheap, no decoding."""
         ...
+
+
+class ClientError(ValueError):
+    """A client's value (HTTP body field) cannot become an input: `message` says why, `code` is the
+    machine-readable error code the service reports (`invalid_base64`, `empty_input`, ...)."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One modality and the facts about it that the CLI, the service, sharded data and checks use,
+    so none of them branches on modality names. Register it with `crossalign.modalities.register`."""
+
+    name: str  # manifest column prefix and CLI/HTTP field name: `image`, `image_xray`
+    reader: Callable[[], ModalityReader]
+    # Client value (a JSON field, base64 text, a data URL, uploaded bytes) -> what `reader.read`
+    # takes, never a path; raises ClientError. Built-ins use `crossalign.modalities.client`.
+    client: Callable[[Any], Any]
+    inline: bool = False  # manifest/CLI values are the item itself (text), not file paths
+    mime_types: tuple[str, ...] = ()  # data-URL types it owns: "image/*" (a major type) or exact ones
+    suffixes: tuple[str, ...] = ()  # file extensions (tar shard members `<key>.<ext>`), no dot
+    upload: bool = True  # may arrive as a multipart file field
+    json_type: Any = str  # Python type of its field in JSON request bodies (pydantic validates it)
+    help: str = ""  # what a value is, for CLI options and the HTTP schema
+    same_shape: bool = False  # every value of one column must have one array shape (`data check`)
 
 
 def resolve_path(value: Any, base_dir: Path | None) -> Path:

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from crossalign.modalities.base import ReadError, file_bytes
+from crossalign.modalities.base import Modality, ReadError, file_bytes
+from crossalign.modalities.client import file_value
 from crossalign.modalities.limits import LimitError, limits
 
-__all__ = ["ImageReader", "to_rgb", "decode_image"]
+__all__ = ["ImageReader", "to_rgb", "decode_image", "IMAGE"]
 
 _ROWS = 256  # rows converted at a time: a 16-bit image never gets a full-size float copy
 
@@ -90,3 +91,7 @@ def decode_image(data: bytes, shown: Any = "<bytes>") -> Image.Image:
     if img.width < 1 or img.height < 1:
         raise ReadError(shown, "empty image")
     return to_rgb(img)
+
+
+IMAGE = Modality("image", ImageReader, client=file_value("image"), mime_types=("image/*",),
+                 suffixes=("jpg", "jpeg", "png", "webp"), help="image file (base64 or data URL over HTTP)")

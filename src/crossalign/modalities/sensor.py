@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npformat
 
-from crossalign.modalities.base import ReadError, file_bytes
+from crossalign.modalities.base import Modality, ReadError, file_bytes
+from crossalign.modalities.client import array_value
 from crossalign.modalities.limits import LimitError, limits
 
-__all__ = ["SensorReader", "load_npy"]
+__all__ = ["SensorReader", "load_npy", "SENSOR"]
 
 
 def _check_values(n: int, shown: Any) -> None:
@@ -124,3 +125,9 @@ class SensorReader:
             a = np.ascontiguousarray(to_float32(value, "<array>"))
             return a.tobytes() + str(a.shape).encode()
         return file_bytes(value, base_dir)
+
+
+SENSOR = Modality("sensor", SensorReader, client=array_value("sensor"),
+                  mime_types=("application/x-npy", "application/octet-stream", "application/npy"),
+                  suffixes=("npy",), json_type=list[Any] | str, same_shape=True,
+                  help="array file: .npy/.npz/.csv (nested list or base64 .npy over HTTP)")

@@ -6,9 +6,10 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from crossalign.modalities.base import ReadError
+from crossalign.modalities.base import Modality, ReadError
+from crossalign.modalities.client import text_value
 
-__all__ = ["TextReader"]
+__all__ = ["TextReader", "TEXT"]
 
 
 def _check_unicode(text: str, value: Any) -> None:
@@ -39,3 +40,7 @@ class TextReader:
 
     def content_key(self, value: Any, base_dir: Path | None = None) -> bytes:
         return self.read(value).encode("utf-8")
+
+
+TEXT = Modality("text", TextReader, client=text_value, inline=True, suffixes=("txt",), upload=False,
+                help="text")

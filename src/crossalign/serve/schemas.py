@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-__all__ = ["EmbeddingsRequest", "EmbeddingsResponse", "SearchRequest", "SearchResponse", "HealthResponse"]
+__all__ = ["EmbeddingsRequest", "EmbeddingsResponse", "SearchOptions", "search_request_model", "SearchResponse",
+           "HealthResponse", "with_modality_fields"]
 
 Scalar = Union[str, int, float, bool]
 
@@ -48,18 +49,27 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-class SearchRequest(BaseModel):
-    """Exactly one of text / image / audio / sensor. As multipart/form-data, upload the file as
-    field `image`, `audio` or `sensor` and send `k`, `modality`, `view`, `filters` (JSON) as fields."""
+def with_modality_fields(base: type[BaseModel], name: str) -> type[BaseModel]:
+    """`base` plus one optional field per registered modality (its `json_type` and `help`): request
+    bodies follow the modality registry, so a new modality needs no edit here."""
+    from crossalign.modalities import modality, modality_names
+
+    fields: dict[str, Any] = {m: (Optional[modality(m).json_type], Field(None, description=modality(m).help))
+                              for m in modality_names()}
+    return create_model(name, __base__=base, __doc__=base.__doc__, **fields)
+
+
+def search_request_model() -> type[BaseModel]:
+    return with_modality_fields(SearchOptions, "SearchRequest")
+
+
+class SearchOptions(BaseModel):
+    """Exactly one query field, named after its modality (text, image, audio, sensor, ...). As
+    multipart/form-data, upload the file under its modality's name and send `k`, `modality`,
+    `view`, `filters` (JSON) as fields."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: Optional[str] = None
-    image: Optional[str] = Field(None, description="base64 or data URL")
-    audio: Optional[str] = Field(None, description="base64 or data URL (wav, flac, ogg)")
-    sensor: Optional[Union[list[Any], str]] = Field(
-        None, description="nested list of numbers, or base64 .npy"
-    )
     k: int = Field(10, description="results to return (1..max_k)")
     modality: Optional[str] = Field(None, description="only results of this modality")
     view: Optional[str] = Field(None, description="query view column when the run has several (text_zh)")

@@ -16,6 +16,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from crossalign.align.embedder import Embedder
+from crossalign.encoders import encoder_facts
 from crossalign.index import Hit, Searcher, VectorIndex, check_compatible, run_identity
 from crossalign.serve.batching import MicroBatcher
 
@@ -34,9 +35,9 @@ class ServeSettings:
     max_text_chars: int = 20_000  # longest text input
     max_decodes: int = 2  # images/audio/arrays decoded at once (each may take up to the input limits)
     reload_interval_s: float = 2.0  # how often to look for a newer index generation (0: never)
-    # Encoders whose output for an item depends on the rest of its batch: Whisper pads a batch to its
-    # longest clip. Their items are encoded one at a time, so an answer never depends on other clients.
-    unbatched_encoders: tuple[str, ...] = ("audio:whisper-tiny", "audio:whisper-base")
+    # More encoders to serve one item at a time, beside those whose facts say they are not batch
+    # invariant (Whisper pads a batch to its longest clip): an answer never depends on other clients.
+    unbatched_encoders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.max_upload_bytes < 1024 or self.max_batch < 1 or self.max_k < 1 or self.max_inputs < 1
@@ -104,7 +105,8 @@ class Service:
         return out
 
     async def _embed_column(self, col: str, raws: list[Any]) -> np.ndarray:
-        if self.embedder.model.specs[col].name not in self.settings.unbatched_encoders:
+        name = self.embedder.model.specs[col].name
+        if encoder_facts(name).batch_invariant and name not in self.settings.unbatched_encoders:
             return await self.batcher.embed(col, raws)
         loop = asyncio.get_running_loop()
         rows = [await loop.run_in_executor(self.executor, self._embed_sync, col, [r]) for r in raws]

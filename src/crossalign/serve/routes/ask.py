@@ -1,7 +1,7 @@
 """POST /v1/ask, present when the server has a language-model bridge.
 
 Body (JSON): exactly one of `image` / `audio` (base64 or data URL) / `sensor` (nested list or
-base64 `.npy`), or `input` as a data URL; optional `question` (default: describe), `stream`
+base64 `.npy`) / any other registered modality but text, or `input` as a data URL; optional `question` (default: describe), `stream`
 (server-sent events: `data: {"delta": ...}` lines, then `data: [DONE]`) and `max_tokens`.
 Reply: `{"answer", "modality", "question"}`. Everything that can be wrong with the input —
 decoding, the encoder refusing a shape — is checked before the answer starts, so a bad input is
@@ -27,18 +27,19 @@ from crossalign.serve.inputs import parse_data_url, read_item
 if TYPE_CHECKING:
     from crossalign.serve.service import Service
 
-__all__ = ["router", "ask_router", "add_ask_route", "ASK_MODALITIES"]
+__all__ = ["router", "ask_router", "add_ask_route"]
 
 log = logging.getLogger(__name__)
-ASK_MODALITIES = ("image", "audio", "sensor")
 
 
 def _parse(bridge: Any, body: dict[str, Any]) -> tuple[str, Any, str, bool, int | None]:
+    from crossalign.bridge import ask_modalities
     from crossalign.bridge.prompts import CAPTION_PROMPT
 
-    given = [m for m in (*ASK_MODALITIES, "input") if body.get(m) is not None]
+    kinds = ask_modalities()
+    given = [m for m in (*kinds, "input") if body.get(m) is not None]
     if len(given) != 1:
-        raise APIError(400, f"give exactly one of {', '.join(ASK_MODALITIES)} or input (got {given or 'none'})",
+        raise APIError(400, f"give exactly one of {', '.join(kinds)} or input (got {given or 'none'})",
                        None, "invalid_request")
     key = given[0]
     value = body[key]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import APIRouter, Request
 
+from crossalign.modalities import modality as registered
 from crossalign.serve.body import json_object, validate
 from crossalign.serve.errors import APIError
 from crossalign.serve.inputs import parse_data_url, read_item
@@ -54,7 +55,7 @@ def _resolve_input(svc: "Service", value: Any, default: str | None, param: str) 
             return col, read_item(parsed[0], value, param)
         col = column(svc, default or "text", param)
         modality = svc.embedder.modalities[col]
-        if modality == "text" and len(value) > svc.settings.max_text_chars:
+        if registered(modality).inline and len(value) > svc.settings.max_text_chars:
             raise APIError(400, f"{param}: text longer than {svc.settings.max_text_chars} characters", param)
         return col, read_item(modality, value, param)
     raise APIError(

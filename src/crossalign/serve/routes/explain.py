@@ -1,7 +1,8 @@
 """`POST /v1/explain`: the similarity of two items and its attribution per unit, over HTTP.
 
-Body (JSON): exactly two of `text` (string), `image` / `audio` (base64 or data URL), `sensor`
-(nested list or base64 `.npy`); optional `method` (auto | ig | occlusion), `grid` (image cells per
+Body (JSON): exactly two items, each in the field of its modality: `text` (string), `image` /
+`audio` (base64 or data URL), `sensor` (nested list or base64 `.npy`), or any other registered
+modality; optional `method` (auto | ig | occlusion), `grid` (image cells per
 side), `window_s` (audio window), `steps` (IG). Inputs go through `serve.inputs.read_item`, so a
 string is never read as a server path. The work runs on the service's single encoder thread, so an
 explanation never races an embedding call on the same towers.
@@ -10,48 +11,55 @@ explanation never races an embedding call on the same towers.
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Request  # module level: FastAPI resolves the (string) annotation from here
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from crossalign.modalities import modality, modality_names
 from crossalign.serve.body import json_object
 from crossalign.serve.errors import APIError
 from crossalign.serve.inputs import read_item
+from crossalign.serve.schemas import with_modality_fields
 from crossalign.serve.service import Service
 
-__all__ = ["ExplainRequest", "router"]
+__all__ = ["ExplainOptions", "router"]
 
-_FIELDS = ("text", "image", "audio", "sensor")
 MAX_AUDIO_S = 30.0  # longest clip explained: each window costs one encoder call
 
 
-class ExplainRequest(BaseModel):
+class ExplainOptions(BaseModel):
+    """Two items, in the fields of their modalities, and how to explain their similarity."""
+
     model_config = ConfigDict(extra="forbid")
-    text: Optional[str] = None
-    image: Optional[str] = None  # base64 or data URL
-    audio: Optional[str] = None  # base64 or data URL
-    sensor: Optional[Any] = None  # nested list of numbers or base64 .npy
     method: Literal["auto", "ig", "occlusion"] = "auto"
     grid: Optional[int] = Field(None, ge=1, le=16, description="image cells per side")
     window_s: float = Field(0.25, ge=0.05, le=5.0, description="audio window in seconds")
     steps: int = Field(64, ge=2, le=256, description="integrated-gradients steps")
 
 
-def _parse(service: Service, body: Any) -> tuple[ExplainRequest, list[tuple[str, Any]]]:
+@lru_cache(maxsize=4)
+def _request_model(names: tuple[str, ...]) -> type[BaseModel]:
+    """The request body for the modalities registered now (keyed by their names)."""
+    return with_modality_fields(ExplainOptions, "ExplainRequest")
+
+
+def _parse(service: Service, body: Any) -> tuple[Any, list[tuple[str, Any]]]:
     if not isinstance(body, dict):
         raise APIError(400, "body must be a JSON object", None, "invalid_json")
+    fields = modality_names()
     try:
-        req = ExplainRequest.model_validate(body)
+        req = _request_model(fields).model_validate(body)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"
         raise APIError(400, f"{where}: {err['msg']}", where, "invalid_value") from None
-    given = [f for f in _FIELDS if getattr(req, f) is not None]
+    given = [f for f in fields if getattr(req, f) is not None]
     if len(given) != 2:
         raise APIError(
             400,
-            f"give exactly two of text, image, audio, sensor (got {', '.join(given) or 'none'})",
+            f"give exactly two of {', '.join(fields)} (got {', '.join(given) or 'none'})",
             None,
             "invalid_query",
         )
@@ -62,10 +70,10 @@ def _parse(service: Service, body: Any) -> tuple[ExplainRequest, list[tuple[str,
         except ValueError as e:
             raise APIError(400, f"{f}: {e}", f, "unknown_modality") from None
         value = getattr(req, f)
-        if f == "text" and len(value) > service.settings.max_text_chars:
+        if modality(f).inline and len(value) > service.settings.max_text_chars:
             raise APIError(400, f"text longer than {service.settings.max_text_chars} characters", f)
         raw = read_item(f, value, f)
-        if f == "audio" and raw.seconds > MAX_AUDIO_S:
+        if getattr(raw, "seconds", 0.0) > MAX_AUDIO_S:  # timed items (audio): one encoder call a window
             raise APIError(
                 400,
                 f"audio: {raw.seconds:.1f} s; explanations take clips up to {MAX_AUDIO_S:.0f} s",

@@ -7,23 +7,23 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from crossalign.index.meta import FilterError, Hit
-from crossalign.modalities import MODALITIES
+from crossalign.modalities import modality, modality_names
 from crossalign.serve.body import check_depth, content_type, json_object, validate
 from crossalign.serve.errors import APIError
 from crossalign.serve.inputs import read_item
 from crossalign.serve.routes.embeddings import column, embed
-from crossalign.serve.schemas import SearchRequest, SearchResponse
+from crossalign.serve.schemas import SearchResponse, search_request_model
 
 if TYPE_CHECKING:
     from crossalign.serve.service import Service
 
 __all__ = ["router", "public_hit"]
 
-_QUERY_FIELDS = ("text", "image", "audio", "sensor")
 
 
 def public_hit(h: Hit) -> dict[str, Any]:
@@ -36,10 +36,14 @@ def public_hit(h: Hit) -> dict[str, Any]:
     return d
 
 
-async def _search_body(request: Request) -> tuple[SearchRequest, dict[str, bytes]]:
+def _uploads() -> list[str]:
+    return [m for m in modality_names() if modality(m).upload]
+
+
+async def _search_body(request: Request, model: type[BaseModel]) -> tuple[Any, dict[str, bytes]]:
     ctype = content_type(request)
     if ctype == "application/json":
-        return validate(SearchRequest, await json_object(request)), {}
+        return validate(model, await json_object(request)), {}
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=4, max_fields=16)
@@ -51,8 +55,8 @@ async def _search_body(request: Request) -> tuple[SearchRequest, dict[str, bytes
         files: dict[str, bytes] = {}
         for key, val in form.multi_items():
             if isinstance(val, UploadFile):
-                if key not in ("image", "audio", "sensor"):
-                    raise APIError(400, f"unexpected file field '{key}' (use image, audio or sensor)", key)
+                if key not in _uploads():
+                    raise APIError(400, f"unexpected file field '{key}' (use {_or(_uploads())})", key)
                 files[key] = await val.read()
             else:
                 fields[key] = val
@@ -62,7 +66,7 @@ async def _search_body(request: Request) -> tuple[SearchRequest, dict[str, bytes
             except (json.JSONDecodeError, RecursionError) as e:
                 raise APIError(400, f"filters: not valid JSON ({e})", "filters") from None
             check_depth(fields["filters"])
-        return validate(SearchRequest, fields), files
+        return validate(model, fields), files
     raise APIError(
         415,
         f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data "
@@ -71,57 +75,65 @@ async def _search_body(request: Request) -> tuple[SearchRequest, dict[str, bytes
     )
 
 
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": SearchRequest.model_json_schema()},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "text": {"type": "string"},
-                        "image": {"type": "string", "format": "binary"},
-                        "audio": {"type": "string", "format": "binary"},
-                        "sensor": {"type": "string", "format": "binary"},
-                        "k": {"type": "integer", "default": 10},
-                        "modality": {"type": "string"},
-                        "view": {"type": "string"},
-                        "filters": {"type": "string", "description": "JSON object"},
-                    },
-                }
+def _or(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body: JSON, or multipart with one field per modality (files for those
+    that may be uploaded)."""
+    per_modality = {m: {"type": "string", "format": "binary"} if modality(m).upload else {"type": "string"}
+                    for m in modality_names()}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": model.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": per_modality | {
+                            "k": {"type": "integer", "default": 10},
+                            "modality": {"type": "string"},
+                            "view": {"type": "string"},
+                            "filters": {"type": "string", "description": "JSON object"},
+                        },
+                    }
+                },
             },
-        },
+        }
     }
-}
 
 
 def router(service: "Service") -> APIRouter:
     r = APIRouter()
     s = service.settings
+    model = search_request_model()
+    fields = modality_names()
 
-    @r.post("/v1/search", response_model=SearchResponse, openapi_extra=_BODY)
+    @r.post("/v1/search", response_model=SearchResponse, openapi_extra=_body(model))
     async def search(request: Request) -> dict[str, Any]:
-        """Nearest items of the index to one query (text, image, audio or sensor array)."""
+        """Nearest items of the index to one query (text, an image, audio, a sensor array or any
+        other registered modality, in the field of its name)."""
         ix = await run_in_threadpool(service.index)  # a reload verifies files: keep it off the loop
         if ix is None:
             raise APIError(
                 404, "this server has no index; start it with `crossalign serve RUN --index INDEX`"
             )
-        req, files = await _search_body(request)
-        given = {f: getattr(req, f) for f in _QUERY_FIELDS if getattr(req, f) is not None}
+        req, files = await _search_body(request, model)
+        given = {f: getattr(req, f) for f in fields if getattr(req, f) is not None}
         given.update(files)
         if len(given) != 1:
             raise APIError(
                 400,
-                f"give exactly one query: text, image, audio or sensor (got {', '.join(given) or 'none'})",
+                f"give exactly one query: {_or(list(fields))} (got {', '.join(given) or 'none'})",
                 code="invalid_query",
             )
         ((qmod, value),) = given.items()
         if not 1 <= req.k <= s.max_k:
             raise APIError(400, f"k must be between 1 and {s.max_k}, got {req.k}", "k", "k_out_of_range")
         if req.modality is not None and req.modality not in ix.modalities():
-            known = req.modality in MODALITIES
+            known = req.modality in fields
             raise APIError(
                 400,
                 f"modality: {'the index holds no' if known else 'unknown modality'} "
@@ -136,7 +148,7 @@ def router(service: "Service") -> APIRouter:
         col = column(service, req.view or qmod, "view" if req.view else qmod)
         if service.embedder.modalities[col] != qmod:
             raise APIError(400, f"view '{col}' is not a {qmod} view of the run", "view")
-        if qmod == "text" and isinstance(value, str) and len(value) > s.max_text_chars:
+        if modality(qmod).inline and isinstance(value, str) and len(value) > s.max_text_chars:
             raise APIError(400, f"text longer than {s.max_text_chars} characters", "text")
         raw = await service.read(read_item, qmod, value, qmod)
         q = await embed(service, [(col, raw)], qmod)
