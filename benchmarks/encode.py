@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="crossalign-bench-data-")
     data = args.data
     if data is None:
-        from crossalign.data.datasets import make_dataset
+        from crossalign.datasets.registry import make_dataset
 
         t = time.perf_counter()
         make_dataset("scenes", tmp.name, n=args.n, seed=0)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from crossalign.align.embedder import Embedder  # noqa: E402
 from crossalign.data.manifest import load_manifest  # noqa: E402
-from crossalign.data.scenes import SceneObject, caption_en  # noqa: E402
+from crossalign.datasets.scenes.scene import SceneObject, caption_en  # noqa: E402
 from crossalign.explain import explain_pair, explain_side  # noqa: E402
 from crossalign.explain.faithfulness import deletion, top_cell  # noqa: E402
 
@@ -93,7 +93,8 @@ def main() -> None:
         chance_obj.append(1 / len(r["objects"]))
     # Planted cell, harder than the unit test: the object alone on a plain background, matched against
     # another rendering of it (other jitter and noise), not against itself.
-    from crossalign.data.scenes import POSITIONS, render
+    from crossalign.datasets.scenes.render import render
+    from crossalign.datasets.scenes.scene import POSITIONS
     from crossalign.explain.units import make_units, remove_units
 
     planted, n_planted = 0, 0

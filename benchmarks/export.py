@@ -30,7 +30,7 @@ def small_run(root: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     from conftest import small_config  # the test suite's tiny run: image, text, audio, sensor
 
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
     from crossalign.recipes.align import train
 
     make_dataset("scenes", root / "data", n=80, seed=3)

@@ -56,8 +56,8 @@ def main() -> None:
     logging.getLogger("crossalign.federate").setLevel(logging.INFO)
 
     from crossalign.config import load_config
-    from crossalign.data.datasets import make_dataset
     from crossalign.data.manifest import load_manifest, write_manifest
+    from crossalign.datasets.registry import make_dataset
     from crossalign.evaluate.run_eval import evaluate_run
     from crossalign.federate.config import FederationConfig, parse_site_modalities
     from crossalign.federate.partition import partition_rows

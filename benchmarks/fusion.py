@@ -49,7 +49,7 @@ def main() -> None:
                     help="add speech to masked-attribute (Whisper encoding is the slowest step on CPU)")
     args = ap.parse_args()
 
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
     from crossalign.fuse.config import TaskConfig
     from crossalign.fuse.data import derive, prepare_task
     from crossalign.recipes.task import build_align_model, train_task

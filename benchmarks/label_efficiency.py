@@ -138,7 +138,7 @@ def main() -> None:
         return
 
     from crossalign.align.io import load_run
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
     from crossalign.evaluate.baselines import run_baselines
     from crossalign.evaluate.evaluators import RetrievalEvaluator
     from crossalign.recipes.semi import apply_fraction, train_semi

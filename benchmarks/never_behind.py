@@ -24,7 +24,7 @@ SETS: dict[str, list[str]] = {"cedict": ["text_zh", "text"], "emoji": ["image", 
 
 def run_set(name: str, data: Path, out: Path, seeds: int, epochs: int | None, methods: list[str] | None) -> dict:
     from crossalign.config import RunConfig
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
     from crossalign.recipes.benchmark import benchmark, directions
     from crossalign.evaluate.report import methods_table, print_tables, winner_line
     from crossalign.recipes.align import prepare_features

@@ -48,7 +48,7 @@ def untrained_e5(table, cols: list[str]) -> dict[str, float]:  # type: ignore[no
 def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None = None,
             from_runs: bool = False) -> dict[str, object]:
     from crossalign.config import RunConfig
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
     from crossalign.cli.common import apply_cli_defaults
     from crossalign.data.encoder_choice import recorded_encoders, resolve_views
     from crossalign.data.manifest import load_manifest

@@ -154,7 +154,8 @@ def worker_stream(a: argparse.Namespace) -> None:
         def embed(raws: list[Any]) -> np.ndarray:
             return enc(torch.from_numpy(np.stack(raws))).numpy()
     else:
-        from crossalign.data.scenes import render, sample_scene
+        from crossalign.datasets.scenes.render import render
+        from crossalign.datasets.scenes.scene import sample_scene
 
         enc = build_encoder("image:efficientnet-lite0", size=128)
         rnd = random.Random(0)
@@ -229,7 +230,7 @@ def section_stream(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def section_tuning(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Frozen towers vs partial unfreezing vs LoRA of the image tower on scenes (image + text)."""
     from crossalign.config import RunConfig
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
     from crossalign.evaluate.run_eval import evaluate_run
     from crossalign.recipes.align import train
 

@@ -29,7 +29,7 @@ def scenes_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """80 scenes with images, captions (en/zh), speech and radar: `<dir>/manifest.jsonl`."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng missing (scripts/setup.sh installs it)")
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
 
     out = tmp_path_factory.mktemp("scenes")
     make_dataset("scenes", out, n=80, seed=3)

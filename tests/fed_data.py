@@ -40,7 +40,7 @@ def make_pairs(out: Path, n: int = 360, seed: int = 0, sites: tuple[str, ...] = 
                 row["split"] = "val"
         rows.append(row)
     if sites:  # explicit splits everywhere once any row has one
-        from crossalign.data.scenes import split_of
+        from crossalign.data.splits import split_of
 
         for r in rows:
             r.setdefault("split", split_of(r["group"], seed))

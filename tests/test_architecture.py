@@ -115,3 +115,31 @@ def test_every_module_imports() -> None:
         except Exception as e:  # noqa: BLE001 - report every broken module at once
             bad.append(f"{m.name}: {e!r}")
     assert not bad, "\n".join(bad)
+
+
+# Rooms that serve any data set: they may use scenes knowledge (QA, caption parser, built-in tasks from
+# crossalign.datasets.scenes) but never the generator that draws and writes scenes.
+GENERIC = {"evaluate", "fuse", "bridge", "serve", "index", "align", "train"}
+SCENES_GENERATOR = ("crossalign.datasets.scenes.generator", "crossalign.datasets.scenes.render", "crossalign.data.scenes")
+
+
+def test_generic_rooms_do_not_import_the_scenes_generator() -> None:
+    """Followed through every import, at module level or inside functions, so a detour via data/ counts."""
+    graph = {_module_name(p): _imports(p) for p in PKG.rglob("*.py")}
+    bad = []
+    for start in sorted(m for m in graph if _room(m) in GENERIC):
+        seen, todo = {start: start}, [start]
+        while todo:
+            cur = todo.pop()
+            for nxt in graph.get(cur, ()):
+                if nxt not in seen:
+                    seen[nxt] = cur
+                    todo.append(nxt)
+        for gen in SCENES_GENERATOR:
+            if gen in seen:
+                path, cur = [gen], gen
+                while cur != start:
+                    cur = seen[cur]
+                    path.append(cur)
+                bad.append(" -> ".join(reversed(path)))
+    assert not bad, "generic rooms reach the scenes generator:\n" + "\n".join(bad)

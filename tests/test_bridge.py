@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from crossalign.bridge.metrics import attribute_scores, corpus_bleu, parse_caption, qa_exact_match
-from crossalign.bridge.prompts import answer_question, normalize_answer, scene_questions
-from crossalign.data.scenes import COLORS, POSITIONS, SHAPES, SIZES, caption_en, sample_scene
+from crossalign.bridge.metrics import corpus_bleu, qa_exact_match
+from crossalign.datasets.scenes.captions import attribute_scores, parse_caption
+from crossalign.datasets.scenes.qa import answer_question, normalize_answer, scene_questions
+from crossalign.datasets.scenes.scene import COLORS, POSITIONS, SHAPES, SIZES, caption_en, sample_scene
 
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
           "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"

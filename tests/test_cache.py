@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from crossalign.data.cache import FeatureCache
-from crossalign.data.datasets import make_dataset
 from crossalign.data.extract import encode_column
 from crossalign.data.manifest import Manifest, load_manifest
+from crossalign.datasets.registry import make_dataset
 from crossalign.encoders import Encoder, EncoderSpec, build_encoder
 
 N = 16

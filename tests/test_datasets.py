@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from crossalign.data.check import check_manifest
-from crossalign.data.datasets import make_dataset
 from crossalign.data.manifest import load_manifest
-from crossalign.data.scenes import ATTRIBUTES, RADAR_SHAPE, caption_en, hard_negative, sample_scene
+from crossalign.datasets.registry import make_dataset
+from crossalign.datasets.scenes.render import RADAR_SHAPE
+from crossalign.datasets.scenes.scene import ATTRIBUTES, caption_en, hard_negative, sample_scene
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from crossalign.align.embedder import Embedder
-from crossalign.data.scenes import POSITIONS, SceneObject, radar, render
+from crossalign.datasets.scenes.render import radar, render
+from crossalign.datasets.scenes.scene import POSITIONS, SceneObject
 from crossalign.explain import explain_pair, explain_side
 from crossalign.explain.faithfulness import deletion, top_cell
 from crossalign.explain.units import make_units, remove_units

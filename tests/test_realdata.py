@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from crossalign.data import real_cedict, real_ucr
-from crossalign.data.datasets import make_dataset
 from crossalign.data.manifest import load_manifest
+from crossalign.datasets.registry import make_dataset
 
 CEDICT = """# CC-CEDICT
 # a few lines in the real format

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from crossalign.data.manifest import Manifest, load_manifest, write_manifest
-from crossalign.data.scenes import caption_en, sample_scene
+from crossalign.datasets.scenes.scene import caption_en, sample_scene
+from crossalign.datasets.scenes.tasks import MASK_TOKEN, MASKED_VALUES, make_task_rows, scene_words
 from crossalign.fuse.config import TaskConfig, load_task_config
 from crossalign.fuse.metrics import classification_metrics, entity_metrics, entity_spans, task_metrics
-from crossalign.fuse.tasks import MASK_TOKEN, MASKED_VALUES, make_task_rows, scene_words, validate_user_rows
+from crossalign.fuse.tasks import validate_user_rows
 
 ATTR_WORDS = set(MASKED_VALUES) | {"top", "bottom", "left", "right"}
 
@@ -63,7 +64,7 @@ def test_report_consistency_rows() -> None:
 def test_contradicted_position_never_matches_another_object() -> None:
     """A flipped position word must name a free cell (else the changed phrase could describe
     another object of the scene and would not contradict the image)."""
-    from crossalign.data.scenes import SceneObject
+    from crossalign.datasets.scenes.scene import SceneObject
 
     m = _scenes_manifest(300)
     flips = 0
@@ -218,3 +219,11 @@ def test_end_to_end_custom_classification(scenes_small: Path, tmp_path: Path) ->
     assert out.exit_code == 0, out.output
     bad = CliRunner().invoke(app, ["task", "train", "--task", "nope", "--data", "x"])
     assert bad.exit_code != 0 and "neither a built-in task" in bad.output
+
+
+def test_scenes_tasks_use_the_fusion_outside_tag() -> None:
+    """datasets/ is earlier than fuse/ and keeps its own copy of the outside tag: they must agree."""
+    from crossalign.datasets.scenes.tasks import CONSISTENCY_TAGS, TAG_OUTSIDE, TASKS
+    from crossalign.fuse.tasks import TAG_OUTSIDE as FUSE_OUTSIDE
+
+    assert TAG_OUTSIDE == FUSE_OUTSIDE == CONSISTENCY_TAGS[0] == TASKS["report-consistency"].classes[0]

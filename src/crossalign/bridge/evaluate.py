@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from crossalign.bridge.embeddings import aligned_embeddings
-from crossalign.bridge.metrics import attribute_scores, corpus_bleu, qa_exact_match
+from crossalign.bridge.metrics import CaptionQAEvaluator
 from crossalign.bridge.model import Bridge
-from crossalign.bridge.prompts import CAPTION_PROMPT, answer_question, objects_of, scene_questions
+from crossalign.bridge.prompts import CAPTION_PROMPT
+from crossalign.datasets.scenes.qa import answer_question, objects_of, scene_questions
 
 __all__ = ["evaluate_bridge", "format_table"]
 
@@ -51,10 +52,10 @@ def evaluate_bridge(folder: str | Path, data: str | Path, *, columns: list[str] 
     qa = [(p, q, a) for p, j in enumerate(test) for q, a in _questions(table.row(int(j)), questions_per_row)]
     systems: dict[str, dict[str, float]] = {}
     shown: dict[str, list[dict[str, str]]] = {}
+    evaluator = CaptionQAEvaluator(truths, refs, [a for _, _, a in qa])
 
     def score(name: str, caps: list[str], answers: list[str]) -> None:
-        systems[name] = {**attribute_scores(caps, truths), "qa/exact": qa_exact_match(answers, [a for _, _, a in qa]),
-                         "bleu4": corpus_bleu(caps, refs)}
+        systems[name] = evaluator(caps, answers)
         shown[name] = [{"ref": r, "out": c} for r, c in zip(refs[:samples], caps[:samples])]
 
     bar = None

@@ -19,7 +19,7 @@ def make(name: Annotated[str, typer.Argument(help="scenes, digits, or a real set
          seed: Annotated[int, typer.Option(help="random seed")] = 0,
          no_audio: Annotated[bool, typer.Option("--no-audio", help="skip speech synthesis")] = False) -> None:
     """Generate a built-in paired dataset: files plus OUT/manifest.jsonl."""
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
 
     path = make_dataset(name, out, n=n, seed=seed, progress=True, audio=not no_audio)
     typer.echo(f"wrote {path}")

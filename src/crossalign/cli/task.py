@@ -33,8 +33,8 @@ def train(
     log: LogOpt = None,
 ) -> None:
     """Train a fused model (multi-task: task loss + alignment loss) and print its test report."""
+    from crossalign.datasets.scenes.tasks import BUILTIN_TASKS
     from crossalign.fuse.config import TaskConfig, load_task_config
-    from crossalign.fuse.tasks import BUILTIN_TASKS
     from crossalign.recipes.task import train_task
 
     over = {"data": str(data) if data else None, "out": str(out), "init": str(init) if init else None,

@@ -17,7 +17,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -63,6 +63,80 @@ def _compute(encoder: Encoder, raws: list[Any]) -> torch.Tensor:
     return encoder.encode(raws)
 
 
+Item = tuple[str, int, Any, "str | None"]  # (content key, row index, decoded value, read error)
+
+
+def _content_keys(manifest: Manifest, column: str, reader: Any, problems: list[Problem]) -> dict[int, str]:
+    """row index -> content key of its value; an unreadable reference is a problem, not a key."""
+    keys: dict[int, str] = {}
+    for i, r in enumerate(manifest.rows):
+        try:
+            keys[i] = content_hash(reader.content_key(r.get(column), manifest.base_dir))
+        except ReadError as e:
+            problems.append(Problem(manifest.row_number(i), column, e.reason))
+    return keys
+
+
+def _read_ahead(manifest: Manifest, column: str, reader: Any, items: list[tuple[str, int]],
+                batch_size: int) -> Iterator[list[Item]]:
+    """Batches of decoded items; the next batch is read on a thread while the encoder works on this one."""
+
+    def read_batch(chunk: list[tuple[str, int]]) -> list[Item]:
+        out: list[Item] = []
+        for k, i in chunk:
+            try:
+                out.append((k, i, reader.read(manifest.rows[i].get(column), manifest.base_dir), None))
+            except ReadError as e:
+                out.append((k, i, None, e.reason))
+        return out
+
+    chunks = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        fut = ex.submit(read_batch, chunks[0]) if chunks else None
+        for j in range(len(chunks)):
+            assert fut is not None
+            cur = fut.result()
+            fut = ex.submit(read_batch, chunks[j + 1]) if j + 1 < len(chunks) else None
+            yield cur
+
+
+class _Pending:
+    """Encoded features not yet in the cache, written as one shard when enough items or seconds pass."""
+
+    def __init__(self, cache: FeatureCache, flush_every: int, flush_seconds: float):
+        self.cache, self.flush_every, self.flush_seconds = cache, flush_every, flush_seconds
+        self.keys: list[str] = []
+        self.feats: list[np.ndarray] = []
+        self.last = time.monotonic()
+
+    def add(self, keys: list[str], feats: np.ndarray) -> None:
+        self.keys += keys
+        self.feats.append(feats)
+
+    def maybe_flush(self) -> None:
+        if self.keys and (len(self.keys) >= self.flush_every or time.monotonic() - self.last >= self.flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.keys:
+            self.cache.put(self.keys, np.concatenate(self.feats))
+            self.keys, self.feats = [], []
+            self.last = time.monotonic()
+
+
+def _encode_batch(encoder: Encoder, good: list[tuple[str, int, Any]], pending: _Pending,
+                  fail: Callable[[int, str], None]) -> None:
+    """Encode one batch into `pending`; when an item breaks the batch, retry item by item to skip it."""
+    try:
+        pending.add([g[0] for g in good], _compute(encoder, [g[2] for g in good]).numpy())
+    except Exception:
+        for k, i, raw in good:
+            try:
+                pending.add([k], _compute(encoder, [raw]).numpy())
+            except Exception as e:
+                fail(i, f"encoder {encoder.spec.name} failed: {e}")
+
+
 def encode_column(manifest: Manifest, column: str, encoder: Encoder, *, batch_size: int = 32,
                   flush_every: int = 512, progress: bool = False, cache_dir: Path | None = None,
                   modality: str | None = None, flush_seconds: float | None = None) -> ColumnFeatures:
@@ -73,13 +147,8 @@ def encode_column(manifest: Manifest, column: str, encoder: Encoder, *, batch_si
     spec = encoder.cache_spec
     cache = FeatureCache(spec, cache_dir)
     problems: list[Problem] = []
-    keys: dict[int, str] = {}
-    for i, r in enumerate(manifest.rows):
-        try:
-            keys[i] = content_hash(reader.content_key(r.get(column), manifest.base_dir))
-        except ReadError as e:
-            problems.append(Problem(manifest.row_number(i), column, e.reason))
-    todo: dict[str, int] = {}
+    keys = _content_keys(manifest, column, reader, problems)
+    todo: dict[str, int] = {}  # content key -> first row holding it, for content not cached yet
     for i, k in keys.items():
         if k not in cache and k not in todo:
             todo[k] = i
@@ -89,75 +158,42 @@ def encode_column(manifest: Manifest, column: str, encoder: Encoder, *, batch_si
 
         bar = progress_bar(total=len(todo), desc=f"encode {column} [{encoder.spec.name}]", unit="item")
     failed: set[int] = set()
-    items = list(todo.items())
 
-    def read_batch(chunk: list[tuple[str, int]]) -> list[tuple[str, int, Any, str | None]]:
-        out = []
-        for k, i in chunk:
-            try:
-                out.append((k, i, reader.read(manifest.rows[i].get(column), manifest.base_dir), None))
-            except ReadError as e:
-                out.append((k, i, None, e.reason))
-        return out
+    def fail(i: int, reason: str) -> None:
+        problems.append(Problem(manifest.row_number(i), column, reason))
+        failed.add(i)
 
-    def batches() -> Iterator[list[tuple[str, int, Any, str | None]]]:
-        # Read and decode the next batch on a thread while the encoder works on this one.
-        chunks = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
-        with ThreadPoolExecutor(max_workers=1) as ex:
-            fut = ex.submit(read_batch, chunks[0]) if chunks else None
-            for j in range(len(chunks)):
-                assert fut is not None
-                cur = fut.result()
-                fut = ex.submit(read_batch, chunks[j + 1]) if j + 1 < len(chunks) else None
-                yield cur
-
-    pend_keys: list[str] = []
-    pend_feats: list[np.ndarray] = []
+    pending = _Pending(cache, flush_every, flush_seconds)
     encoded = 0
-    last_flush = time.monotonic()
     try:
-        for batch in batches():
+        for batch in _read_ahead(manifest, column, reader, list(todo.items()), batch_size):
             good = [(k, i, raw) for k, i, raw, err in batch if err is None]
-            for k, i, raw, err in batch:
+            for _, i, _, err in batch:
                 if err is not None:
-                    problems.append(Problem(manifest.row_number(i), column, err))
-                    failed.add(i)
+                    fail(i, err)
             if good:
-                try:
-                    feats = _compute(encoder, [g[2] for g in good]).numpy()
-                    pend_keys += [g[0] for g in good]
-                    pend_feats.append(feats)
-                except Exception:
-                    # One item broke the batch: retry item by item to find and skip it.
-                    for k, i, raw in good:
-                        try:
-                            pend_feats.append(_compute(encoder, [raw]).numpy())
-                            pend_keys.append(k)
-                        except Exception as e:
-                            problems.append(Problem(manifest.row_number(i), column,
-                                                    f"encoder {encoder.spec.name} failed: {e}"))
-                            failed.add(i)
+                _encode_batch(encoder, good, pending, fail)
                 encoded += len(good)
-            if pend_keys and (len(pend_keys) >= flush_every
-                              or time.monotonic() - last_flush >= flush_seconds):
-                cache.put(pend_keys, np.concatenate(pend_feats))
-                pend_keys, pend_feats = [], []
-                last_flush = time.monotonic()
+            pending.maybe_flush()
             if bar:
                 bar.update(len(batch))
     finally:
-        # Flush even when interrupted, so a Ctrl-C loses at most the batch in flight.
-        if pend_keys:
-            cache.put(pend_keys, np.concatenate(pend_feats))
+        pending.flush()  # even when interrupted, so a Ctrl-C loses at most the batch in flight
         if bar:
             bar.close()
+    ok, feats = _gather(manifest, column, keys, failed, cache, problems)
+    problems.sort(key=lambda p: p.row)
+    if problems:
+        log.warning("column '%s': %d bad rows skipped", column, len(problems))
+    return ColumnFeatures(column, spec, ok, feats, problems, encoded)
+
+
+def _gather(manifest: Manifest, column: str, keys: dict[int, str], failed: set[int], cache: FeatureCache,
+            problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows whose content is cached, their features); rows sharing a failed item's content fail too."""
     bad_keys = {keys[i] for i in failed}
     ok = np.array([i for i in sorted(keys) if keys[i] not in bad_keys and keys[i] in cache], dtype=np.int64)
     for i in sorted(keys):  # duplicates of a failed item fail too; report them
         if keys[i] in bad_keys and i not in failed:
             problems.append(Problem(manifest.row_number(i), column, "same content as a row that failed"))
-    feats = cache.get_many([keys[int(i)] for i in ok])
-    problems.sort(key=lambda p: p.row)
-    if problems:
-        log.warning("column '%s': %d bad rows skipped", column, len(problems))
-    return ColumnFeatures(column, spec, ok, feats, problems, encoded)
+    return ok, cache.get_many([keys[int(i)] for i in ok])

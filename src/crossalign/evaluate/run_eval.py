@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 import numpy as np
-import torch
 
 from crossalign.align.embed import embed_table
-from crossalign.align.embedder import Embedder
 from crossalign.align.io import load_run
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
-from crossalign.data.extract import encode_column
-from crossalign.data.features import FeatureTable, ViewSpec, build_view_encoder, encode_views, view_encoder
+from crossalign.data.features import FeatureTable, ViewSpec, encode_views, view_encoder
 from crossalign.data.manifest import load_manifest
 from crossalign.data.splits import ensure_splits
-from crossalign.evaluate.classify import hard_negative, linear_probe, zero_shot
-from crossalign.evaluate.diagnostics import space_diagnostics
-from crossalign.evaluate.evaluators import RetrievalEvaluator
-from crossalign.evaluate.prompts import Prompts, prompts_for
+from crossalign.evaluate.plugins import DEFAULT_EVALUATORS, EvalSetup, build_evaluators
+from crossalign.evaluate.prompts import Prompts
 
 __all__ = ["EvalResult", "evaluate_run", "evaluate_model", "load_table"]
 
@@ -41,48 +36,25 @@ def load_table(cfg: RunConfig, data: str | Path | None = None, progress: bool = 
 
 
 def evaluate_model(model: AlignmentModel, cfg: RunConfig, table: FeatureTable, split: str = "test",
-                   prompt: str | None = None, progress: bool = False, prompts: Prompts | None = None) -> EvalResult:
-    """Every metric on one split. Zero-shot prompts: `prompts` (map/template), else `prompt`
-    (a template such as "a photo of {}"), else derived from the training text (evaluate/prompts.py)."""
+                   prompt: str | None = None, progress: bool = False, prompts: Prompts | None = None,
+                   evaluators: Sequence[str] = DEFAULT_EVALUATORS) -> EvalResult:
+    """Every metric of the named evaluators (evaluate/plugins.py) on one split, plus `n_test`.
+    Zero-shot prompts: `prompts` (map/template), else `prompt` (a template such as "a photo of {}"),
+    else derived from the training text (evaluate/prompts.py)."""
     model.eval()
     test, train = table.split(split), table.split(cfg.train.train_split)
     if len(test) < 2:
         raise ValueError(f"split '{split}' has {len(test)} usable rows")
     emb = embed_table(model, test)
-    metrics = RetrievalEvaluator(test.groups())(emb)
-    metrics.update(space_diagnostics(emb))
-    text_cols = [c for c in model.columns if model.specs[c].modality == "text"]
-    others = [c for c in model.columns if c not in text_cols]
-    labels = test.meta("label")
-    embedder = Embedder(model, cfg)
-    prompt_info: dict[str, object] = {}
-    if text_cols and all(lbl is not None for lbl in labels):
-        classes = sorted({str(lbl) for lbl in table.meta("label") if lbl is not None})
-        texts, how = prompts_for(classes, prompts or (Prompts(prompt) if prompt else None),
-                                 train.meta(text_cols[0]), train.meta("label"))
-        prompt_info = {"column": text_cols[0], "how": how, "prompts": dict(zip(classes, texts))}
-        pe = embedder.embed(text_cols[0], texts)
-        for c in others:
-            for k, v in zero_shot(emb[c], [str(x) for x in labels], pe, classes).items():
-                metrics[f"{c}/{k}"] = v
-    if "text" in text_cols and "text_neg" in table.manifest.columns:
-        view = next(v for v in cfg.model.views if v.column == "text")
-        enc = build_view_encoder(view, table.manifest)
-        sub = type(table.manifest)([table.manifest.rows[int(i)] for i in test.rows], table.manifest.path,
-                                   table.manifest.base_dir)
-        negf = encode_column(sub, "text_neg", enc, progress=progress, modality="text")
-        if len(negf.rows) == len(test):
-            with torch.inference_mode():
-                neg = model.embed("text", torch.from_numpy(negf.features)).numpy()
-            for c in others:
-                for k, v in hard_negative(emb[c], emb["text"], neg, test.meta("neg_attr")).items():
-                    metrics[f"{c}/{k}"] = v
-    if all(lbl is not None for lbl in labels) and len(train) > 1:
-        tr_emb = embed_table(model, train)
-        for c in model.columns:
-            metrics[f"{c}/probe_acc"] = linear_probe(tr_emb[c], [str(x) for x in train.meta("label")], emb[c],
-                                                     [str(x) for x in labels])
+    zs = prompts or (Prompts(prompt) if prompt else None)
+    options = {"zeroshot": {"prompts": zs}} if "zeroshot" in evaluators else {}
+    built = build_evaluators(EvalSetup(model, cfg, table, train, progress), evaluators, options)
+    metrics: dict[str, float] = {}
+    for ev in built.values():
+        metrics.update(ev(emb, test))
     metrics["n_test"] = float(len(test))
+    zeroshot = built.get("zeroshot")
+    prompt_info = dict(getattr(zeroshot, "info", {})) if zeroshot is not None else {}
     return EvalResult(metrics, emb, test, prompt_info)
 
 

@@ -8,10 +8,10 @@ Library use mirrors `crossalign task ...`:
     print(ev["report"])
 """
 
+from crossalign.datasets.scenes.tasks import BUILTIN_TASKS, make_task_rows, write_task_manifest
 from crossalign.fuse.config import TaskConfig, load_task_config
 from crossalign.fuse.metrics import classification_metrics, entity_metrics, task_metrics
 from crossalign.fuse.modules import FUSIONS, FusionOutput, Stream, build_fusion
-from crossalign.fuse.tasks import BUILTIN_TASKS, make_task_rows, write_task_manifest
 
 __all__ = [
     "BUILTIN_TASKS",

@@ -14,22 +14,15 @@ import torch
 from crossalign.data.extract import encode_column
 from crossalign.data.features import ViewSpec, build_view_encoder, view_encoder
 from crossalign.data.manifest import Manifest, load_manifest, view_modality
+from crossalign.datasets.scenes.tasks import TASKS, write_task_manifest
 from crossalign.encoders import Encoder, EncoderSpec
 from crossalign.fuse.config import TaskConfig
-from crossalign.fuse.tasks import (
-    BUILTIN_TASKS,
-    CONSISTENCY_TAGS,
-    MASKED_VALUES,
-    TAG_OUTSIDE,
-    validate_user_rows,
-    write_task_manifest,
-)
+from crossalign.fuse.tasks import TAG_OUTSIDE, validate_user_rows
 
 __all__ = ["IGNORE", "PreparedTask", "TaskData", "derive", "prepare_task", "task_modalities", "word_mask"]
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # target of padding words (cross-entropy ignore_index)
-DEFAULT_MODALITIES = {"report-consistency": ["text", "image"], "masked-attribute": ["text", "image", "audio", "sensor"]}
 
 
 @dataclass
@@ -68,7 +61,8 @@ class PreparedTask:
 
 
 def task_modalities(cfg: TaskConfig, m: Manifest) -> list[str]:
-    mods = list(cfg.modalities) or DEFAULT_MODALITIES.get(cfg.task) or list(m.modality_columns)
+    builtin = TASKS.get(cfg.task)
+    mods = list(cfg.modalities) or (list(builtin.modalities) if builtin else list(m.modality_columns))
     missing = [c for c in mods if c not in m.columns]
     if missing:
         raise ValueError(f"{m.path}: no column(s) {missing} for the task's modalities; columns are {m.columns}")
@@ -82,11 +76,11 @@ def word_mask(texts: list[str], width: int) -> torch.Tensor:
 
 def _load_rows(cfg: TaskConfig, out: Path) -> tuple[Manifest, str]:
     src = load_manifest(cfg.data)
-    if cfg.task in BUILTIN_TASKS:
+    if cfg.task in TASKS:
         path = write_task_manifest(src, cfg.task, out / "task_manifest.jsonl", seed=cfg.seed)
-        return load_manifest(path), BUILTIN_TASKS[cfg.task]
+        return load_manifest(path), TASKS[cfg.task].kind
     if cfg.task != "custom":
-        raise ValueError(f"unknown task '{cfg.task}': use {', '.join(BUILTIN_TASKS)} or a task config (custom)")
+        raise ValueError(f"unknown task '{cfg.task}': use {', '.join(TASKS)} or a task config (custom)")
     kind = cfg.kind
     if kind == "auto":
         kind = "tag" if any(r.get("tags") is not None for r in src.rows) else "classify"
@@ -95,29 +89,15 @@ def _load_rows(cfg: TaskConfig, out: Path) -> tuple[Manifest, str]:
 
 
 def _classes(cfg: TaskConfig, kind: str, m: Manifest) -> list[str]:
-    if cfg.task == "report-consistency":
-        return list(CONSISTENCY_TAGS)
-    if cfg.task == "masked-attribute":
-        return list(MASKED_VALUES)
+    if cfg.task in TASKS:
+        return list(TASKS[cfg.task].classes)
     vals = {str(t) for r in m.rows for t in (r["tags"] if kind == "tag" else [r["label"]])}
     return sorted(vals, key=lambda v: (v != TAG_OUTSIDE, v))  # the outside tag first, then sorted
 
 
-def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None,
-                 progress: bool = False, encoders: dict[str, Encoder] | None = None,
-                 classes: list[str] | None = None) -> PreparedTask:
-    """Derive/validate rows, encode every view (through the feature cache) and split into tensors.
-
-    `align_views`: the pooled views of an alignment run (from --init); default `cfg.align_views`."""
-    from crossalign.data.splits import ensure_splits
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    m, kind = _load_rows(cfg, out)
-    m = ensure_splits(m, cfg.seed)
-    mods = task_modalities(cfg, m)
-    if kind == "tag" and cfg.text_column not in m.columns:
-        raise ValueError(f"{m.path}: tagging needs the text column '{cfg.text_column}'")
+def _views(cfg: TaskConfig, mods: list[str],
+           align_views: dict[str, ViewSpec] | None) -> tuple[dict[str, ViewSpec], dict[str, ViewSpec]]:
+    """(pooled alignment view, token view) per modality column; a run's own views win."""
     a_views: dict[str, ViewSpec] = {}
     for c in mods:
         if align_views and c in align_views:
@@ -125,12 +105,13 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
         else:
             base = cfg.align_views.get(c) or {"column": c}
             a_views[c] = ViewSpec(**{**base, "column": c})
-    t_views = {c: v for c in mods if (v := cfg.token_view(c)) is not None}
-    align_cols = {"text": "caption"} if cfg.task in BUILTIN_TASKS else dict(cfg.align_columns)
-    jobs: dict[str, tuple[str, ViewSpec]] = {c: (c, v) for c, v in a_views.items()}
-    jobs.update({f"{c}:tokens": (c, v) for c, v in t_views.items()})
-    jobs.update({f"align:{c}": (src, a_views[c]) for c, src in align_cols.items() if c in a_views and src in m.columns})
-    encoders = dict(encoders or {})
+    return a_views, {c: v for c in mods if (v := cfg.token_view(c)) is not None}
+
+
+def _encode_jobs(m: Manifest, jobs: dict[str, tuple[str, ViewSpec]], encoders: dict[str, Encoder],
+                 progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, EncoderSpec], list[Any], list[int]]:
+    """Encode every (feature key -> column, view) job through the cache, sharing encoders with equal
+    options; keep the rows every feature could encode. -> (features, specs, problems, kept rows)."""
     feats_np: dict[str, np.ndarray] = {}
     rows_ok: dict[str, np.ndarray] = {}
     specs: dict[str, EncoderSpec] = {}
@@ -151,26 +132,26 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
     for key, arr in feats_np.items():
         pos = {int(r): j for j, r in enumerate(rows_ok[key])}
         feats[key] = torch.from_numpy(np.ascontiguousarray(arr[[pos[r] for r in keep]]))
-    rows = [m.rows[r] for r in keep]
-    classes = list(classes) if classes else _classes(cfg, kind, m)  # a saved run fixes its classes
+    return feats, specs, problems, keep
+
+
+def _targets(kind: str, rows: list[dict[str, Any]], classes: list[str], width: int, where: object) -> torch.Tensor:
+    """Class ids (N,) or tag ids (N, W) with IGNORE on padding; unknown labels are an error."""
     cix = {c: i for i, c in enumerate(classes)}
     seen = {str(t) for r in rows for t in (r["tags"] if kind == "tag" else [r["label"]])}
     if seen - set(cix):
-        raise ValueError(f"{m.path}: labels/tags {sorted(seen - set(cix))} are not among the classes {classes}")
-    texts = [str(r.get(cfg.text_column) or "") for r in rows]
-    width = t_views[cfg.text_column].options.get("words", 32) if cfg.text_column in t_views else 32
-    wmask = word_mask(texts, int(width))
-    if kind == "tag":
-        tg = torch.full((len(rows), int(width)), IGNORE, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids = [cix[str(t)] for t in r["tags"]][: int(width)]
-            tg[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    else:
-        tg = torch.tensor([cix[str(r["label"])] for r in rows], dtype=torch.long)
-    gvals = [r.get("group") for r in rows]
-    codes: dict[Any, int] = {}
-    groups = torch.tensor([codes.setdefault(g if g is not None else ("row", i), len(codes)) for i, g in enumerate(gvals)])
-    full = TaskData(feats, wmask, tg, groups, [str(r.get("id", i)) for i, r in enumerate(rows)], texts)
+        raise ValueError(f"{where}: labels/tags {sorted(seen - set(cix))} are not among the classes {classes}")
+    if kind != "tag":
+        return torch.tensor([cix[str(r["label"])] for r in rows], dtype=torch.long)
+    tg = torch.full((len(rows), width), IGNORE, dtype=torch.long)  # (N, W)
+    for i, r in enumerate(rows):
+        ids = [cix[str(t)] for t in r["tags"]][:width]
+        tg[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return tg
+
+
+def _split(full: TaskData, rows: list[dict[str, Any]], cfg: TaskConfig, where: object) -> dict[str, TaskData]:
+    """train/val/test by each row's `split`; `label_fraction` keeps a seeded share of train."""
     split_of = np.array([r.get("split") for r in rows])
     splits = {s: full.subset(np.nonzero(split_of == s)[0]) for s in ("train", "val", "test")}
     if cfg.label_fraction < 1:
@@ -179,8 +160,42 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
         perm = np.random.default_rng(cfg.seed).permutation(n)[:k]
         splits["train"] = splits["train"].subset(np.sort(perm))
     if len(splits["train"]) < 2 or len(splits["val"]) < 1:
-        raise ValueError(f"{m.path}: need train and val rows, got {len(splits['train'])} train, {len(splits['val'])} val")
-    return PreparedTask(kind, classes, mods, a_views, t_views, specs, splits, m, problems)
+        raise ValueError(f"{where}: need train and val rows, got {len(splits['train'])} train, {len(splits['val'])} val")
+    return splits
+
+
+def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None,
+                 progress: bool = False, encoders: dict[str, Encoder] | None = None,
+                 classes: list[str] | None = None) -> PreparedTask:
+    """Derive/validate rows, encode every view (through the feature cache) and split into tensors.
+
+    `align_views`: the pooled views of an alignment run (from --init); default `cfg.align_views`."""
+    from crossalign.data.splits import ensure_splits
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    m, kind = _load_rows(cfg, out)
+    m = ensure_splits(m, cfg.seed)
+    mods = task_modalities(cfg, m)
+    if kind == "tag" and cfg.text_column not in m.columns:
+        raise ValueError(f"{m.path}: tagging needs the text column '{cfg.text_column}'")
+    a_views, t_views = _views(cfg, mods, align_views)
+    builtin = TASKS.get(cfg.task)
+    align_cols = dict(builtin.align_columns) if builtin else dict(cfg.align_columns)
+    jobs: dict[str, tuple[str, ViewSpec]] = {c: (c, v) for c, v in a_views.items()}
+    jobs.update({f"{c}:tokens": (c, v) for c, v in t_views.items()})
+    jobs.update({f"align:{c}": (src, a_views[c]) for c, src in align_cols.items() if c in a_views and src in m.columns})
+    feats, specs, problems, keep = _encode_jobs(m, jobs, dict(encoders or {}), progress)
+    rows = [m.rows[r] for r in keep]
+    classes = list(classes) if classes else _classes(cfg, kind, m)  # a saved run fixes its classes
+    texts = [str(r.get(cfg.text_column) or "") for r in rows]
+    width = int(t_views[cfg.text_column].options.get("words", 32) if cfg.text_column in t_views else 32)
+    tg = _targets(kind, rows, classes, width, m.path)
+    codes: dict[Any, int] = {}  # positives share a group; a row without one is its own group
+    groups = torch.tensor([codes.setdefault(g if (g := r.get("group")) is not None else ("row", i), len(codes))
+                           for i, r in enumerate(rows)])
+    full = TaskData(feats, word_mask(texts, width), tg, groups, [str(r.get("id", i)) for i, r in enumerate(rows)], texts)
+    return PreparedTask(kind, classes, mods, a_views, t_views, specs, _split(full, rows, cfg, m.path), m, problems)
 
 
 def derive(prep: PreparedTask, modalities: list[str] | None = None, label_fraction: float = 1.0,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from crossalign.fuse.data import TaskData
-from crossalign.fuse.metrics import task_metrics
+from crossalign.fuse.metrics import TaskEvaluator
 from crossalign.fuse.model import FusionModel
 
 __all__ = ["evaluate_task", "predict_batches"]
@@ -36,13 +36,15 @@ def predict_batches(model: FusionModel, data: TaskData, drop: list[str] | None =
 def evaluate_task(model: FusionModel, data: TaskData, kind: str, classes: list[str]) -> dict[str, Any]:
     """-> {"metrics": all modalities, "without": {modality: metrics}, "report": printable text}."""
     tg, wm = data.targets.numpy(), data.word_mask.numpy()
-    metrics, report = task_metrics(kind, classes, tg, predict_batches(model, data), wm)
+    evaluator = TaskEvaluator(kind, classes)
+    metrics = evaluator(predict_batches(model, data), tg, wm)
+    report = evaluator.report
     without = {}
     lines = [f"{'modalities':<22} {'accuracy':>9} {'macro-F1':>9}",
              f"{'all':<22} {metrics['accuracy']:9.3f} {metrics['macro_f1']:9.3f}"]
     if len(model.modalities) > 1:
         for c in model.modalities:
-            m, _ = task_metrics(kind, classes, tg, predict_batches(model, data, drop=[c]), wm)
+            m = evaluator(predict_batches(model, data, drop=[c]), tg, wm)
             without[c] = m
             lines.append(f"{'without ' + c:<22} {m['accuracy']:9.3f} {m['macro_f1']:9.3f}")
     text = report + "\nmodality removed at inference\n" + "\n".join(lines) + "\n"

@@ -9,13 +9,14 @@ found only when its span and type both match exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from crossalign.fuse.tasks import TAG_OUTSIDE
 
-__all__ = ["classification_metrics", "entity_metrics", "entity_spans", "task_metrics"]
+__all__ = ["TaskEvaluator", "classification_metrics", "entity_metrics", "entity_spans", "task_metrics"]
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str],
@@ -113,3 +114,19 @@ def task_metrics(kind: str, classes: list[str], targets: np.ndarray, preds: np.n
                  f"{ent['entity/micro_f1']:9.3f}")
     lines.append(f"{'macro f1':>24} {'':9} {'':9} {ent['entity/macro_f1']:9.3f}")
     return m, "token level\n" + text + "\nentity level\n" + "\n".join(lines) + "\n"
+
+
+@dataclass
+class TaskEvaluator:
+    """A task head's predictions (class ids (N,) or tag ids (N, W)) against the targets: the flat
+    `task_metrics` dict; `report` keeps the printable report of the last call. Primary: macro_f1."""
+
+    kind: str  # classify | tag
+    classes: list[str]
+    primary: str = "macro_f1"
+    greater_is_better: bool = True
+    report: str = ""
+
+    def __call__(self, preds: np.ndarray, targets: np.ndarray, word_mask: np.ndarray | None = None) -> dict[str, float]:
+        metrics, self.report = task_metrics(self.kind, self.classes, targets, preds, word_mask)
+        return metrics

@@ -37,7 +37,7 @@ DEMO_CONFIG: dict[str, Any] = {
 def run_demo(out: str | Path = "runs/demo", n: int = 2000, epochs: int | None = None, baselines: bool = True,
              seed: int = 0, log=print) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from crossalign.config import RunConfig
-    from crossalign.data.datasets import make_dataset
+    from crossalign.datasets.registry import make_dataset
     from crossalign.evaluate.baselines import run_baselines
     from crossalign.recipes.benchmark import directions
     from crossalign.evaluate.plots import plot_curves, plot_gallery, plot_similarity

@@ -22,7 +22,7 @@ from crossalign.config import ViewSpec
 from crossalign.fuse.config import TaskConfig
 from crossalign.fuse.data import IGNORE, PreparedTask, TaskData, prepare_task
 from crossalign.fuse.evaluate import evaluate_task, predict_batches
-from crossalign.fuse.metrics import task_metrics
+from crossalign.fuse.metrics import TaskEvaluator
 from crossalign.fuse.model import FusionModel
 from crossalign.fuse.run import TASK_FORMAT, TASK_KIND
 from crossalign.saved import WEIGHTS_ORDER, atomic_write_json, save_weights, write_contract
@@ -96,8 +96,7 @@ class FusionTask:
 
     def validate(self) -> dict[str, float]:
         preds = predict_batches(self.model, self.val)
-        m, _ = task_metrics(self.prep.kind, self.prep.classes, self.val.targets.numpy(), preds,
-                            self.val.word_mask.numpy())
+        m = TaskEvaluator(self.prep.kind, self.prep.classes)(preds, self.val.targets.numpy(), self.val.word_mask.numpy())
         return {k: v for k, v in m.items() if "/" not in k or k.startswith("entity/micro")}
 
     def save(self, folder: Path, name: str) -> None:

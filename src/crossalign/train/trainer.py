@@ -112,130 +112,162 @@ class Trainer:
 
     def fit(self, resume: bool = True) -> TrainResult:
         set_seed(self.seed + self.rank)
-        model = self.task.model
-        groups = _no_decay_for_scalars(self.task.param_groups())
-        for g in groups:
-            g.setdefault("lr", self.lr)
-            g.setdefault("weight_decay", self.wd)
-            g["base_lr"] = g["lr"]
-        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.wd)
-        spe = self._steps_per_epoch()
-        total = spe * self.epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(self.warmup * total)))
-        start, best, best_epoch, bad, history = 0, None, -1, 0, []
-        state_file = self.out / "last_state.pt"
-        if resume and state_file.exists():
-            st = torch.load(state_file, weights_only=True)
-            # The state names the weights of its own epoch, so the two can never be an epoch apart.
-            self.task.load(self.out, st.get("ckpt", "last"))
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            ranks = st.get("rng_ranks")  # every rank continues its own dropout stream
-            # clone(): set_rng_state on a row view (non-zero storage offset) segfaults in torch 2.13
-            torch.set_rng_state(ranks[self.rank].clone() if ranks is not None and len(ranks) == self.world_size
-                                else st["rng"])
-            start, best, best_epoch, bad = st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"]
-            history = json.loads(st["history"])
-            log.info("resuming from epoch %d", start)
+        groups, opt, sched = self._optimizer()
+        st = self._resume(opt, sched) if resume else _LoopState()
         if self.world_size > 1:
-            broadcast_parameters(model)  # every rank starts from rank 0's weights, as under DDP
-        log_path = self.out / "metrics.jsonl"
-        if start == 0 and self.rank == 0 and log_path.exists():
-            log_path.unlink()
-        elif start > 0 and self.rank == 0:
-            # The log line of an epoch is written before its state commit: a kill in between leaves
-            # a line the resumed run writes again. Rewrite the log from the committed history.
-            tmp = self.out / ".metrics.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(rec) + "\n" for rec in history))
-            os.replace(tmp, log_path)
+            broadcast_parameters(self.task.model)  # every rank starts from rank 0's weights, as under DDP
+        self._reset_log(st)
         bar = None
         if self.progress and self.rank == 0:
             from crossalign.progress import progress_bar
 
-            bar = progress_bar(total=self.epochs, initial=start, desc="train", unit="epoch")
+            bar = progress_bar(total=self.epochs, initial=st.start, desc="train", unit="epoch")
         better = (lambda a, b: a > b) if self.task.greater_is_better else (lambda a, b: a < b)
         stopped = False
-        epoch = start - 1
-        for epoch in range(start, self.epochs):
+        epoch = st.start - 1
+        for epoch in range(st.start, self.epochs):
             if self.stop_after is not None and epoch >= self.stop_after:
                 break
-            model.train()
             t0 = time.time()
-            hook = getattr(self.task, "on_epoch_start", None)  # optional: tasks that refresh state per epoch
-            if hook is not None:
-                hook(epoch)
-            order = self._epoch_order(epoch)
-            sums: dict[str, float] = {}
-            nb = 0
-            lb = self._local_batch()
-            for s in range(spe):
-                idx = order[s * lb:(s + 1) * lb]
-                if len(idx) < 2:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                with autocast(self.precision == "bf16"):
-                    losses, report = self.task.training_forward(idx)
-                if losses["loss"].requires_grad:  # GradCache tasks run their own (chunked) backward
-                    losses["loss"].backward()
-                if self.world_size > 1:
-                    sync_gradients([p for g in groups for p in g["params"]], self.world_size)
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], self.grad_clip)
-                opt.step()
-                step_lr = opt.param_groups[0]["lr"]  # the rate this step used, before the schedule moves on
-                sched.step()
-                nb += 1
-                scalars = {**{k: float(v.detach()) for k, v in losses.items()}, **report}
-                for k, v in scalars.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if self.logger is not None:
-                    self.logger.log_metrics({**{f"step/{k}": v for k, v in scalars.items()},
-                                             "step/lr": step_lr}, epoch * spe + s + 1)
-            train = {f"train/{k}": v / max(nb, 1) for k, v in sums.items()}
-            model.eval()
+            train = self._train_epoch(epoch, groups, opt, sched)
+            self.task.model.eval()
             val = {f"val/{k}": v for k, v in self.task.validate().items()}
             metric = val.get(f"val/{self.task.primary}")
             if metric is None:
                 raise KeyError(f"validation did not report the primary metric '{self.task.primary}'")
             rec = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3),
                    **train, **val}
-            history.append(rec)
-            improved = best is None or better(metric, best)
+            st.history.append(rec)
+            improved = st.best is None or better(metric, st.best)
             if improved:
-                best, best_epoch, bad = metric, epoch, 0
+                st.best, st.best_epoch, st.bad = metric, epoch, 0
             else:
-                bad += 1
-            rng_ranks = gather_rng_states() if self.world_size > 1 else None  # collective: all ranks
-            if self.rank == 0:
-                if improved:
-                    self.task.save(self.out, "best")
-                # Epoch-named weights first, then the state that names them (atomic), then `last`:
-                # a kill at any point leaves a state whose weights are complete and of its epoch.
-                ckpt = f"ckpt-{epoch:05d}"
-                self.task.save(self.out, ckpt)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                if self.logger is not None:
-                    self.logger.log_metrics(rec, (epoch + 1) * spe)
-                st = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-                      "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad, "ckpt": ckpt,
-                      "history": json.dumps(history)}
-                if rng_ranks is not None:
-                    st["rng_ranks"] = torch.stack(rng_ranks)
-                tmp = self.out / ".last_state.pt.tmp"
-                torch.save(st, tmp)
-                os.replace(tmp, state_file)
-                _promote(self.out, ckpt, "last")
+                st.bad += 1
+            self._commit(epoch, rec, improved, st, opt, sched)
             if bar:
                 bar.update(1)
                 bar.set_postfix({"loss": f"{train.get('train/loss', float('nan')):.3f}",
                                  f"val {self.task.primary}": f"{metric:.3f}"})
-            if self.patience and bad >= self.patience:
+            if self.patience and st.bad >= self.patience:
                 stopped = True
                 break
         if bar:
             bar.close()
-        return TrainResult(best_epoch, float(best) if best is not None else float("nan"), epoch + 1, history, stopped)
+        best = float(st.best) if st.best is not None else float("nan")
+        return TrainResult(st.best_epoch, best, epoch + 1, st.history, stopped)
+
+    def _optimizer(self) -> tuple[list[dict[str, Any]], torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW over the task's parameter groups (no decay on scalars) with warmup + cosine decay."""
+        groups = _no_decay_for_scalars(self.task.param_groups())
+        for g in groups:
+            g.setdefault("lr", self.lr)
+            g.setdefault("weight_decay", self.wd)
+            g["base_lr"] = g["lr"]
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.wd)
+        total = self._steps_per_epoch() * self.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(self.warmup * total)))
+        return groups, opt, sched
+
+    def _resume(self, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR) -> _LoopState:
+        """Weights, optimiser, schedule, RNG and loop counters of the last committed epoch, if any."""
+        state_file = self.out / "last_state.pt"
+        if not state_file.exists():
+            return _LoopState()
+        st = torch.load(state_file, weights_only=True)
+        # The state names the weights of its own epoch, so the two can never be an epoch apart.
+        self.task.load(self.out, st.get("ckpt", "last"))
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        ranks = st.get("rng_ranks")  # every rank continues its own dropout stream
+        # clone(): set_rng_state on a row view (non-zero storage offset) segfaults in torch 2.13
+        torch.set_rng_state(ranks[self.rank].clone() if ranks is not None and len(ranks) == self.world_size
+                            else st["rng"])
+        log.info("resuming from epoch %d", st["epoch"] + 1)
+        return _LoopState(st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"], json.loads(st["history"]))
+
+    def _reset_log(self, st: _LoopState) -> None:
+        log_path = self.out / "metrics.jsonl"
+        if st.start == 0 and self.rank == 0 and log_path.exists():
+            log_path.unlink()
+        elif st.start > 0 and self.rank == 0:
+            # The log line of an epoch is written before its state commit: a kill in between leaves
+            # a line the resumed run writes again. Rewrite the log from the committed history.
+            tmp = self.out / ".metrics.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(rec) + "\n" for rec in st.history))
+            os.replace(tmp, log_path)
+
+    def _train_epoch(self, epoch: int, groups: list[dict[str, Any]], opt: torch.optim.Optimizer,
+                     sched: torch.optim.lr_scheduler.LambdaLR) -> dict[str, float]:
+        """One pass over this rank's share of the epoch's batches -> mean of every loss term and report."""
+        self.task.model.train()
+        hook = getattr(self.task, "on_epoch_start", None)  # optional: tasks that refresh state per epoch
+        if hook is not None:
+            hook(epoch)
+        order = self._epoch_order(epoch)
+        params = [p for g in groups for p in g["params"]]
+        sums: dict[str, float] = {}
+        nb = 0
+        spe, lb = self._steps_per_epoch(), self._local_batch()
+        for s in range(spe):
+            idx = order[s * lb:(s + 1) * lb]
+            if len(idx) < 2:
+                continue
+            opt.zero_grad(set_to_none=True)
+            with autocast(self.precision == "bf16"):
+                losses, report = self.task.training_forward(idx)
+            if losses["loss"].requires_grad:  # GradCache tasks run their own (chunked) backward
+                losses["loss"].backward()
+            if self.world_size > 1:
+                sync_gradients(params, self.world_size)
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            opt.step()
+            step_lr = opt.param_groups[0]["lr"]  # the rate this step used, before the schedule moves on
+            sched.step()
+            nb += 1
+            scalars = {**{k: float(v.detach()) for k, v in losses.items()}, **report}
+            for k, v in scalars.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if self.logger is not None:
+                self.logger.log_metrics({**{f"step/{k}": v for k, v in scalars.items()},
+                                         "step/lr": step_lr}, epoch * spe + s + 1)
+        return {f"train/{k}": v / max(nb, 1) for k, v in sums.items()}
+
+    def _commit(self, epoch: int, rec: dict[str, Any], improved: bool, st: _LoopState,
+                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR) -> None:
+        """Checkpoint the epoch. Epoch-named weights first, then the state that names them (atomic),
+        then `last`: a kill at any point leaves a state whose weights are complete and of its epoch."""
+        rng_ranks = gather_rng_states() if self.world_size > 1 else None  # collective: all ranks
+        if self.rank != 0:
+            return
+        if improved:
+            self.task.save(self.out, "best")
+        ckpt = f"ckpt-{epoch:05d}"
+        self.task.save(self.out, ckpt)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.logger is not None:
+            self.logger.log_metrics(rec, (epoch + 1) * self._steps_per_epoch())
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                 "epoch": epoch, "best": st.best, "best_epoch": st.best_epoch, "bad": st.bad, "ckpt": ckpt,
+                 "history": json.dumps(st.history)}
+        if rng_ranks is not None:
+            state["rng_ranks"] = torch.stack(rng_ranks)
+        tmp = self.out / ".last_state.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / "last_state.pt")
+        _promote(self.out, ckpt, "last")
+
+
+@dataclass
+class _LoopState:
+    """Where the epoch loop stands: what a resumed run restores."""
+
+    start: int = 0  # first epoch to run
+    best: float | None = None
+    best_epoch: int = -1
+    bad: int = 0  # epochs since the best one
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _no_decay_for_scalars(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:

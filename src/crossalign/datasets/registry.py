@@ -12,7 +12,7 @@ __all__ = ["DATASETS", "make_dataset"]
 
 
 def _scenes(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
-    from crossalign.data.scenes import make_scenes
+    from crossalign.datasets.scenes.generator import make_scenes
 
     return make_scenes(out, n=n, seed=seed, **kw)
 
