@@ -63,7 +63,7 @@ def three_sites(pairs: Path, flwr_home: Path, tmp_path_factory: pytest.TempPathF
     out = tmp_path_factory.mktemp("fed3")
     run = pair_run_config(pairs, out, views=("text", "sensor", "sensor_b"), lr=1e-3)
     fed = FederationConfig(run=run, sites=3, rounds=2, local_epochs=2, partition="iid", timeout=600,
-                           site_modalities={s: ["text", "sensor"] for s in range(3)})
+                           site_modalities={s: ["text", "sensor"] for s in range(3)}, start="scratch")
     received: list[tuple[int, str, Any]] = []
     before = set(_live_children())
     rec = run_federation(fed, out, on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
@@ -161,7 +161,7 @@ def test_one_site_one_epoch_equals_centralised_training(pairs: Path, flwr_home: 
     ref_cfg.train.start = "scratch"  # FedAvg trains the configured heads; compare with plain training of them
     central, _ = train(ref_cfg, resume=False, progress=False)
     fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "fed"), sites=1, rounds=1, local_epochs=1,
-                           site_cache="{cache}/features", timeout=600)
+                           site_cache="{cache}/features", timeout=600, start="scratch")
     rec = run_federation(fed, tmp_path / "fed")
     assert rec.status == "completed" and rec.failures == 0, rec.error
     a, b = load_file(str(central / "model.safetensors")), load_file(str(tmp_path / "fed" / "model.safetensors"))

@@ -13,9 +13,10 @@ from typing import Any
 
 from crossalign.config import RunConfig
 
-__all__ = ["STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
+__all__ = ["STARTS", "STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+STARTS = ("closed_form", "scratch")
 
 
 def parse_partition(spec: str) -> tuple[str, str | float | None]:
@@ -57,6 +58,7 @@ class FederationConfig:
     partition: str = "iid"  # iid | dirichlet:ALPHA | column:NAME
     partition_key: str = "label"  # what dirichlet is non-IID over (label or group)
     site_modalities: dict[int, list[str]] = field(default_factory=dict)  # site -> its views (default: all)
+    start: str = "closed_form"  # closed_form: pooled multi-view CCA from site statistics, then rounds | scratch
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
     server_lr: float = 0.1  # FedAdam/FedYogi server step (eta)
@@ -77,6 +79,10 @@ class FederationConfig:
         parse_partition(self.partition)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, not {self.start!r}")
+        if self.start == "closed_form":  # the closed form lives in the linear paths (as centrally)
+            self.run.model.head.linear_path = True
         if self.sites < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise ValueError("sites, rounds and local_epochs must be >= 1")
         if not 0 < self.fraction_fit <= 1:
