@@ -114,6 +114,11 @@ def test_config_validation() -> None:
         FederationConfig(run=run, sites=2, site_modalities={1: ["text", "audio"]})
     with pytest.raises(ValueError, match="sites are"):
         FederationConfig(run=run, sites=2, site_modalities={2: ["text", "image"]})
+    with pytest.raises(ValueError, match="start must be"):
+        FederationConfig(run=run, start="warm")
+    # the closed-form start needs linear paths: its own copy of the config has them, the caller's is unchanged
+    assert FederationConfig(run=run).run.model.head.linear_path and not run.model.head.linear_path
+    assert not FederationConfig(run=run, start="scratch").run.model.head.linear_path
     fed = FederationConfig(run=run, sites=4, fraction_fit=0.5, min_sites=0)
     assert fed.sampled_per_round() == 2 and fed.required_per_round() == 2
     assert FederationConfig.from_dict(__import__("json").loads(fed.to_json())).to_json() == fed.to_json()

@@ -6,6 +6,7 @@ never data); `parse_partition` / `parse_site_modalities` turn the CLI's strings 
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -81,7 +82,9 @@ class FederationConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
         if self.start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, not {self.start!r}")
-        if self.start == "closed_form":  # the closed form lives in the linear paths (as centrally)
+        if self.start == "closed_form" and not self.run.model.head.linear_path:
+            # the closed form lives in the linear paths (as centrally); a copy: the caller's config is not changed
+            self.run = copy.deepcopy(self.run)
             self.run.model.head.linear_path = True
         if self.sites < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise ValueError("sites, rounds and local_epochs must be >= 1")
