@@ -202,9 +202,10 @@ def table(res: dict[str, Any]) -> str:
     if "fed_scratch" in res:
         rows.append((f"federated FedAvg from scratch (best round {res['fed_scratch']['best_round']})",
                      res["fed_scratch"]["mean_R@1"]))
-    p = res["fed_dp"]["privacy"]
-    rows.append((f"federated + client DP (z={p['noise_multiplier']}, clip {p['clipping_norm']:.3g}; "
-                 f"eps={p['epsilon']:.3g} at delta={p['delta']:g})", res["fed_dp"]["mean_R@1"]))
+    if "fed_dp" in res:  # a run cut short before its last stage still prints the rest
+        p = res["fed_dp"]["privacy"]
+        rows.append((f"federated + client DP (z={p['noise_multiplier']}, clip {p['clipping_norm']:.3g}; "
+                     f"eps={p['epsilon']:.3g} at delta={p['delta']:g})", res["fed_dp"]["mean_R@1"]))
     lines = ["| system | test mean R@1 | vs centralised |", "|---|---|---|"]
     for name, v in rows:
         lines.append(f"| {name} | {'val ' + format(cf['val_R@1'], '.3f') if v is None else format(v, '.3f')} | "
@@ -221,9 +222,14 @@ def table(res: dict[str, Any]) -> str:
               f"bytes per round {fed['bytes_per_round'] / 2**20:.1f} MB, closed-form start once "
               f"{(cf.get('bytes_sent', 0) + cf.get('bytes_received', 0)) / 2**20:.1f} MB; wall: federated "
               f"{fed['wall_s']} s (closed form {cf.get('seconds', 0):.0f} s, rounds {fed['round_s']:.1f} s each) vs "
-              f"centralised training {res['central_train_s']} s; load {res['load_before']} -> {res['load_after']}"]
+              f"centralised training {res['central_train_s']} s; load {res['load_before']} -> {res.get('load_after')}"]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--table"]:  # reprint the table of a results file: --table FILE
+        print(table(json.loads(Path(sys.argv[2]).read_text())))
+    else:
+        main()
