@@ -107,7 +107,9 @@ def test_config_validation() -> None:
 
     run = RunConfig.from_dict({"model": {"views": [{"column": "text"}, {"column": "image"}]}})
     with pytest.raises(ValueError, match="FedAvg/FedProx"):
-        FederationConfig(run=run, strategy="fedadam", dp_clip=1.0, dp_noise=1.0)
+        FederationConfig(run=run, strategy="fedadam", dp_clip=1.0, dp_noise=1.0, start="scratch")
+    with pytest.raises(ValueError, match="start scratch"):  # DP does not cover the closed-form statistics
+        FederationConfig(run=run, dp_clip=1.0, dp_noise=1.0)
     with pytest.raises(ValueError, match="both"):
         FederationConfig(run=run, dp_noise=1.0)
     with pytest.raises(ValueError, match="not views"):
@@ -167,7 +169,7 @@ def test_flower_strategies_leave_a_head_nobody_trained_bit_identical(task_identi
 
     run = RunConfig.from_dict({"model": {"views": [{"column": "image"}, {"column": "text"}, {"column": "audio"}]}})
     fed = FederationConfig(run=run, sites=2, strategy=strategy, site_modalities={0: ["image", "text"], 1: ["text", "image"]},
-                           dp_clip=1.0 if dp else 0.0, dp_noise=0.01 if dp else 0.0)
+                           dp_clip=1.0 if dp else 0.0, dp_noise=0.01 if dp else 0.0, start="scratch")
     rec = FederationRecord(config={})
     strat = build_strategy(fed, rec)
     rng = np.random.default_rng(0)

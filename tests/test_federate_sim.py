@@ -207,8 +207,10 @@ def test_separate_processes_superlink_and_supernodes(pairs: Path, flwr_home: Pat
     from crossalign.federate.config import FederationConfig
     from crossalign.federate.deploy import run_deployed
 
+    # scratch: in process mode every message starts a fresh ClientApp process that reloads the towers, and
+    # the closed-form start's four messages (same client code as in simulation) would triple this test's time
     fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "run", lr=1e-3), sites=2, rounds=1,
-                           site_cache="{cache}/features", timeout=600)
+                           site_cache="{cache}/features", timeout=600, start="scratch")
     before = set(_live_children())
     rec = run_deployed(fed, tmp_path / "run", timeout=900)
     assert rec.status == "completed" and rec.failures == 0, rec.error

@@ -96,6 +96,9 @@ class FederationConfig:
             raise ValueError("proximal_mu, dp_clip and dp_noise must be >= 0")
         if (self.dp_noise > 0) != (self.dp_clip > 0):
             raise ValueError("differential privacy needs both dp_clip > 0 and dp_noise > 0")
+        if self.dp and self.start != "scratch":
+            raise ValueError("DP covers the round updates only; the closed-form start sends its statistics without "
+                             "noise, so a DP federation must use start scratch (--start scratch)")
         if self.dp and self.strategy in ("fedadam", "fedyogi"):
             raise ValueError("DP is accounted for FedAvg/FedProx aggregation only (use --strategy fedavg|fedprox)")
         cols = self.run.model.columns
