@@ -198,13 +198,14 @@ def _dp(args: argparse.Namespace, fed: Any, cfg: Any, res: dict[str, Any], work:
     dfed.__post_init__()
     res["fed_dp"] = _federate(dfed, work / "fed-dp", cfg.model.columns)
     res["load_after"] = _uptime()
+    save()  # before the table: a results file without every stage still keeps this one
     print(table(res))
     res["table"] = table(res)
     save()
 
 
 def table(res: dict[str, Any]) -> str:
-    central, fed = res["central"]["mean_R@1"], res["fed"]
+    central, fed = res["central"]["mean_R@1"], res["fed"]  # needs the centralised stage
     rows = [("centralised, pooled data (`train.start: auto`, winner: "
              f"{res['central']['train_result'].get('winner')})", central)]
     cf = fed["closed_form"]
