@@ -1,14 +1,17 @@
-"""Federated vs centralised vs single-site alignment on `scenes`, non-IID, mixed modality subsets.
+"""Federated vs centralised vs single-site alignment, non-IID, on `scenes` (mixed modality subsets)
+or a real built-in set (`cedict`).
 
-4 sites; Dirichlet(alpha) over the largest object's colour+shape (`label`); each site holds three
-of the four views. Same model config, same splits, test split of the pooled data for everyone:
-- centralised: `train()` on the pooled rows, all four views;
-- single site: `train()` on one site's rows and views (each is scored on its own 6 directions,
-  beside the federated model on the same directions);
-- federated: `run_federation` (Flower simulation engine), then with client-level DP noise.
-Prints a table and writes JSON (with the machine's load average: the machine is shared).
+scenes: 4 sites; Dirichlet(alpha) over the largest object's colour+shape (`label`); each site holds
+three of the four views. cedict: 4 sites; Dirichlet(alpha) over the HSK level (sites differ in
+vocabulary), both views everywhere. Same model config, same splits, pooled test split for everyone:
+- centralised: `train()` on the pooled rows (`train.start: auto`: scratch, closed form, fine-tuned);
+- single site: `train()` on one site's rows and views, scored on its own directions;
+- federated (Flower simulation engine): closed-form start from the sites' statistics, then FedAvg
+  rounds; the same from scratch (`--scratch`, the earlier design); with client-level DP noise.
+Prints a table and writes JSON (with the load average: the machine is shared).
 
-    python benchmarks/federated.py --n 1500 --rounds 10 --local-epochs 2 --epochs 10 --out benchmarks/results/federated.json
+    python benchmarks/federated.py --set scenes --n 1500 --rounds 10 --local-epochs 2 --epochs 10
+    python benchmarks/federated.py --set cedict --rounds 10 --local-epochs 2 --epochs 10 --out benchmarks/results/federated_cedict.json
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SITE_VIEWS = "0=image,text,audio;1=image,text,sensor;2=image,audio,sensor;3=text,audio,sensor"
+SETS: dict[str, dict[str, Any]] = {
+    "scenes": {"key": "label", "views": "0=image,text,audio;1=image,text,sensor;2=image,audio,sensor;3=text,audio,sensor"},
+    "cedict": {"key": "hsk_level", "views": "", "cols": ["text_zh", "text"]},
+}
 
 
 def _mean_r1(m: dict[str, float], cols: list[str]) -> float:
@@ -32,102 +38,142 @@ def _mean_r1(m: dict[str, float], cols: list[str]) -> float:
     return sum(vals) / len(vals)
 
 
-def _uptime() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
+def _uptime() -> list[str]:
+    return Path("/proc/loadavg").read_text().split(" ")[:3]
+
+
+def _config(args: argparse.Namespace, data: Path) -> Any:
+    from crossalign.config import RunConfig, load_config
+
+    if args.set == "scenes":
+        cfg = load_config(Path(__file__).parents[1] / "configs" / "scenes.yaml")
+        cfg.model.head.hidden = args.hidden
+    else:  # the encoders `--modalities` would choose
+        from crossalign.cli.common import apply_cli_defaults
+        from crossalign.data.encoder_choice import recorded_encoders
+        from crossalign.data.manifest import load_manifest
+
+        cfg = RunConfig.from_dict({"model": {"views": [{"column": c} for c in SETS[args.set]["cols"]]}})
+        apply_cli_defaults(cfg.model.views, recorded_encoders(load_manifest(data)))
+    cfg.train.data, cfg.train.epochs, cfg.train.batch_size = str(data), args.epochs, args.batch_size
+    cfg.train.patience, cfg.train.progress = 0, False
+    return cfg
+
+
+def _federate(fed: Any, out: Path, cols: list[str]) -> dict[str, Any]:
+    from crossalign.evaluate.run_eval import evaluate_run
+    from crossalign.federate.runner import run_federation
+
+    t = time.time()
+    rec = run_federation(fed, out)
+    wall = round(time.time() - t, 1)
+    assert rec.status == "completed", rec.error
+    fm = evaluate_run(out, split="test").metrics
+    cf = rec.closed_form or {}
+    vals = ([cf["val_R@1"]] if cf else []) + [r["val_R@1"] for r in rec.rounds]  # round 0: the closed form
+    first = 0 if cf else 1
+    final = vals[-1]
+    norms = sorted(s["update_norm"] for r in rec.rounds for s in r["sites"].values() if s.get("update_norm"))
+    return {"mean_R@1": _mean_r1(fm, cols), "directions": {k: v for k, v in fm.items() if k.endswith("/R@1")},
+            "val_by_round": vals, "first_round": first,
+            "rounds_to_90pct": next(i + first for i, v in enumerate(vals) if v >= 0.9 * final),
+            "bytes_per_round": sum(r["bytes_sent"] + r["bytes_received"] for r in rec.rounds) / len(rec.rounds),
+            "closed_form": cf, "round_s": sum(r["seconds"] for r in rec.rounds) / len(rec.rounds),
+            "failures": rec.failures, "best_round": rec.best_round, "wall_s": wall, "privacy": rec.privacy,
+            "median_update_norm": norms[len(norms) // 2] if norms else None}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1500)
+    ap.add_argument("--set", choices=sorted(SETS), default="scenes")
+    ap.add_argument("--n", type=int, default=1500, help="scenes rows")
     ap.add_argument("--sites", type=int, default=4)
     ap.add_argument("--alpha", type=float, default=0.3)
-    ap.add_argument("--site-modalities", default=SITE_VIEWS)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10, help="centralised and single-site epochs")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--hidden", type=int, default=512, help="scenes head width")
+    ap.add_argument("--scratch", action="store_true", help="also federate from scratch (no closed-form start)")
     ap.add_argument("--dp-clip", type=float, default=0.0, help="0: median site update norm of the plain run")
     ap.add_argument("--dp-noise", type=float, default=0.002)
+    ap.add_argument("--only-dp", action="store_true", help="run only the DP stage, adding it to --out")
     ap.add_argument("--work", default="/tmp/crossalign-fed-bench")
     ap.add_argument("--out", default="benchmarks/results/federated.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("crossalign.federate").setLevel(logging.INFO)
 
-    from crossalign.config import load_config
     from crossalign.data.manifest import load_manifest, write_manifest
     from crossalign.datasets.registry import make_dataset
     from crossalign.evaluate.run_eval import evaluate_run
     from crossalign.federate.config import FederationConfig, parse_site_modalities
     from crossalign.federate.partition import partition_rows
-    from crossalign.federate.runner import run_federation
     from crossalign.federate.site import Site, site_run_config
     from crossalign.recipes.align import ensure_splits, prepare_features, train
 
-    work = Path(args.work)
-    data = work / f"scenes-{args.n}"
+    spec = SETS[args.set]
+    work = Path(args.work) / args.set
+    data = work / (f"data-{args.n}" if args.set == "scenes" else "data")
     if not (data / "manifest.jsonl").exists():
-        make_dataset("scenes", data, n=args.n, seed=0, progress=True)
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "scenes.yaml")
-    cfg.train.data, cfg.train.epochs, cfg.train.batch_size = str(data), args.epochs, args.batch_size
-    cfg.train.patience, cfg.train.progress = 0, False
-    cfg.model.head.hidden = args.hidden
+        make_dataset(args.set, data, **({"n": args.n, "seed": 0} if args.set == "scenes" else {}), progress=True)
+    cfg = _config(args, data)
     cols = cfg.model.columns
-    res: dict[str, Any] = {"n": args.n, "sites": args.sites, "alpha": args.alpha, "site_modalities": args.site_modalities,
-                           "rounds": args.rounds, "local_epochs": args.local_epochs, "epochs": args.epochs,
-                           "batch_size": args.batch_size, "hidden": args.hidden, "load_before": _uptime()}
-    def save() -> None:  # after every stage, so a long run that is cut short still leaves its figures
+    res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
+                           "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
+                           "epochs": args.epochs, "batch_size": args.batch_size, "load_before": _uptime()}
+    if args.set == "scenes":
+        res.update({"n": args.n, "hidden": args.hidden})
+
+    def save() -> None:  # after every stage, so a run cut short still leaves its figures
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        Path(args.out).write_text(json.dumps(res, indent=2, default=str))
 
+    if args.only_dp:  # the DP stage alone, added to an earlier run's results
+        res = {**json.loads(Path(args.out).read_text()), "load_before_dp": _uptime()}
+        fed = FederationConfig(run=copy.deepcopy(cfg), sites=args.sites, partition=f"dirichlet:{args.alpha}",
+                               partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
+                               rounds=res["rounds"], local_epochs=res["local_epochs"], timeout=3600)
+        return _dp(args, fed, cfg, res, work, save)
     t = time.time()
-    prepare_features(cfg, progress=True)  # pooled cache (the centralised baseline's)
+    prepare_features(cfg, progress=False)  # pooled cache (the centralised baseline's)
     res["pooled_features_s"] = round(time.time() - t, 1)
-
     fed = FederationConfig(run=copy.deepcopy(cfg), sites=args.sites, partition=f"dirichlet:{args.alpha}",
-                           site_modalities=parse_site_modalities(args.site_modalities), rounds=args.rounds,
-                           local_epochs=args.local_epochs, timeout=3600)
+                           partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
+                           rounds=args.rounds, local_epochs=args.local_epochs, timeout=3600)
     m = ensure_splits(load_manifest(data), cfg.train.seed)
-    parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, "label")
+    parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]
-    res["site_labels"] = [len({m.rows[int(i)]["label"] for i in p}) for p in parts]
+    res["site_key_values"] = [len({m.rows[int(i)].get(spec["key"]) for i in p}) for p in parts]
     t = time.time()
     for s in range(args.sites):  # each site extracts its own features into its own cache (timed once)
         Site(fed, s)
     res["site_features_s"] = round(time.time() - t, 1)
 
-    # federated
-    t = time.time()
-    rec = run_federation(fed, work / "fed")
-    res["fed_wall_s"] = round(time.time() - t, 1)
-    assert rec.status == "completed", rec.error
-    fm = evaluate_run(work / "fed", split="test").metrics
-    vals = [r["val_R@1"] for r in rec.rounds]
-    final = vals[-1]
-    res["fed"] = {"mean_R@1": _mean_r1(fm, cols), "directions": {k: v for k, v in fm.items() if k.endswith("/R@1")},
-                  "val_by_round": vals, "rounds_to_90pct": next(i + 1 for i, v in enumerate(vals) if v >= 0.9 * final),
-                  "bytes_per_round": sum(r["bytes_sent"] + r["bytes_received"] for r in rec.rounds) / len(rec.rounds),
-                  "round_s": sum(r["seconds"] for r in rec.rounds) / len(rec.rounds), "failures": rec.failures,
-                  "best_round": rec.best_round}
-    norms = sorted(s["update_norm"] for r in rec.rounds for s in r["sites"].values() if s.get("update_norm"))
-    res["fed"]["median_update_norm"] = norms[len(norms) // 2]
+    res["fed"] = _federate(fed, work / "fed", cols)
     save()
 
-    # centralised on pooled data
     c = copy.deepcopy(cfg)
     c.train.out = str(work / "central")
     t = time.time()
     train(c, resume=False)
     res["central_train_s"] = round(time.time() - t, 1)
     cm = evaluate_run(c.train.out, split="test").metrics
-    res["central"] = {"mean_R@1": _mean_r1(cm, cols), "directions": {k: v for k, v in cm.items() if k.endswith("/R@1")}}
+    res["central"] = {"mean_R@1": _mean_r1(cm, cols), "directions": {k: v for k, v in cm.items() if k.endswith("/R@1")},
+                      "train_result": json.loads((work / "central" / "train_result.json").read_text())}
     save()
 
-    # single-site models, each on its own rows and views, scored on its own directions
+    if args.scratch:  # the earlier design: FedAvg from randomly initialised heads
+        sfed = copy.deepcopy(fed)
+        sfed.start = "scratch"
+        sfed.run.model.head.linear_path = cfg.model.head.linear_path
+        res["fed_scratch"] = _federate(sfed, work / "fed-scratch", cols)
+        save()
+
     singles = []
     for s in range(args.sites):
         sc = site_run_config(fed, s)
+        sc.model.head.linear_path = cfg.model.head.linear_path  # the site trains as `train` would, start auto
         rows = [{**m.rows[int(i)]} for i in parts[s]]
         write_manifest(rows, data / f"manifest-site{s}.jsonl")
         sc.train.data, sc.train.out = str(data / f"manifest-site{s}.jsonl"), str(work / f"site{s}")
@@ -135,50 +181,69 @@ def main() -> None:
         sm = evaluate_run(sc.train.out, data=data, split="test").metrics
         own = sc.model.columns
         singles.append({"site": s, "views": own, "rows": len(rows), "mean_R@1": _mean_r1(sm, own),
-                        "fed_same_directions": _mean_r1(fm, own), "central_same_directions": _mean_r1(cm, own)})
+                        "fed_same_directions": _mean_r1(res["fed"]["directions"], own),
+                        "central_same_directions": _mean_r1(cm, own)})
         res["single_sites"] = singles
         save()
 
-    # federated with client-level DP
-    clip = args.dp_clip or res["fed"]["median_update_norm"]
+    _dp(args, fed, cfg, res, work, save)
+
+
+def _dp(args: argparse.Namespace, fed: Any, cfg: Any, res: dict[str, Any], work: Path, save: Any) -> None:
+    """Client-level DP covers round updates only, so it federates from scratch (the closed-form start's
+    statistics would leave the sites without noise)."""
     dfed = copy.deepcopy(fed)
-    dfed.dp_clip, dfed.dp_noise = clip, args.dp_noise
+    dfed.start, dfed.run.model.head.linear_path = "scratch", cfg.model.head.linear_path
+    dfed.dp_clip, dfed.dp_noise = args.dp_clip or res["fed"]["median_update_norm"], args.dp_noise
     dfed.__post_init__()
-    t = time.time()
-    drec = run_federation(dfed, work / "fed-dp")
-    assert drec.status == "completed", drec.error
-    dm = evaluate_run(work / "fed-dp", split="test").metrics
-    res["fed_dp"] = {"mean_R@1": _mean_r1(dm, cols), "wall_s": round(time.time() - t, 1), "privacy": drec.privacy,
-                     "val_by_round": [r["val_R@1"] for r in drec.rounds]}
+    res["fed_dp"] = _federate(dfed, work / "fed-dp", cfg.model.columns)
     res["load_after"] = _uptime()
+    save()  # before the table: a results file without every stage still keeps this one
+    print(table(res))
+    res["table"] = table(res)
     save()
 
-    best = max(singles, key=lambda x: x["mean_R@1"])
-    lines = [
-        "| system | test mean R@1 | vs centralised |",
-        "|---|---|---|",
-        f"| centralised, pooled data (4 views, 12 directions) | {res['central']['mean_R@1']:.3f} | 1.00x |",
-        f"| federated FedAvg, {args.sites} sites, {args.rounds} rounds x {args.local_epochs} local epochs | "
-        f"{res['fed']['mean_R@1']:.3f} | {res['fed']['mean_R@1'] / res['central']['mean_R@1']:.2f}x |",
-        f"| federated + client DP (z={args.dp_noise}, clip {clip:.3g}; eps={drec.privacy['epsilon']:.3g} at "
-        f"delta={drec.privacy['delta']:g}) | {res['fed_dp']['mean_R@1']:.3f} | "
-        f"{res['fed_dp']['mean_R@1'] / res['central']['mean_R@1']:.2f}x |",
-        "", "| single site | rows | views | its own model | federated, same directions | centralised, same directions |",
-        "|---|---|---|---|---|---|"]
-    for s in singles:
+
+def table(res: dict[str, Any]) -> str:
+    central, fed = res["central"]["mean_R@1"], res["fed"]  # needs the centralised stage
+    rows = [("centralised, pooled data (`train.start: auto`, winner: "
+             f"{res['central']['train_result'].get('winner')})", central)]
+    cf = fed["closed_form"]
+    if cf:
+        rows.append((f"federated closed-form start only (round 0; {cf['params']})", None))
+    rows.append((f"federated: closed-form start + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs "
+                 f"(best round {fed['best_round']})", fed["mean_R@1"]))
+    if "fed_scratch" in res:
+        rows.append((f"federated FedAvg from scratch (best round {res['fed_scratch']['best_round']})",
+                     res["fed_scratch"]["mean_R@1"]))
+    if "fed_dp" in res:  # a run cut short before its last stage still prints the rest
+        p = res["fed_dp"]["privacy"]
+        rows.append((f"federated from scratch + client DP (z={p['noise_multiplier']}, clip {p['clipping_norm']:.3g}; "
+                     f"eps={p['epsilon']:.3g} at delta={p['delta']:g})", res["fed_dp"]["mean_R@1"]))
+    lines = ["| system | test mean R@1 | vs centralised |", "|---|---|---|"]
+    for name, v in rows:
+        lines.append(f"| {name} | {'val ' + format(cf['val_R@1'], '.3f') if v is None else format(v, '.3f')} | "
+                     f"{'' if v is None else format(v / central, '.2f') + 'x'} |")
+    lines += ["", "| site | rows | views | its own model | federated, same directions | centralised, same directions |",
+              "|---|---|---|---|---|---|"]
+    for s in res["single_sites"]:
         lines.append(f"| {s['site']} | {s['rows']} | {','.join(s['views'])} | {s['mean_R@1']:.3f} | "
                      f"{s['fed_same_directions']:.3f} | {s['central_same_directions']:.3f} |")
+    best = max(res["single_sites"], key=lambda x: x["mean_R@1"])
     lines += ["", f"best single site: {best['site']} at {best['mean_R@1']:.3f}; federated on its directions "
               f"{best['fed_same_directions']:.3f} ({best['fed_same_directions'] - best['mean_R@1']:+.3f})",
-              f"rounds to 90% of final val R@1: {res['fed']['rounds_to_90pct']} of {args.rounds}; "
-              f"bytes per round {res['fed']['bytes_per_round'] / 2**20:.1f} MB; "
-              f"wall: federated {res['fed_wall_s']} s (rounds {res['fed']['round_s']:.1f} s each) vs centralised "
-              f"training {res['central_train_s']} s; load {res['load_before']} -> {res['load_after']}"]
-    table = "\n".join(lines)
-    print(table)
-    res["table"] = table
-    save()
+              f"rounds to 90% of final val R@1: {fed['rounds_to_90pct']} of {res['rounds']} (0 = the closed form); "
+              f"bytes per round {fed['bytes_per_round'] / 2**20:.1f} MB, closed-form start once "
+              f"{(cf.get('bytes_sent', 0) + cf.get('bytes_received', 0)) / 2**20:.1f} MB; wall: federated "
+              f"{fed['wall_s']} s (closed form {cf.get('seconds', 0):.0f} s, rounds {fed['round_s']:.1f} s each) vs "
+              f"centralised training {res['central_train_s']} s; load {res['load_before']} -> {res.get('load_after')}"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--table"]:  # reprint the table of a results file: --table FILE
+        print(table(json.loads(Path(sys.argv[2]).read_text())))
+    else:
+        main()

@@ -107,13 +107,20 @@ def test_config_validation() -> None:
 
     run = RunConfig.from_dict({"model": {"views": [{"column": "text"}, {"column": "image"}]}})
     with pytest.raises(ValueError, match="FedAvg/FedProx"):
-        FederationConfig(run=run, strategy="fedadam", dp_clip=1.0, dp_noise=1.0)
+        FederationConfig(run=run, strategy="fedadam", dp_clip=1.0, dp_noise=1.0, start="scratch")
+    with pytest.raises(ValueError, match="start scratch"):  # DP does not cover the closed-form statistics
+        FederationConfig(run=run, dp_clip=1.0, dp_noise=1.0)
     with pytest.raises(ValueError, match="both"):
         FederationConfig(run=run, dp_noise=1.0)
     with pytest.raises(ValueError, match="not views"):
         FederationConfig(run=run, sites=2, site_modalities={1: ["text", "audio"]})
     with pytest.raises(ValueError, match="sites are"):
         FederationConfig(run=run, sites=2, site_modalities={2: ["text", "image"]})
+    with pytest.raises(ValueError, match="start must be"):
+        FederationConfig(run=run, start="warm")
+    # the closed-form start needs linear paths: its own copy of the config has them, the caller's is unchanged
+    assert FederationConfig(run=run).run.model.head.linear_path and not run.model.head.linear_path
+    assert not FederationConfig(run=run, start="scratch").run.model.head.linear_path
     fed = FederationConfig(run=run, sites=4, fraction_fit=0.5, min_sites=0)
     assert fed.sampled_per_round() == 2 and fed.required_per_round() == 2
     assert FederationConfig.from_dict(__import__("json").loads(fed.to_json())).to_json() == fed.to_json()
@@ -162,7 +169,7 @@ def test_flower_strategies_leave_a_head_nobody_trained_bit_identical(task_identi
 
     run = RunConfig.from_dict({"model": {"views": [{"column": "image"}, {"column": "text"}, {"column": "audio"}]}})
     fed = FederationConfig(run=run, sites=2, strategy=strategy, site_modalities={0: ["image", "text"], 1: ["text", "image"]},
-                           dp_clip=1.0 if dp else 0.0, dp_noise=0.01 if dp else 0.0)
+                           dp_clip=1.0 if dp else 0.0, dp_noise=0.01 if dp else 0.0, start="scratch")
     rec = FederationRecord(config={})
     strat = build_strategy(fed, rec)
     rng = np.random.default_rng(0)

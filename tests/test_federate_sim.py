@@ -63,7 +63,7 @@ def three_sites(pairs: Path, flwr_home: Path, tmp_path_factory: pytest.TempPathF
     out = tmp_path_factory.mktemp("fed3")
     run = pair_run_config(pairs, out, views=("text", "sensor", "sensor_b"), lr=1e-3)
     fed = FederationConfig(run=run, sites=3, rounds=2, local_epochs=2, partition="iid", timeout=600,
-                           site_modalities={s: ["text", "sensor"] for s in range(3)})
+                           site_modalities={s: ["text", "sensor"] for s in range(3)}, start="scratch")
     received: list[tuple[int, str, Any]] = []
     before = set(_live_children())
     rec = run_federation(fed, out, on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
@@ -161,7 +161,7 @@ def test_one_site_one_epoch_equals_centralised_training(pairs: Path, flwr_home: 
     ref_cfg.train.start = "scratch"  # FedAvg trains the configured heads; compare with plain training of them
     central, _ = train(ref_cfg, resume=False, progress=False)
     fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "fed"), sites=1, rounds=1, local_epochs=1,
-                           site_cache="{cache}/features", timeout=600)
+                           site_cache="{cache}/features", timeout=600, start="scratch")
     rec = run_federation(fed, tmp_path / "fed")
     assert rec.status == "completed" and rec.failures == 0, rec.error
     a, b = load_file(str(central / "model.safetensors")), load_file(str(tmp_path / "fed" / "model.safetensors"))
@@ -207,8 +207,10 @@ def test_separate_processes_superlink_and_supernodes(pairs: Path, flwr_home: Pat
     from crossalign.federate.config import FederationConfig
     from crossalign.federate.deploy import run_deployed
 
+    # scratch: in process mode every message starts a fresh ClientApp process that reloads the towers, and
+    # the closed-form start's four messages (same client code as in simulation) would triple this test's time
     fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "run", lr=1e-3), sites=2, rounds=1,
-                           site_cache="{cache}/features", timeout=600)
+                           site_cache="{cache}/features", timeout=600, start="scratch")
     before = set(_live_children())
     rec = run_deployed(fed, tmp_path / "run", timeout=900)
     assert rec.status == "completed" and rec.failures == 0, rec.error
@@ -220,3 +222,51 @@ def test_separate_processes_superlink_and_supernodes(pairs: Path, flwr_home: Pat
         pid = int(next(line for line in (tmp_path / "run" / "flower-logs" / "pids.txt").read_text().splitlines()
                        if line.startswith(name + " ")).split()[1])
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
+
+
+def test_closed_form_start_sends_only_declared_statistics(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:
+    """2 sites x 1 round from the federated closed form; `sensor_b` is held by no site."""
+    from crossalign.evaluate.run_eval import evaluate_run
+    from crossalign.federate.config import FederationConfig
+    from crossalign.federate.runner import run_federation
+    from crossalign.federate.server import global_model
+
+    run = pair_run_config(pairs, tmp_path / "cf", views=("text", "sensor", "sensor_b"), lr=1e-3)
+    fed = FederationConfig(run=run, sites=2, rounds=1, local_epochs=1, partition="iid", timeout=600,
+                           site_modalities={s: ["text", "sensor"] for s in range(2)})
+    assert fed.start == "closed_form" and fed.run.model.head.linear_path
+    received: list[tuple[int, str, Any]] = []
+    rec = run_federation(fed, tmp_path / "cf", on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
+    assert rec.status == "completed" and rec.failures == 0, rec.error
+    cf = rec.closed_form
+    assert cf is not None and cf["method"] == "mcca" and not any(cf["failures"].values())
+    assert cf["val_R@1"] > 0.5 and rec.rounds[0]["val_R@1"] is not None  # chance is ~1/20 per site
+    dims = {"text": 384, "sensor": 32}
+    by_phase: dict[str, list[Any]] = {}
+    for _, phase, msg in received:
+        assert not msg.has_error() and not msg.content.config_records
+        assert all(isinstance(v, (int, float)) for v in msg.content["metrics"].values())
+        by_phase.setdefault(phase, []).append(msg)
+    assert set(by_phase) == {"statistics", "closed-form:factor", "closed-form:moments", "closed-form:score",
+                             "closed-form:", "train", "eval"}
+    for msg in by_phase["closed-form:factor"]:  # per view: D x rank factor of its scatter, and a count
+        arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
+        assert set(arrays) == {f"{c}/{k}" for c in dims for k in ("factor", "count")}
+        n = int(arrays["text/count"][0])
+        for c, d in dims.items():
+            assert arrays[f"{c}/factor"].shape[0] == d and arrays[f"{c}/factor"].shape[1] <= min(d, n)
+    for msg in by_phase["closed-form:moments"]:
+        arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
+        assert set(arrays) == {"text|sensor/cross", "text|sensor/count"}
+        assert arrays["text|sensor/cross"].shape == (cf["basis_dims"]["text"], cf["basis_dims"]["sensor"])
+    for msg in by_phase["closed-form:score"] + by_phase["closed-form:"]:  # candidate scores, round-0 val: scalars
+        assert not msg.content.array_records or not len(msg.content["arrays"])
+    init = global_model(fed).state_dict()
+    best = load_file(str(tmp_path / "cf" / "best.safetensors"))
+    untouched = [k for k in best if ".sensor_b." in k and ".norm." not in k]
+    assert any(k.startswith("linear.") for k in untouched)
+    for k in untouched:
+        assert torch.equal(best[k], init[k]), k
+    assert float(best["linear.text.gate"]) == 0.0 or rec.best_round != 0
+    m = evaluate_run(tmp_path / "cf", split="test").metrics
+    assert m["text->sensor/R@1"] > 0.3

@@ -20,6 +20,8 @@ def federate_cmd(
     partition: Annotated[str | None, Opt(help="iid | dirichlet:ALPHA | column:NAME")] = None,
     partition_key: Annotated[str | None, Opt(help="what dirichlet is non-IID over: label or group")] = None,
     site_modalities: Annotated[str | None, Opt(help="views per site, e.g. '0=image,text;1=text,audio'")] = None,
+    start: Annotated[str | None, Opt(help="closed_form (pooled multi-view CCA from the sites' statistics, "
+                                       "then rounds; default) | scratch")] = None,
     strategy: Annotated[str | None, Opt(help="fedavg | fedprox | fedadam | fedyogi")] = None,
     proximal_mu: Annotated[float | None, Opt(help="FedProx proximal weight mu")] = None,
     server_lr: Annotated[float | None, Opt(help="FedAdam/FedYogi server learning rate")] = None,
@@ -62,7 +64,7 @@ def federate_cmd(
             run.train.out = str(out)
         if seed is not None:
             run.train.seed = seed
-        upd = {"sites": sites, "partition": partition, "partition_key": partition_key, "strategy": strategy,
+        upd = {"sites": sites, "start": start, "partition": partition, "partition_key": partition_key, "strategy": strategy,
                "proximal_mu": proximal_mu, "server_lr": server_lr, "rounds": rounds, "local_epochs": local_epochs,
                "fraction_fit": fraction_fit, "min_sites": min_sites, "dp_clip": dp_clip, "dp_noise": dp_noise,
                "site_cache": site_cache,

@@ -3,7 +3,8 @@
 The global arrays a site receives hold the trainable weights and the pooled standardisation
 buffers; it sends back only the weights of the views it holds.
 
-Replies carry one `ArrayRecord` (head weights, or per-feature statistics in the query) and one
+Replies carry one `ArrayRecord` (head weights, or in a query per-feature statistics or the
+closed-form start's sufficient statistics, see federate/closed_form.py) and one
 `MetricRecord` of scalars; nothing else leaves the site. The site index comes from the node's
 config (`partition-id`, set by the simulation engine or `flower-supernode --node-config`); a real
 site may also name its own manifest (`data=...`) and feature cache (`cache=...`) there.
@@ -36,8 +37,13 @@ def _reply(msg: Message, arrays: ArrayRecord, metrics: dict[str, float]) -> Mess
 
 @client_app.query()
 def stats(msg: Message, context: Context) -> Message:
+    """The standardisation statistics, or (with a `stage`) one stage of the closed-form start."""
     site = site_of(msg, context)
-    return _reply(msg, to_record_np(site.feature_stats()), {"site": float(site.site)})
+    stage = str(msg.content["config"].get("stage", ""))
+    if not stage:
+        return _reply(msg, to_record_np(site.feature_stats()), {"site": float(site.site)})
+    arrays, metrics = site.closed_form_stage(stage, from_record(msg.content["arrays"]))
+    return _reply(msg, to_record_np(arrays), {**metrics, "site": float(site.site)})
 
 
 @client_app.train()

@@ -6,6 +6,7 @@ never data); `parse_partition` / `parse_site_modalities` turn the CLI's strings 
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 
 from crossalign.config import ConfigBase, RunConfig
 
-__all__ = ["STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
+__all__ = ["STARTS", "STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+STARTS = ("closed_form", "scratch")
 
 
 def parse_partition(spec: str) -> tuple[str, str | float | None]:
@@ -57,6 +59,7 @@ class FederationConfig(ConfigBase):
     partition: str = "iid"  # iid | dirichlet:ALPHA | column:NAME
     partition_key: str = "label"  # what dirichlet is non-IID over (label or group)
     site_modalities: dict[int, list[str]] = field(default_factory=dict)  # site -> its views (default: all)
+    start: str = "closed_form"  # closed_form: pooled multi-view CCA from site statistics, then rounds | scratch
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
     server_lr: float = 0.1  # FedAdam/FedYogi server step (eta)
@@ -77,6 +80,12 @@ class FederationConfig(ConfigBase):
         parse_partition(self.partition)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, not {self.start!r}")
+        if self.start == "closed_form" and not self.run.model.head.linear_path:
+            # the closed form lives in the linear paths (as centrally); a copy: the caller's config is not changed
+            self.run = copy.deepcopy(self.run)
+            self.run.model.head.linear_path = True
         if self.sites < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise ValueError("sites, rounds and local_epochs must be >= 1")
         if not 0 < self.fraction_fit <= 1:
@@ -87,6 +96,9 @@ class FederationConfig(ConfigBase):
             raise ValueError("proximal_mu, dp_clip and dp_noise must be >= 0")
         if (self.dp_noise > 0) != (self.dp_clip > 0):
             raise ValueError("differential privacy needs both dp_clip > 0 and dp_noise > 0")
+        if self.dp and self.start != "scratch":
+            raise ValueError("DP covers the round updates only; the closed-form start sends its statistics without "
+                             "noise, so a DP federation must use start scratch (--start scratch)")
         if self.dp and self.strategy in ("fedadam", "fedyogi"):
             raise ValueError("DP is accounted for FedAvg/FedProx aggregation only (use --strategy fedavg|fedprox)")
         cols = self.run.model.columns

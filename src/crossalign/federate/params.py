@@ -29,7 +29,7 @@ __all__ = [
 
 def norm_keys(model: AlignmentModel) -> list[str]:
     """Standardisation buffers (fixed from the statistics round, never averaged)."""
-    return [k for k in model.state_dict() if ".norm." in k and k.startswith("heads.")]
+    return [k for k in model.state_dict() if ".norm." in k and k.startswith(("heads.", "linear."))]
 
 
 def exchanged_keys(model: AlignmentModel) -> list[str]:

@@ -24,6 +24,7 @@ class FederationRecord:
     error: str | None = None
     privacy: dict[str, Any] | None = None
     statistics: dict[str, Any] | None = None  # the one-off standardisation round
+    closed_form: dict[str, Any] | None = None  # the federated closed-form start (round 0)
     best_round: int | None = None
     seconds: float = 0.0
 
@@ -47,7 +48,7 @@ class FederationRecord:
         return {"kind": "crossalign-federation", "format": 1, "status": self.status, "error": self.error,
                 "rounds_completed": sum(1 for r in self.rounds if r.get("status") == "ok"),
                 "failures": self.failures, "best_round": self.best_round, "seconds": round(self.seconds, 3),
-                "privacy": self.privacy, "statistics": self.statistics, "config": self.config,
+                "privacy": self.privacy, "statistics": self.statistics, "closed_form": self.closed_form, "config": self.config,
                 "rounds": self.rounds}
 
     def save(self, folder: str | Path) -> Path:
@@ -72,7 +73,10 @@ class FederationRecord:
             return
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
         xs = [r["round"] for r in done]
-        a.plot(xs, [r["val_R@1"] for r in done], "k-o", lw=2, label="all sites (weighted)")
+        ys = [r["val_R@1"] for r in done]
+        if self.closed_form and self.closed_form.get("val_R@1") is not None:  # round 0: the closed-form start
+            xs, ys = [0, *xs], [self.closed_form["val_R@1"], *ys]
+        a.plot(xs, ys, "k-o", lw=2, label="all sites (weighted)")
         sites = sorted({s for r in done for s in r["sites"]}, key=lambda s: int(s) if s.isdigit() else s)
         for s in sites:
             pts = [(r["round"], r["sites"][s].get("val_R@1")) for r in done if r["sites"].get(s, {}).get("val_R@1") is not None]

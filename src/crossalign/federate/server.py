@@ -13,14 +13,16 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from crossalign.align.io import build_towers, save_model
 from crossalign.align.model import AlignmentModel
 from crossalign.data.features import build_view_encoder
+from crossalign.federate.closed_form import pick, pooled_bases, solve_candidates, stage_arrays
 from crossalign.federate.config import FederationConfig
 from crossalign.federate.params import (
     exchanged_keys,
@@ -29,9 +31,11 @@ from crossalign.federate.params import (
     norm_keys,
     record_bytes,
     to_record,
+    to_record_np,
 )
 from crossalign.federate.record import FederationRecord, RoundFailed
 from crossalign.federate.strategy import SiteAwareStrategy, build_strategy
+from crossalign.train.start import apply_closed_form
 from crossalign.train.trainer import set_seed
 
 __all__ = ["global_model", "make_server_app", "run_server", "server_app"]
@@ -82,7 +86,7 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
     for col in model.columns:
         parts = [(float(st[f"{col}/count"][0]), st[f"{col}/mean"].astype(np.float64), st[f"{col}/std"].astype(np.float64))
                  for st in stats if f"{col}/count" in st and st[f"{col}/count"][0] > 0]
-        if not parts or not hasattr(model.heads[col].norm, "mean"):
+        if not parts or not (hasattr(model.heads[col].norm, "mean") or col in model.linear):
             continue
         # pooled mean and unbiased variance from per-site (n, mean, std) (Chan et al. 1979); one site
         # gives back its own float32 statistics exactly, as a centralised Standardize.fit would
@@ -90,9 +94,71 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
         mean = sum(k * m for k, m, _ in parts) / n
         m2 = sum((k - 1) * s * s + k * (m - mean) ** 2 for k, m, s in parts)
         std = np.sqrt(m2 / max(n - 1.0, 1.0)).astype(np.float32)
-        norm[f"heads.{col}.norm.mean"] = mean.astype(np.float32)
-        norm[f"heads.{col}.norm.std"] = np.maximum(std, np.float32(1e-4))  # as Standardize.fit clamps
+        std = np.maximum(std, np.float32(1e-4))  # as Standardize.fit clamps
+        # the head and the linear path standardise the same inputs alike (a from-scratch tower's head has none)
+        for prefix, has in (("heads", hasattr(model.heads[col].norm, "mean")), ("linear", col in model.linear)):
+            if has:
+                norm[f"{prefix}.{col}.norm.mean"], norm[f"{prefix}.{col}.norm.std"] = mean.astype(np.float32), std
     load_exchanged(model, norm)
+
+
+def _ask(grid: Grid, fed: FederationConfig, fed_json: str, stage: str, arrays: ArrayRecord, kind: str,
+         on_receive: Callable[[int, str, Message], None] | None, info: dict[str, Any]) -> list[Message]:
+    """One closed-form stage (or the round-0 evaluation) at every site -> the replies that succeeded."""
+    nodes = sorted(grid.get_node_ids())
+    content = {"config": ConfigRecord({"federation": fed_json, "stage": stage}), "arrays": arrays}
+    msgs = [Message(RecordDict(content), dst_node_id=n, message_type=kind) for n in nodes]
+    replies = list(grid.send_and_receive(msgs, timeout=fed.timeout))
+    for r in replies if on_receive is not None else ():
+        on_receive(0, f"closed-form:{stage}", r)
+    ok = [r for r in replies if not r.has_error()]
+    info["bytes_sent"] = info.get("bytes_sent", 0) + record_bytes(arrays) * len(msgs)
+    info["bytes_received"] = info.get("bytes_received", 0) + sum(
+        (record_bytes(r.content["arrays"]) if r.content.array_records else 0)
+        + 8 * sum(len(m) for m in r.content.metric_records.values()) for r in ok)
+    info.setdefault("failures", {})[stage] = len(replies) - len(ok)
+    if len(ok) < fed.required_per_round():
+        reasons = "; ".join(str(r.error.reason).strip().splitlines()[-1] for r in replies if r.has_error())
+        raise RoundFailed(f"closed-form {stage}: {len(ok)} site(s) answered, the minimum is "
+                          f"{fed.required_per_round()} ({reasons})")
+    return ok
+
+
+def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel,
+                       record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None
+                       ) -> dict[str, np.ndarray]:
+    """Pooled multi-view CCA from the sites' statistics, tuned on their validation rows, written into
+    the linear paths (gates 0): the start `train.start: auto` gives a centralised run."""
+    t0 = time.time()
+    missing = [c for c in model.columns if c not in model.linear]
+    if missing:
+        raise RoundFailed(f"start closed_form needs a linear path for every view; {missing} read raw inputs "
+                          "(fine-tuned pretrained towers): use start scratch")
+    info: dict[str, Any] = {}
+    record.closed_form = info
+    norms = {k: v for k, v in from_record(to_record(model, norm_keys(model))).items() if k.startswith("linear.")}
+    q = MessageType.QUERY
+    factors = [from_record(r.content["arrays"])
+               for r in _ask(grid, fed, fed_json, "factor", to_record_np(norms), q, on_receive, info)]
+    bases = pooled_bases(factors, model.columns, 512 if len(model.columns) == 2 else 256)
+    moments = [from_record(r.content["arrays"]) for r in _ask(
+        grid, fed, fed_json, "moments", to_record_np({**norms, **stage_arrays(bases)}), q, on_receive, info)]
+    cands = solve_candidates(bases, moments, model.cfg.dim)
+    scored = [{k: float(v) for k, v in next(iter(r.content.metric_records.values())).items()}  # type: ignore[arg-type]
+              for r in _ask(grid, fed, fed_json, "score", to_record_np({**norms, **stage_arrays(bases, cands)}), q,
+                            on_receive, info)]
+    cf = pick(bases, cands, scored)
+    apply_closed_form(model, cf)
+    arrays = from_record(to_record(model, exchanged_keys(model) + norm_keys(model)))
+    evals = _ask(grid, fed, fed_json, "", to_record_np(arrays), MessageType.EVALUATE, on_receive, info)
+    vals = [next(iter(r.content.metric_records.values())) for r in evals]
+    info.update({"method": cf.method, "params": cf.params, "tuning_score": cf.val_score,
+                 "basis_dims": {c: len(v) for c, (_, v) in bases.items()},
+                 "val_R@1": float(np.average([float(m["val-R@1"]) for m in vals],  # type: ignore[arg-type]
+                                             weights=[float(m["num-examples"]) for m in vals])),  # type: ignore[arg-type]
+                 "seconds": round(time.time() - t0, 3)})
+    log.info("closed-form start: %s %s, val mean R@1 %.4f", cf.method, cf.params, info["val_R@1"])
+    return arrays
 
 
 def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
@@ -107,6 +173,10 @@ def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
     cfg_rec = ConfigRecord({"federation": fed_json})
     try:
         _statistics_round(grid, fed, fed_json, model, record, strategy, on_receive)
+        if fed.start == "closed_form":
+            arrays = _closed_form_start(grid, fed, fed_json, model, record, on_receive)
+            strategy.best = (float(record.closed_form["val_R@1"]), 0, arrays)  # type: ignore[index]
+            record.best_round = 0
         init = to_record(model, exchanged_keys(model) + norm_keys(model))
         log.info("global arrays: %d (%.2f MB)", len(init), record_bytes(init) / 2**20)
         result = strategy.start(grid, init, num_rounds=fed.rounds, timeout=fed.timeout,

@@ -22,6 +22,7 @@ from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable, build_view_encoder, encode_views
 from crossalign.data.manifest import load_manifest
 from crossalign.evaluate.evaluators import RetrievalEvaluator
+from crossalign.federate.closed_form import site_stage
 from crossalign.federate.config import FederationConfig, parse_partition
 from crossalign.federate.params import exchanged_keys, load_exchanged
 from crossalign.federate.partition import partition_rows, site_manifest
@@ -100,10 +101,11 @@ class Site:
     # -- statistics round -------------------------------------------------------------------
     def feature_stats(self) -> dict[str, np.ndarray]:
         """Per-feature mean and std (computed exactly as `Standardize.fit` does) and the count of
-        the training features of each frozen view: what the server pools into one standardisation."""
+        the training features of each frozen view (and of each linear path's input): what the server
+        pools into one standardisation."""
         out = {}
         for c in self.cfg.model.columns:
-            if c in self.model.towers:
+            if c in self.model.towers and c not in self.model.linear:  # a from-scratch tower's linear path reads its input
                 continue
             x = torch.from_numpy(np.asarray(self.train_table.features[c])).float()
             n = len(x)
@@ -111,6 +113,11 @@ class Site:
             out[f"{c}/std"] = x.std(0).numpy() if n > 1 else np.zeros(x.shape[1:], np.float32)
             out[f"{c}/count"] = np.array([n], np.float64)
         return out
+
+    def closed_form_stage(self, stage: str, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """One stage of the federated closed-form start (federate/closed_form.py)."""
+        load_exchanged(self.model, {k: v for k, v in arrays.items() if k.startswith("linear.")})
+        return site_stage(stage, self.model, self.train_table, self.val_table, self.cfg.model.columns, arrays)
 
     # -- one round ---------------------------------------------------------------------------
     def train(self, arrays: dict[str, np.ndarray], rnd: int, mu: float = 0.0) -> tuple[dict[str, np.ndarray], dict[str, float]]:

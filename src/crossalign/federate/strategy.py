@@ -185,7 +185,9 @@ class SiteAwareStrategy(Strategy):
             "delta": f.dp_delta, "epsilon": epsilon_for(f.dp_noise, self.dp_releases, f.dp_delta),
             "neighbouring": "add or remove one whole site", "sampling_amplification": False,
             "not_covered": ["the standardisation statistics round (per-feature mean/std/count of each site)",
-                            "per-site validation and training metrics"],
+                            "per-site validation and training metrics"]
+            + (["the closed-form start (per-view scatter factors, per-pair cross-moments, candidate val scores)"]
+               if f.start == "closed_form" else []),
         }
 
     # -- evaluation ---------------------------------------------------------------------------
