@@ -45,7 +45,8 @@ class AlignmentModel(nn.Module):
             for col in cfg.columns:
                 shape = linear_input_shape(specs[col], col in self.towers)
                 if shape is not None:
-                    self.linear[col] = LinearPath(shape, cfg.dim)
+                    k = cfg.head.kernel.get(col)
+                    self.linear[col] = LinearPath(shape, cfg.dim, (int(k[0]), int(k[1])) if k else None)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),
                                         requires_grad=cfg.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias)))
