@@ -118,4 +118,6 @@ def _project(head: ProjectionHead, lp: LinearPath | None, reads_input: bool, fea
     if lp is None:
         return head(feats)
     src = inp if (reads_input and inp is not None) else feats
+    if not lp.gate.requires_grad and float(lp.gate) == 0.0:  # a view held still at its closed form (hybrid)
+        return F.normalize(lp(src), dim=-1)
     return F.normalize(lp.gate * head.project(feats) + lp(src), dim=-1)
