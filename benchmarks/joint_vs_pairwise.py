@@ -5,16 +5,21 @@ shared space, raw or normalised per block). Needs `benchmarks/real.py` to have m
 
     python benchmarks/joint_vs_pairwise.py emoji image,text,text_zh,audio
 """
-import json, sys, time
+import json
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
-from crossalign.config import RunConfig
+
 from crossalign.cli.common import apply_cli_defaults
+from crossalign.config import RunConfig
 from crossalign.data.encoder_choice import recorded_encoders
 from crossalign.data.manifest import load_manifest
-from crossalign.recipes.align import prepare_features
 from crossalign.evaluate.closed_form import PairScorer, l2
-from crossalign.evaluate.tuning import ViewData, tune_cca
 from crossalign.evaluate.retrieval import retrieval_metrics
+from crossalign.evaluate.tuning import ViewData, tune_cca
+from crossalign.recipes.align import prepare_features
 from crossalign.train import start as st
 
 name, cols = sys.argv[1], sys.argv[2].split(",")
@@ -75,4 +80,4 @@ dirs = list(res["mcca"])
 print("direction".ljust(22) + "".join(k.rjust(14) for k in res))
 for d in dirs + ["mean"]:
     print(d.ljust(22) + "".join(f"{(np.mean(list(r.values())) if d == 'mean' else r[d]):14.3f}" for r in res.values()))
-json.dump(res, open(f"benchmarks/results/joint_vs_pairwise_{name}.json", "w"), indent=1)
+Path(f"benchmarks/results/joint_vs_pairwise_{name}.json").write_text(json.dumps(res, indent=1))

@@ -5,16 +5,19 @@ pair's own tuned CCA. Needs `benchmarks/real.py` to have made the emoji data.
 
     python benchmarks/pair_weights.py
 """
-import json, sys, time
+import json
+from pathlib import Path
+
 import numpy as np
-from crossalign.config import RunConfig
+
 from crossalign.cli.common import apply_cli_defaults
+from crossalign.config import RunConfig
 from crossalign.data.encoder_choice import recorded_encoders
 from crossalign.data.manifest import load_manifest
-from crossalign.recipes.align import prepare_features
-from crossalign.evaluate.closed_form import PairScorer, l2, mcca_solve, cca_solve
-from crossalign.evaluate.tuning import ViewData, tune_cca, POWERS
+from crossalign.evaluate.closed_form import PairScorer, cca_solve, l2, mcca_solve
 from crossalign.evaluate.retrieval import retrieval_metrics
+from crossalign.evaluate.tuning import POWERS, ViewData, tune_cca
+from crossalign.recipes.align import prepare_features
 
 cols = ["image", "text", "text_zh", "audio"]
 data = "runs/real/data/emoji"
@@ -65,4 +68,4 @@ for q in (0.0, 1.0, 2.0, 4.0, 8.0):
         rows[f"q={q:g} {crit}"] = res
         print(f"q={q:g} crit={crit} reg={reg_:.3g} nc={nc} pw={pw} val_key={key:.3f} test mean={np.mean(list(res.values())):.3f} "
               f"zh->en={res['text_zh->text']:.3f} en->zh={res['text->text_zh']:.3f} worst={min(res.values()):.3f}", flush=True)
-json.dump(rows, open("benchmarks/results/pair_weights_emoji.json", "w"), indent=1)
+Path("benchmarks/results/pair_weights_emoji.json").write_text(json.dumps(rows, indent=1))

@@ -8,12 +8,13 @@ default before the hybrid got half the epochs like every fine-tuned candidate).
 import copy
 import json
 import time
+from pathlib import Path
 
-from crossalign.config import RunConfig
-from crossalign.recipes.demo import DEMO_CONFIG
-from crossalign.recipes.align import prepare_features, train
 from crossalign.align.io import load_run
+from crossalign.config import RunConfig
 from crossalign.evaluate.run_eval import evaluate_model
+from crossalign.recipes.align import prepare_features, train
+from crossalign.recipes.demo import DEMO_CONFIG
 
 cfg = RunConfig.from_dict(copy.deepcopy(DEMO_CONFIG))
 cfg.train.data, cfg.train.out, cfg.train.start = "runs/demo/data", "runs/hybrid", "closed_form"
@@ -27,4 +28,4 @@ m = evaluate_model(model, cfg2, table, "test", prompt="a {}").metrics
 out = {"train_s": t_train, "train_result": json.loads((run / "train_result.json").read_text()),
        "test": {k: m[k] for k in m if k.endswith("/R@1")}}
 print(json.dumps(out, indent=1))
-json.dump(out, open("benchmarks/results/scenes_hybrid.json", "w"), indent=1)
+Path("benchmarks/results/scenes_hybrid.json").write_text(json.dumps(out, indent=1))
