@@ -110,6 +110,25 @@ def print_table(name: str, res: dict[str, object]) -> None:
         print(f"untrained e5 on both columns (raw cosine): {res['untrained_e5']}")
 
 
+def markdown(name: str, res: dict[str, object], methods: tuple[str, ...] = ("crossalign", "cca", "kcca", "ridge",
+                                                                              "procrustes")) -> str:
+    """The README table of one set: every direction, mean ± sd over seeds (sd only where nonzero),
+    the best per row in bold, and each direction's gap to the best baseline."""
+    dirs: dict[str, dict[str, dict[str, float]]] = res["directions"]  # type: ignore[assignment]
+    have = [m for m in methods if m in next(iter(dirs.values()))]
+    lines = [f"| {name} direction | " + " | ".join(f"**{m}**" if m == "crossalign" else m for m in have)
+             + " | gap to best baseline |", "|---" * (len(have) + 2) + "|"]
+    for d, by in list(dirs.items()) + [("mean", res["mean"])]:  # type: ignore[list-item]
+        top = max(by[m]["mean"] for m in have)
+        cells = []
+        for m in have:
+            v = f"{by[m]['mean']:.3f}" + (f" ± {by[m]['sd']:.3f}" if by[m]["sd"] > 5e-4 else "")
+            cells.append(f"**{v}**" if by[m]["mean"] >= top - 1e-9 else v)
+        gap = by["crossalign"]["mean"] - max(by[m]["mean"] for m in have if m != "crossalign")
+        lines.append(f"| {d} | " + " | ".join(cells) + f" | {gap:+.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="ucr,cedict,emoji")
@@ -119,10 +138,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/real.json"))
     ap.add_argument("--n", action="append", default=[], metavar="SET=N",
                     help="rows of a set (a seeded subset), e.g. --n emoji=700; default: the builder's default")
+    ap.add_argument("--markdown", action="store_true", help="print the README tables of OUT and exit")
     ap.add_argument("--from-runs", action="store_true",
                     help="no training: aggregate the seeds' benchmark.json already under ROOT/runs")
     a = ap.parse_args()
     sizes = {k: int(v) for k, _, v in (x.partition("=") for x in a.n)}
+    if a.markdown:
+        saved = json.loads(a.out.read_text())
+        for name in [s.strip() for s in a.sets.split(",") if s.strip() in saved]:
+            print(f"\n{markdown(name, saved[name])}\n\nload average {saved[name].get('load_average')}")
+        return
     # Sets measured by an earlier call stay in the file (each set may need its own command).
     results: dict[str, object] = json.loads(a.out.read_text()) if a.out.exists() else {}
     commands: dict[str, str] = dict(results.get("commands", {}))  # type: ignore[arg-type]

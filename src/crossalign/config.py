@@ -138,6 +138,9 @@ class HeadConfig(ConfigBase):
     # A gated residual linear map from the view's standardised input, added before normalising: it
     # holds the closed-form (CCA / ridge) start, and the head learns what a linear map cannot.
     linear_path: bool = False
+    # {column: [p, m]}: that view's linear path reads Nyström RBF features (p principal axes, m
+    # landmarks) instead of its input: it holds a kernel CCA start (set by train.start, not by hand).
+    kernel: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "mlp"):

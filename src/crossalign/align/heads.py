@@ -10,7 +10,7 @@ from torch import nn
 
 from crossalign.config import HeadConfig
 
-__all__ = ["Standardize", "ProjectionHead", "LinearPath"]
+__all__ = ["Standardize", "ProjectionHead", "LinearPath", "NystromFeatures"]
 
 
 class Standardize(nn.Module):
@@ -74,16 +74,42 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.project(x), dim=-1)
 
 
+class NystromFeatures(nn.Module):
+    """Fixed RBF kernel features of a standardised input: its first p principal axes, then
+    exp(-gamma |s - l|^2) against m landmarks (the Nyström map of kernel CCA; the K(L, L)^-1/2 factor
+    is folded into the linear layer that follows). Buffers only: saved with the run, never trained."""
+
+    def __init__(self, d_in: int, p: int, m: int):
+        super().__init__()
+        self.register_buffer("center", torch.zeros(d_in))
+        self.register_buffer("axes", torch.zeros(d_in, p))  # (D, p) principal axes / their scale
+        self.register_buffer("landmarks", torch.zeros(m, p))
+        self.register_buffer("gamma", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x - self.center) @ self.axes  # (B, p)
+        lm = self.landmarks
+        d2 = (s * s).sum(1, keepdim=True) + (lm * lm).sum(1)[None, :] - 2.0 * s @ lm.T  # (B, m)
+        return torch.exp(-self.gamma * d2.clamp(min=0.0))
+
+
 class LinearPath(nn.Module):
     """Standardise -> flatten -> linear into the shared space, plus the gate on the head's path:
     embed = normalize(gate * head(x) + linear(x)). Started from a closed form (CCA, ridge) with
-    gate 0, training begins exactly at the closed-form solution and the head grows from there."""
+    gate 0, training begins exactly at the closed-form solution and the head grows from there.
 
-    def __init__(self, in_shape: tuple[int, ...], dim: int):
+    With `kernel=(p, m)` a fixed Nyström RBF map (p principal axes, m landmarks) sits between the
+    standardisation and the linear layer, so the path holds a kernel CCA solution; the linear layer
+    on the m kernel features is what fine-tuning moves."""
+
+    def __init__(self, in_shape: tuple[int, ...], dim: int, kernel: tuple[int, int] | None = None):
         super().__init__()
         self.norm = Standardize(tuple(in_shape))
-        self.linear = nn.Linear(math.prod(in_shape), dim)
+        d = math.prod(in_shape)
+        self.kernel = NystromFeatures(d, kernel[0], kernel[1]) if kernel else None
+        self.linear = nn.Linear(kernel[1] if kernel else d, dim)
         self.gate = nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.norm(x.float()).flatten(1))  # (B, dim)
+        z = self.norm(x.float()).flatten(1)  # (B, D)
+        return self.linear(self.kernel(z) if self.kernel is not None else z)  # (B, dim)

@@ -47,7 +47,8 @@ class AlignmentModel(nn.Module):
             for col in cfg.columns:
                 shape = linear_input_shape(specs[col], col in self.towers)
                 if shape is not None:
-                    self.linear[col] = LinearPath(shape, cfg.dim)
+                    k = cfg.head.kernel.get(col)
+                    self.linear[col] = LinearPath(shape, cfg.dim, (int(k[0]), int(k[1])) if k else None)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),
                                         requires_grad=cfg.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias)))
@@ -119,4 +120,6 @@ def _project(head: ProjectionHead, lp: LinearPath | None, reads_input: bool, fea
     if lp is None:
         return head(feats)
     src = inp if (reads_input and inp is not None) else feats
+    if not lp.gate.requires_grad and float(lp.gate) == 0.0:  # a view held still at its closed form (hybrid)
+        return F.normalize(lp(src), dim=-1)
     return F.normalize(lp.gate * head.project(feats) + lp(src), dim=-1)

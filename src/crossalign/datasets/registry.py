@@ -57,8 +57,8 @@ def make_dataset(name: str, out: str | Path, n: int | None = None, seed: int = 0
 
         bar = progress_bar(total=n, desc=f"make {name}", unit="item")
     rows = DATASETS[name](out, n if n is not None else 10**9, seed, audio=audio,
-                          progress=bar.update if bar else None)
-    if bar:
+                          progress=bar.update if bar is not None else None)
+    if bar is not None:  # a bar without a total has no truth value
         bar.close()
     path = write_manifest(rows, out / "manifest.jsonl")
     (out / "dataset.json").write_text(json.dumps({"name": name, "n": len(rows), "seed": seed}, indent=2))

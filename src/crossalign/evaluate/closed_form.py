@@ -140,6 +140,21 @@ class KernelMap:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.kbasis.scores(self.nystrom(self.basis.scores(x, self.p)), len(self.proj)) @ self.proj
 
+    def front(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(center (D,), axes (D, p), landmarks (m, p), gamma): flat x -> (x - center) @ axes are the
+        scores the landmarks live in (what `heads.NystromFeatures` holds)."""
+        b = self.basis
+        return b.mean, b.comps[:, :self.p] / b.scale[:, None], self.nystrom.landmarks, self.nystrom.gamma
+
+    def weight(self) -> np.ndarray:
+        """(m, c): the RBF values against the landmarks -> the common space (K(L,L)^-1/2 folded in)."""
+        kb, k = self.kbasis, len(self.proj)
+        return self.nystrom.inv_sqrt.astype(np.float64) @ (kb.comps[:, :k] / kb.scale[:, None]) @ self.proj
+
+    def bias(self) -> np.ndarray:
+        kb, k = self.kbasis, len(self.proj)
+        return -((kb.mean / kb.scale).astype(np.float64) @ kb.comps[:, :k] @ self.proj)  # (c,)
+
 
 def cca_solve(c: np.ndarray, var_a: np.ndarray, var_b: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Regularised CCA given the cross-covariance c (ka, kb) of two views in their PCA bases (whose own

@@ -1,10 +1,15 @@
 """The closed-form start of a model, and defaults for small data.
 
-`fit_closed_form` tunes a linear closed form on the train split against the validation split —
-for two views the best of regularised CCA, ridge and Procrustes (exactly the baselines
-`crossalign benchmark` prints), for more views a multi-view CCA — and `apply_closed_form` writes it
-into the model's linear paths with the heads' gates at 0, so the model *is* that solution until
-training moves it.
+`fit_closed_form` tunes a closed form on the train split against the validation split — for two
+views the best of regularised CCA, kernel (Nyström RBF) CCA, ridge and Procrustes (exactly the
+baselines `crossalign benchmark` prints), for more views a multi-view CCA — and `apply_closed_form` writes it into the model's linear paths with the heads' gates at
+0, so the model *is* that solution until training moves it. A kernel solution needs linear paths
+built with its Nyström front (`ClosedForm.kernel_shapes` -> `model.head.kernel`).
+
+Hybrid start: with three or more views of which some are towers trained from scratch (the radar of
+`scenes`), the closed form is fitted on the other views only and the from-scratch views keep their
+heads (gate 1, linear path 0); `freeze_closed_form` then holds the fitted views still while those
+towers learn into their space.
 """
 
 from __future__ import annotations
@@ -18,19 +23,24 @@ import torch
 from crossalign.align.model import AlignmentModel
 from crossalign.config import AlignTrainConfig, RunConfig
 from crossalign.data.features import FeatureTable
-from crossalign.evaluate.closed_form import AffineMap, LinearMap, PairScorer, mcca_solve
-from crossalign.evaluate.tuning import (POWERS, REGS, Fitted, ViewData, dims_grid, tune_cca, tune_procrustes,
-                                       tune_ridge)
+from crossalign.evaluate.closed_form import AffineMap, KernelMap, LinearMap, PairScorer, mcca_solve
+from crossalign.evaluate.tuning import (POWERS, REGS, Fitted, ViewData, dims_grid, tune_cca, tune_kcca,
+                                       tune_procrustes, tune_ridge)
 
-__all__ = ["ClosedForm", "fit_closed_form", "apply_closed_form", "small_data_defaults"]
+__all__ = ["ClosedForm", "fit_closed_form", "apply_closed_form", "freeze_closed_form", "small_data_defaults"]
 
 
 @dataclass
 class ClosedForm:
-    method: str  # cca | ridge | procrustes | encoder | mcca
+    method: str  # cca | kcca | ridge | procrustes | encoder | mcca
     params: dict[str, Any]
-    val_score: float  # the tuner's validation score (mean R@1 over pairs + MRR tie-break)
-    maps: dict[str, LinearMap | AffineMap] = field(repr=False, default_factory=dict)
+    val_score: float  # the tuner's validation score (mean R@1 over the fitted pairs + MRR tie-break)
+    maps: dict[str, LinearMap | AffineMap | KernelMap] = field(repr=False, default_factory=dict)
+    scratch: list[str] = field(default_factory=list)  # hybrid: views left to their from-scratch towers
+
+    def kernel_shapes(self) -> dict[str, list[int]]:
+        """{column: [p, m]} of the views whose map is a Nyström kernel map (for `model.head.kernel`)."""
+        return {c: [m.p, len(m.nystrom.landmarks)] for c, m in self.maps.items() if isinstance(m, KernelMap)}
 
 
 @torch.no_grad()
@@ -38,28 +48,41 @@ def _standardised(model: AlignmentModel, table: FeatureTable, col: str) -> np.nd
     return model.linear[col].norm(torch.from_numpy(np.asarray(table.features[col])).float()).flatten(1).numpy()
 
 
-def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, max_k: int = 512) -> ClosedForm | None:
-    """The best linear closed form on validation, in the linear paths' standardised inputs; None when
-    a view has no linear path (a fine-tuned pretrained tower reads raw inputs)."""
+def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, max_k: int = 512,
+                    seed: int = 0, kernel: bool = True) -> ClosedForm | None:
+    """The best closed form on validation, in the linear paths' standardised inputs; None when a view
+    has no linear path (a fine-tuned pretrained tower reads raw inputs). `kernel`: also try Nyström
+    RBF solutions (landmarks drawn with `seed`, as the kcca baseline draws them)."""
     cols = model.columns
     if any(c not in model.linear for c in cols) or len(cols) < 2:
         return None
-    k = max_k if len(cols) == 2 else min(max_k, 256)  # the joint eigenproblem grows with every view
+    scratch = [c for c in cols if model.specs[c].from_scratch] if len(cols) >= 3 else []
+    fixed = [c for c in cols if c not in scratch]
+    if len(fixed) < 2:
+        scratch, fixed = [], cols
+    k = max_k if len(fixed) == 2 else min(max_k, 256)  # the joint eigenproblem grows with every view
     views = {c: ViewData.fit(_standardised(model, tr, c), _standardised(model, va, c), k, standardize=False)
-             for c in cols}
+             for c in fixed}
     score = PairScorer(va.groups(), len(va))
     dim = model.cfg.dim
-    if len(cols) == 2:
-        a, b = cols
-        fits = {n: t(views[a], views[b], score, max_c=dim)
-                for n, t in (("cca", tune_cca), ("ridge", tune_ridge), ("procrustes", tune_procrustes))}
+    if len(fixed) == 2:
+        a, b = fixed
+        tuners = [("cca", tune_cca), ("ridge", tune_ridge), ("procrustes", tune_procrustes)]
+        fits = {n: t(views[a], views[b], score, max_c=dim) for n, t in tuners}
+        if kernel:
+            fits["kcca"] = tune_kcca(views[a], views[b], score, seed=seed)
         shared = _shared_space(model, views, tr, a, b, score)
         if shared is not None:
             fits["encoder"] = shared
-        name = max(fits, key=lambda n: fits[n].score)
+        name = max(fits, key=lambda n: fits[n].score)  # ties keep the earlier (linear) one
         f = fits[name]
-        return ClosedForm(name, f.params, f.score, {a: f.maps[0], b: f.maps[1]})  # type: ignore[dict-item]
-    return _tune_mcca(views, cols, score, dim)
+        cf = ClosedForm(name, f.params, f.score, {a: f.maps[0], b: f.maps[1]})  # type: ignore[dict-item]
+    else:
+        # No kernel here: a multi-view CCA on Nyström features lost to the linear one on emoji
+        # (val 0.328 vs 0.340, test 0.320 vs 0.357) at ~3x the time (docs/nobehind.md).
+        cf = _tune_mcca(views, fixed, score, dim)
+    cf.scratch = scratch
+    return cf
 
 
 def _shared_space(model: AlignmentModel, views: dict[str, ViewData], tr: FeatureTable, a: str, b: str,
@@ -110,16 +133,38 @@ def _tune_mcca(views: dict[str, ViewData], cols: list[str], score: PairScorer, d
 
 @torch.no_grad()
 def apply_closed_form(model: AlignmentModel, cf: ClosedForm) -> None:
-    """Linear paths := the closed form (zero-padded to `dim`); heads' gates := 0."""
+    """Linear paths := the closed form (zero-padded to `dim`); heads' gates := 0. Hybrid: the
+    from-scratch views' linear paths := 0 and their gates := 1 (their heads carry them)."""
     for col, m in cf.maps.items():
-        w, bias = m.weight(), m.bias()  # (D, c), (c,) on standardised inputs
         lp = model.linear[col]
+        if isinstance(m, KernelMap):
+            if lp.kernel is None:
+                raise ValueError(f"view '{col}': a kernel closed form needs linear paths built with "
+                                 "model.head.kernel = ClosedForm.kernel_shapes()")
+            center, axes, lm, gamma = m.front()
+            for buf, v in ((lp.kernel.center, center), (lp.kernel.axes, axes), (lp.kernel.landmarks, lm)):
+                buf.copy_(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)))
+            lp.kernel.gamma.fill_(float(gamma))
+        w, bias = m.weight(), m.bias()  # (D or m, c), (c,) on standardised inputs (or kernel features)
         c = min(w.shape[1], lp.linear.out_features)
         lp.linear.weight.zero_()
         lp.linear.bias.zero_()
         lp.linear.weight[:c] = torch.from_numpy(w[:, :c].T.copy()).float()
         lp.linear.bias[:c] = torch.from_numpy(bias[:c].copy()).float()
         lp.gate.zero_()
+    for col in cf.scratch:
+        lp = model.linear[col]
+        lp.linear.weight.zero_()
+        lp.linear.bias.zero_()
+        lp.gate.fill_(1.0)
+
+
+def freeze_closed_form(model: AlignmentModel, cf: ClosedForm) -> None:
+    """Hybrid start: the fitted views' linear paths, gates and heads stop training, so the
+    from-scratch towers learn into the closed form's space instead of pulling it apart."""
+    for col in cf.maps:
+        for p in list(model.linear[col].parameters()) + list(model.heads[col].parameters()):
+            p.requires_grad_(False)
 
 
 def small_data_defaults(cfg: RunConfig, n_train: int, n_val: int) -> dict[str, Any]:
