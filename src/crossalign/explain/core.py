@@ -65,7 +65,13 @@ class PairExplanation:
 
 
 def side_units(
-    embedder: Embedder, col: str, raw: Any, grid: int | None = None, window_s: float = 0.25, cells: Any = None
+    embedder: Embedder,
+    col: str,
+    raw: Any,
+    grid: int | None = None,
+    window_s: float = 0.25,
+    cells: Any = None,
+    fill: str = "noise",
 ) -> Units:
     """Units of one item as the run's tower for `col` reads it (image cells at the encoder's size)."""
     spec = embedder.model.specs[col]
@@ -77,7 +83,7 @@ def side_units(
             if spec.name == "image:efficientnet-lite0" and "size" in spec.options
             else None
         )
-        return make_units("image", raw, grid=g, size=size)
+        return make_units("image", raw, grid=g, size=size, fill=fill)
     if modality == "audio":
         return make_units("audio", raw, window_s=window_s)
     if modality == "sensor":
@@ -92,6 +98,7 @@ def explain_side(
     target: np.ndarray | torch.Tensor,
     method: str = "auto",
     steps: int = 64,
+    ig_baseline: str = "expected",
     **unit_opts: Any,
 ) -> SideExplanation:
     """Attribute `cos(embed(raw), target)` to the units of `raw` (target: the other side's embedding)."""
@@ -106,7 +113,7 @@ def explain_side(
     u = side_units(embedder, col, raw, **unit_opts)
     a: Attribution
     if method == "ig":
-        a = integrated_gradients(embedder, col, u, t, steps=steps)
+        a = integrated_gradients(embedder, col, u, t, steps=steps, baseline=ig_baseline)
     else:
         a = occlusion(raw_score(embedder, col, u, t), u)
     spec = embedder.model.specs[col]
