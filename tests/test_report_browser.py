@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,10 @@ def test_report_in_a_real_browser(report, tmp_path: Path) -> None:  # type: igno
         checked += 1
     assert checked >= 12 * 5 + 12 * 4  # every direction: 5 metrics of crossalign, R@1 of 4 baselines
     assert shot.stat().st_size > 50_000
+    keep = os.environ.get("CROSSALIGN_TEST_ARTIFACTS")  # CI: a folder it uploads; else pytest's tmp dir
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shot = Path(shutil.copy2(shot, Path(keep) / "report-screenshot.png"))
     print(f"screenshot: {shot}")
 
 

@@ -65,14 +65,20 @@ class PairExplanation:
 
 
 def side_units(
-    embedder: Embedder, col: str, raw: Any, grid: int | None = None, window_s: float = 0.25, cells: Any = None
+    embedder: Embedder,
+    col: str,
+    raw: Any,
+    grid: int | None = None,
+    window_s: float = 0.25,
+    cells: Any = None,
+    fill: str = "noise",
 ) -> Units:
     """Units of one item as the run's tower for `col` reads it (image cells on the encoder's grid and
     at its input size when its spec records them). Every unit maker takes the options it knows."""
     spec = embedder.model.specs[col]
     size = spec.options.get("size")
     return make_units(spec.modality, raw, grid=grid or int(spec.options.get("grid") or 0) or 4,
-                      size=int(size) if size else None, window_s=window_s, cells=cells)
+                      size=int(size) if size else None, window_s=window_s, cells=cells, fill=fill)
 
 
 def explain_side(
@@ -82,6 +88,7 @@ def explain_side(
     target: np.ndarray | torch.Tensor,
     method: str = "auto",
     steps: int = 64,
+    ig_baseline: str = "expected",
     **unit_opts: Any,
 ) -> SideExplanation:
     """Attribute `cos(embed(raw), target)` to the units of `raw` (target: the other side's embedding)."""
@@ -96,7 +103,7 @@ def explain_side(
     u = side_units(embedder, col, raw, **unit_opts)
     a: Attribution
     if method == "ig":
-        a = integrated_gradients(embedder, col, u, t, steps=steps)
+        a = integrated_gradients(embedder, col, u, t, steps=steps, baseline=ig_baseline)
     else:
         a = occlusion(raw_score(embedder, col, u, t), u)
     spec = embedder.model.specs[col]

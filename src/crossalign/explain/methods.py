@@ -4,10 +4,13 @@
   minus the score with that unit replaced by its baseline. Only forward calls, so it works for
   frozen, quantised or non-torch towers (CTranslate2 Whisper, 4-bit e5).
 - `ig`: integrated gradients (Sundararajan et al. 2017). Text towers from Hugging Face: Captum
-  `LayerIntegratedGradients` on the input word embeddings (baseline: [PAD] for every word, special
-  tokens kept), summed per whitespace word. Images through a torch tower: `IntegratedGradients`
-  on the pixels (baseline: the blank image), summed per cell. Sensor towers: on the input array.
-  Completeness (attributions sum to f(x) - f(baseline)) is checked and reported as a gap.
+  `LayerIntegratedGradients` on the input word embeddings, special tokens kept, summed per
+  whitespace word; by default the mean of three IGs whose baselines put [PAD], [MASK] or [UNK] on
+  every word piece (expected gradients over token baselines: on the demo's val split it was the
+  most faithful text method, deletion ratio 4.1x vs 3.2x for [PAD] alone). Images through a torch
+  tower: `IntegratedGradients` on the pixels (baseline: the removed-cell background), summed per
+  cell. Sensor towers: on the input array. Completeness (attributions sum to f(x) - f(baseline))
+  is checked and reported as a gap.
 """
 
 from __future__ import annotations
@@ -103,13 +106,16 @@ def default_method(embedder: Embedder, col: str) -> tuple[str, str]:
     """(method, why) for one view's tower."""
     spec = embedder.model.specs[col]
     if _text_hf(embedder, col) is not None:
-        return "ig", f"{spec.name} is a torch tower: integrated gradients on its word embeddings"
+        return "ig", (
+            f"{spec.name} is a torch tower: integrated gradients on its word embeddings, "
+            "mean over [PAD]/[MASK]/[UNK] baselines"
+        )
     if spec.from_scratch and _signal_forward(embedder, col) is not None:
         return "ig", f"{spec.name} is a torch tower: integrated gradients on the input array"
     if spec.modality == "image":
         return "occlusion", (
-            f"{spec.name}: blanking grid cells (its colour statistics are piecewise constant "
-            "in hue, so gradients miss them)"
+            f"{spec.name}: a grid cell replaced by the image's background, grain included (its colour "
+            "statistics are piecewise constant in hue, so gradients miss them)"
         )
     return (
         "occlusion",
@@ -117,7 +123,18 @@ def default_method(embedder: Embedder, col: str) -> tuple[str, str]:
     )
 
 
-def _ig_text(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps: int) -> Attribution:
+# What a word's pieces become on the IG path: one baseline, or several (expected gradients over them).
+TEXT_BASELINES: dict[str, tuple[str, ...]] = {
+    "pad": ("pad",),
+    "mask": ("mask",),
+    "unk": ("unk",),
+    "expected": ("pad", "mask", "unk"),
+}
+
+
+def _ig_text(
+    embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps: int, baseline: str = "pad"
+) -> Attribution:
     from captum.attr import LayerIntegratedGradients
 
     enc = _text_hf(embedder, col)
@@ -163,24 +180,35 @@ def _ig_text(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps
             feats = torch.nn.functional.normalize(feats, dim=-1) if enc.normalize else feats
         return head(feats) @ target
 
-    pad = enc.tokenizer.pad_token_id if enc.tokenizer.pad_token_id is not None else 0
-    base = torch.tensor([[pad if w is not None else t for t, w in zip(ids[0].tolist(), wid)]])
+    tk = enc.tokenizer
+    ids_for = {"pad": tk.pad_token_id, "mask": tk.mask_token_id, "unk": tk.unk_token_id}
+    names = TEXT_BASELINES[baseline]
+    if any(ids_for[n] is None for n in names):
+        raise ValueError(f"ig baseline '{baseline}': {enc.spec.name}'s tokenizer has no {names} token")
     lig = LayerIntegratedGradients(fwd, enc.model.get_input_embeddings())
-    attr, delta = lig.attribute(
-        ids, baselines=base, n_steps=steps, internal_batch_size=32, return_convergence_delta=True
-    )
-    tok_attr = attr.sum(-1)[0].double()  # (T,)
-    vals = np.zeros(u.n)
-    for t, w in enumerate(wid):
-        if w is not None:
-            vals[w] += float(tok_attr[t])
+    vals, fbs, deltas = np.zeros(u.n), [], []
     with torch.no_grad():
-        fx, fb = fwd(torch.cat([ids, base])).tolist()
+        fx = float(fwd(ids)[0])
+    for n in names:  # several baselines: expected gradients over them (the mean of their IGs)
+        base = torch.tensor([[ids_for[n] if w is not None else t for t, w in zip(ids[0].tolist(), wid)]])
+        attr, delta = lig.attribute(
+            ids, baselines=base, n_steps=steps, internal_batch_size=32, return_convergence_delta=True
+        )
+        tok_attr = attr.sum(-1)[0].double()  # (T,)
+        for t, w in enumerate(wid):
+            if w is not None:
+                vals[w] += float(tok_attr[t]) / len(names)
+        with torch.no_grad():
+            fbs.append(float(fwd(base)[0]))
+        deltas.append(float(delta.sum()))
     # Tokens cut by max_length carry no attribution; the gap is measured on what the tower saw.
-    return Attribution(vals, "ig", fb, fx, abs(float(delta.sum())), steps)
+    # The mean of the IGs sums to f(x) - mean f(baselines), up to the mean of their gaps.
+    return Attribution(vals, "ig", float(np.mean(fbs)), fx, abs(float(np.mean(deltas))), steps)
 
 
-def _ig_signal(embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps: int) -> Attribution:
+def _ig_signal(
+    embedder: Embedder, col: str, u: Units, target: torch.Tensor, steps: int, baseline: str = "pad"
+) -> Attribution:
     from captum.attr import IntegratedGradients
 
     emb = _signal_forward(embedder, col)
@@ -205,10 +233,13 @@ def integrated_gradients(
     steps: int = 64,
     max_steps: int = 512,
     tolerance: float = 0.01,
+    baseline: str = "expected",
 ) -> Attribution:
     """IG with the step count raised (x4, up to `max_steps`) until the completeness gap is below
     `tolerance` of |f(x)|; the gap actually reached is reported either way."""
     why = ig_support(embedder, col)
+    if baseline not in TEXT_BASELINES:
+        raise ValueError(f"unknown ig baseline '{baseline}' ({', '.join(TEXT_BASELINES)})")
     if why is not None:
         raise ValueError(f"ig: {why}")
     from crossalign.encoders.efficientnet import EfficientNetEncoder
@@ -220,7 +251,7 @@ def integrated_gradients(
         max_steps = steps
     with torch.enable_grad():
         while True:
-            a = run(embedder, col, u, target.float(), steps)
+            a = run(embedder, col, u, target.float(), steps, baseline)
             if a.gap is None or a.gap <= tolerance * max(abs(a.path_score), 1e-6) or steps * 4 > max_steps:
                 return a
             steps *= 4

@@ -73,19 +73,37 @@ def _cell_labels(rows: int, cols: int) -> list[str]:
     return [f"r{i}c{j}" for i in range(rows) for j in range(cols)]
 
 
-def _image(raw: Image.Image, grid: int = 3, size: int | None = None, **_: Any) -> Units:
-    """Cells of a grid x grid layout; a removed cell is filled with the image's median colour
-    (the background in most photographs of objects, and exactly that in `scenes`)."""
+def _background(img: Image.Image, fill: str, seed: int) -> Image.Image:
+    """What a removed cell shows, at the image's own size: its median colour (the background of most
+    object photographs, and exactly that in `scenes`) — flat (`median`) or with the image's own pixel
+    noise (`noise`: per channel 1.4826 x the median absolute deviation, the background grain), so a
+    removed cell looks like background to the tower rather than like an unnaturally flat patch."""
+    a = np.asarray(img, dtype=np.float32)  # (h, w, 3)
+    med = np.median(a.reshape(-1, 3), 0)  # (3,)
+    out = np.broadcast_to(med, a.shape).copy()
+    if fill == "noise":
+        sd = 1.4826 * np.median(np.abs(a - med).reshape(-1, 3), 0)  # (3,) robust: objects are outliers
+        out += np.random.default_rng(seed).normal(0.0, 1.0, a.shape).astype(np.float32) * sd
+    elif fill != "median":
+        raise ValueError(f"unknown image fill '{fill}' (median, noise)")
+    return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+
+
+def _image(raw: Image.Image, grid: int = 3, size: int | None = None, fill: str = "noise", **_: Any) -> Units:
+    """Cells of a grid x grid layout; a removed cell shows the image's background (`_background`),
+    made at the image's own size and resized like the image, so it is what the tower would see."""
     img = raw.convert("RGB")
+    bg = _background(img, fill, seed=0)
     if size:  # work at the encoder's input size, so perturbed pixels are exactly what it sees
-        img = img.resize((size, size), Image.BICUBIC)
-    arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, H, W)
+        img, bg = img.resize((size, size), Image.BICUBIC), bg.resize((size, size), Image.BICUBIC)
+
+    def tensor(im: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, H, W)
+
+    arr, base = tensor(img), tensor(bg)  # uint8-representable, so to_raw round-trips exactly
     _, h, w = arr.shape
     g = max(1, int(grid))
     cells = _grid_mask(h, w, g, g)  # (H, W)
-    fill = arr.flatten(1).median(1).values  # (3,)
-    base = fill.view(3, 1, 1).expand_as(arr)
-    fill_q = torch.round(base * 255) / 255  # uint8-representable, so to_raw round-trips exactly
 
     def to_raw(xb: torch.Tensor) -> list[Image.Image]:  # (B, 3, H, W) in [0, 1]
         a = (xb.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -96,9 +114,9 @@ def _image(raw: Image.Image, grid: int = 3, size: int | None = None, **_: Any) -
         _cell_labels(g, g),
         arr.unsqueeze(0),
         cells.expand(3, h, w).unsqueeze(0).clone(),
-        fill_q.unsqueeze(0).contiguous(),
+        base.unsqueeze(0).contiguous(),
         to_raw,
-        {"grid": [g, g], "size": [w, h]},
+        {"grid": [g, g], "size": [w, h], "fill": fill},
     )
 
 
