@@ -138,7 +138,7 @@ def bench_approx(
     x, q = clustered(n, dim, 1), clustered(nq, dim, 2)
     exact = faiss.IndexFlatIP(dim)
     exact.add(x)
-    exact_s = _best(lambda: exact.search(q, k), repeat)
+    exact_s = _best(lambda e=exact: e.search(q, k), repeat)  # bound now: `exact` is deleted below
     _, truth = exact.search(q, k)
     exact_qps = nq / exact_s
     del exact
@@ -156,7 +156,7 @@ def bench_approx(
             recall = float(
                 np.mean([len({int(h.id) for h in g} & set(t.tolist())) / k for g, t in zip(got, truth)])
             )
-            s = _best(lambda: ix.search(q, k), repeat)
+            s = _best(lambda i=ix: i.search(q, k), repeat)
             rows.append(
                 {
                     "n": n,

@@ -227,3 +227,16 @@ def test_scenes_tasks_use_the_fusion_outside_tag() -> None:
     from crossalign.fuse.tasks import TAG_OUTSIDE as FUSE_OUTSIDE
 
     assert TAG_OUTSIDE == FUSE_OUTSIDE == CONSISTENCY_TAGS[0] == TASKS["report-consistency"].classes[0]
+
+
+def test_tagging_without_the_text_view_is_refused_before_encoding(scenes_small: Path, tmp_path: Path) -> None:
+    """`--task report-consistency --modalities image` used to end in a raw KeyError: 'text'."""
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
+
+    out = CliRunner().invoke(app, ["task", "train", "--task", "report-consistency", "--data", str(scenes_small),
+                                   "--modalities", "image", "--epochs", "1", "--out", str(tmp_path / "run")])
+    flat = " ".join(out.output.replace("│", " ").split())
+    assert out.exit_code != 0 and "must include it" in flat and "--modalities text,image" in flat, out.output
+    assert not isinstance(out.exception, KeyError)

@@ -179,6 +179,10 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
     mods = task_modalities(cfg, m)
     if kind == "tag" and cfg.text_column not in m.columns:
         raise ValueError(f"{m.path}: tagging needs the text column '{cfg.text_column}'")
+    if kind == "tag" and cfg.text_column not in mods:  # the tags are on its words: nothing to tag without it
+        raise ValueError(f"task '{cfg.task}' tags the words of the '{cfg.text_column}' column, so the modalities "
+                         f"must include it (got {', '.join(mods)}); e.g. --modalities {cfg.text_column},"
+                         f"{','.join(c for c in mods if c != cfg.text_column) or 'image'}")
     a_views, t_views = _views(cfg, mods, align_views)
     builtin = TASKS.get(cfg.task)
     align_cols = dict(builtin.align_columns) if builtin else dict(cfg.align_columns)
