@@ -164,3 +164,32 @@ def test_tune_two_workers_share_one_storage(scenes_small: Path, tiny_run: Path, 
     assert 4 <= len(done) <= 5  # both may start a last trial at the same moment
     assert len({t.number for t in done}) == len(done)
     assert len(list((tmp_path / "t").glob("trial-*"))) == len(study.trials)
+
+
+def _open_in_child(storage: str, barrier, q) -> None:  # noqa: ANN001 - multiprocessing objects
+    from crossalign.recipes.tune import _open_shared
+
+    barrier.wait()  # every worker opens the fresh storage at the same moment
+    try:
+        q.put(_open_shared(storage, "crossalign")._study_id)
+    except Exception as e:  # the parent reports what a worker saw
+        q.put(repr(e))
+
+
+def test_workers_opening_a_fresh_storage_together_all_get_the_study(tmp_path: Path) -> None:
+    """Optuna's schema creation races (CI saw "table studies already exists"); every worker must survive it."""
+    import multiprocessing as mp
+
+    import crossalign.recipes.tune  # noqa: F401 - imported before forking, so the children start at once
+
+    ctx = mp.get_context("fork")
+    for round_ in range(3):
+        storage = f"sqlite:///{tmp_path / f'study{round_}.db'}"
+        barrier, q = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_in_child, args=(storage, barrier, q)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        got = [q.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert len(set(got)) == 1 and isinstance(got[0], int), got  # one study, seen by all four

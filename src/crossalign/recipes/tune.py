@@ -10,6 +10,8 @@ import copy
 import json
 import logging
 import os
+import random
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -42,11 +44,31 @@ def _study(storage: str | None, name: str, seed: int) -> "optuna.Study":
 
     if storage is None:
         return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
-    study = optuna.create_study(direction="maximize", storage=rdb, study_name=name, load_if_exists=True)
+    study = _open_shared(storage, name)
     # Workers started together must not draw the same random start-up trials: offset the seed.
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + os.getpid())
     return study
+
+
+def _open_shared(storage: str, name: str, attempts: int = 8) -> "optuna.Study":
+    """Create or load the study; workers started together race to create the schema and the study.
+
+    Optuna's schema set-up is not atomic (two workers on a fresh SQLite file fail with "table
+    studies already exists" or a UNIQUE error on alembic_version), so a loser waits and retries:
+    by then the winner's tables exist and the creation is a load."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+            return optuna.create_study(direction="maximize", storage=rdb, study_name=name, load_if_exists=True)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
+                optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)  # jitter: the retries must not collide too
+    raise AssertionError("unreachable")
 
 
 def tune(cfg: RunConfig, trials: int = 10, out: str | Path = "runs/tune", epochs: int | None = None,
