@@ -145,7 +145,7 @@ def test_efficientnet_grid_color(effnet_grid: Encoder) -> None:
 def speech() -> list[Audio]:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng missing")
-    from crossalign.data.speech import speak
+    from crossalign.datasets.speech import speak
 
     out = []
     for text, voice in (("a small red circle at the top left", "en-us"), ("seven", "en+m3")):

@@ -123,7 +123,7 @@ def test_planted_sensor_cell_is_found(emb: Embedder) -> None:
 
 
 def test_planted_time_window_is_found(emb: Embedder) -> None:
-    from crossalign.data.speech import speak
+    from crossalign.datasets.speech import speak
     from crossalign.modalities.audio import Audio, to_mono_16k
 
     hits, n = 0, 0

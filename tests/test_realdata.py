@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossalign.data import real_cedict, real_ucr
+from crossalign.datasets import cedict as real_cedict, ucr as real_ucr
 from crossalign.data.manifest import load_manifest
 from crossalign.datasets.registry import make_dataset
 
@@ -115,7 +115,7 @@ def test_resample_and_ts_parsing() -> None:
 
 
 def test_emoji_names() -> None:
-    from crossalign.data.real_emoji import emoji_name
+    from crossalign.datasets.emoji import emoji_name
 
     assert emoji_name(":1st_place_medal:") == "1st place medal" and emoji_name(":金牌:") == "金牌"
 

