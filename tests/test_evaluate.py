@@ -171,3 +171,35 @@ def test_run_pictures_are_decodable_pngs(tiny_run: Path, tmp_path: Path) -> None
             assert im.width > 100 and im.height > 100, p
             lo, hi = im.convert("L").getextrema()
             assert hi - lo > 50, p  # not a blank canvas
+
+
+def test_eval_cli_runs_the_named_evaluators_including_a_registered_one(tiny_run: Path, tmp_path: Path) -> None:
+    """`crossalign eval --evaluators` picks from the registry; a plug-in's evaluator is one more name."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
+    from crossalign.evaluate.plugins import register_evaluator, unregister_evaluator
+    from crossalign.evaluate.retrieval import ranks
+
+    class MedianRank:
+        primary, greater_is_better = "median_rank", False
+
+        def __call__(self, emb: dict, table: object = None) -> dict[str, float]:
+            a, b = list(emb)[:2]
+            return {f"{a}->{b}/median_rank": float(np.median(ranks(emb[a], emb[b])))}
+
+    register_evaluator("medrank", lambda setup: MedianRank())
+    try:
+        r = CliRunner().invoke(app, ["eval", str(tiny_run), "--out", str(tmp_path / "a"),
+                                     "--evaluators", "retrieval,medrank"])
+        assert r.exit_code == 0, r.output
+        m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+        assert any(k.endswith("/median_rank") for k in m) and "mean/R@1" in m
+        assert not any("zeroshot" in k or "probe" in k for k in m)  # only what was named
+        bad = CliRunner().invoke(app, ["eval", str(tiny_run), "--out", str(tmp_path / "b"), "--evaluators", "bleu"])
+        assert bad.exit_code == 2 and "unknown" in bad.output and "medrank" in bad.output
+    finally:
+        unregister_evaluator("medrank")

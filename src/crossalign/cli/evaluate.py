@@ -16,7 +16,10 @@ def eval_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
              data: Annotated[Optional[Path], typer.Option(help="manifest (default: the run's training data)")] = None,
              split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
              out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default: RUN)")] = None,
-             encoder: EncoderOpt = None, prompt: PromptOpt = None, prompt_map: PromptMapOpt = None) -> None:
+             encoder: EncoderOpt = None, prompt: PromptOpt = None, prompt_map: PromptMapOpt = None,
+             evaluators: Annotated[Optional[str], typer.Option(
+                 help="comma-separated evaluators (default: retrieval,diagnostics,zeroshot,hardneg,probe; "
+                      "plug-ins add more)")] = None) -> None:
     """Retrieval in every direction, zero-shot, hard negatives, diagnostics, linear probes."""
     from crossalign.align.io import load_run
     from crossalign.evaluate.plots import plot_run
@@ -24,11 +27,12 @@ def eval_cmd(run: Annotated[Path, typer.Argument(help="run folder")],
     from crossalign.evaluate.run_eval import evaluate_run
 
     from crossalign.cli.encode import parse_views
+    from crossalign.evaluate.plugins import parse_evaluators
     from crossalign.evaluate.prompts import load_prompts
 
     try:
         res = evaluate_run(run, data, split, out, progress=True, prompts=load_prompts(prompt, prompt_map),
-                           encoders=parse_views(encoder or []))
+                           encoders=parse_views(encoder or []), evaluators=parse_evaluators(evaluators))
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     if res.prompts:

@@ -26,7 +26,7 @@ from crossalign.evaluate.evaluators import DiagnosticsEvaluator, Evaluator, Retr
 from crossalign.evaluate.prompts import Prompts, prompts_for
 
 __all__ = ["DEFAULT_EVALUATORS", "EVALUATORS", "EvalSetup", "HardNegativeEvaluator", "LinearProbeEvaluator",
-           "ZeroShotEvaluator", "build_evaluators"]
+           "ZeroShotEvaluator", "build_evaluators", "parse_evaluators", "register_evaluator", "unregister_evaluator"]
 
 
 @dataclass
@@ -130,6 +130,32 @@ EVALUATORS: dict[str, Callable[..., Evaluator]] = {
 }
 # What `evaluate_model` runs unless told otherwise, in the order its metrics are written.
 DEFAULT_EVALUATORS: tuple[str, ...] = ("retrieval", "diagnostics", "zeroshot", "hardneg", "probe")
+
+
+def register_evaluator(name: str, factory: Callable[..., Evaluator]) -> None:
+    """Add an evaluator (a plug-in's `register()` calls this); `crossalign eval --evaluators` names it."""
+    if name in EVALUATORS:
+        raise ValueError(f"evaluator '{name}' is registered already")
+    EVALUATORS[name] = factory
+
+
+def unregister_evaluator(name: str) -> None:
+    """Remove a registered evaluator (tests put the registry back as they found it)."""
+    EVALUATORS.pop(name, None)
+
+
+def parse_evaluators(text: str | None) -> tuple[str, ...]:
+    """`--evaluators retrieval,probe` -> names in order; None -> the defaults. Unknown names are errors."""
+    from crossalign.plugins import load_plugins
+
+    load_plugins()
+    if not text:
+        return DEFAULT_EVALUATORS
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in EVALUATORS]
+    if unknown or not names:
+        raise ValueError(f"--evaluators: unknown {unknown or 'empty list'}; known: {', '.join(EVALUATORS)}")
+    return names
 
 
 def build_evaluators(setup: EvalSetup, names: Sequence[str] = DEFAULT_EVALUATORS,

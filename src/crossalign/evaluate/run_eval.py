@@ -60,13 +60,15 @@ def evaluate_model(model: AlignmentModel, cfg: RunConfig, table: FeatureTable, s
 
 def evaluate_run(run: str | Path, data: str | Path | None = None, split: str = "test",
                  out: str | Path | None = None, progress: bool = False, prompts: Prompts | None = None,
-                 encoders: list[ViewSpec] | None = None) -> EvalResult:
+                 encoders: list[ViewSpec] | None = None,
+                 evaluators: Sequence[str] = DEFAULT_EVALUATORS) -> EvalResult:
     """Evaluate a saved run; writes `<out or run>/metrics.json` (and `prompts.json` for zero-shot).
-    `encoders`, when given, must match what the run was trained with (else a ValueError says so)."""
+    `encoders`, when given, must match what the run was trained with (else a ValueError says so);
+    `evaluators` names entries of `evaluate.plugins.EVALUATORS`, in the order their metrics are written."""
     model, cfg = load_run(run)
     check_encoders(cfg, encoders or [])
     table = load_table(cfg, data, progress)
-    res = evaluate_model(model, cfg, table, split, progress=progress, prompts=prompts)
+    res = evaluate_model(model, cfg, table, split, progress=progress, prompts=prompts, evaluators=evaluators)
     dest = Path(out) if out else Path(run)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "metrics.json").write_text(json.dumps(res.metrics, indent=2))
