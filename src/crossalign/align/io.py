@@ -43,11 +43,12 @@ def save_model(model: AlignmentModel, cfg: RunConfig, folder: str | Path, name: 
 
 
 def build_towers(cfg: RunConfig, specs: dict[str, EncoderSpec]) -> dict[str, Encoder]:
-    """Towers that live inside the model: from-scratch encoders and fine-tuned pretrained ones."""
+    """Towers that live inside the model: from-scratch encoders, fine-tuned pretrained ones and
+    pretrained ones whose top trains on cached activations (`tune_last`, encoders/top.py)."""
     towers = {}
     for v in cfg.model.views:
         spec = specs[v.column]
-        if spec.from_scratch or v.column in cfg.model.train_towers:
+        if spec.caches_inputs or v.column in cfg.model.train_towers:
             towers[v.column] = build_encoder(spec.name, modality=spec.modality, **spec.options)
             if v.column in cfg.model.tower_tuning:  # LoRA adapters / partial unfreezing (align/lora.py)
                 from crossalign.align.lora import apply_tuning

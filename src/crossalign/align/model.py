@@ -39,9 +39,11 @@ class AlignmentModel(nn.Module):
         self.heads = nn.ModuleDict()
         for col in cfg.columns:
             spec = specs[col]
-            # Standardisation is fitted on cached features; a trained tower's outputs move, so none there.
+            # Standardisation is fitted on cached features; a trained tower's outputs move, so none there,
+            # except a tuned top (tune_last): it starts at the frozen features and stays near them, so
+            # its standardisation is fitted on the untuned top's outputs and then held.
             self.heads[col] = ProjectionHead(tuple(spec.output_shape), cfg.dim, cfg.head,
-                                             standardize=col not in self.towers)
+                                             standardize=col not in self.towers or spec.tune_last > 0)
         self.linear = nn.ModuleDict()
         if cfg.head.linear_path:
             for col in cfg.columns:
@@ -82,13 +84,26 @@ class AlignmentModel(nn.Module):
         return {col: self.embed(col, x) for col, x in batch.items() if col in self.heads}
 
     def fit_normalizers(self, feats: dict[str, torch.Tensor]) -> None:
-        """Fit each frozen view's input standardisation (and every linear path's) on training features."""
+        """Fit each frozen view's input standardisation (and every linear path's) on training features;
+        a tune_last view's on what its (untuned) top makes of its cached activations."""
         for col, x in feats.items():
             head = self.heads[col]
-            if col not in self.towers and hasattr(head.norm, "fit"):
+            if self.specs[col].tune_last and col in self.towers and hasattr(head.norm, "fit"):
+                head.norm.fit(_tower_outputs(self.towers[col], x))
+            elif col not in self.towers and hasattr(head.norm, "fit"):
                 head.norm.fit(x.float())
             if col in self.linear:
                 self.linear[col].norm.fit(x.float())
+
+
+@torch.no_grad()
+def _tower_outputs(tower: nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    was = tower.training
+    tower.eval()
+    try:
+        return torch.cat([tower(x[s:s + chunk]).float() for s in range(0, len(x), chunk)])
+    finally:
+        tower.train(was)
 
 
 def linear_input_shape(spec: EncoderSpec, towered: bool) -> tuple[int, ...] | None:
