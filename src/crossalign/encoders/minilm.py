@@ -90,7 +90,10 @@ class HFTextEncoder(Encoder):
     def top(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D + 1) cached activations -> (B, D): the last k layers, then mean pooling."""
         x = x.to(next(self.model.parameters()).device).float()
-        h, m = x[..., :-1], x[..., -1]  # (B, T, D), (B, T)
+        # Only up to the batch's longest text: padding is masked out anyway, and scenes captions fill
+        # about half of the 32 cached positions (a layer's cost grows with every position).
+        n = max(1, int(x[..., -1].sum(1).max()))
+        h, m = x[:, :n, :-1], x[:, :n, -1]  # (B, n, D), (B, n)
         mask = self._mask(h, m.long())
         for layer in self.model.encoder.layer[self.split:]:
             h = layer(h, mask)
