@@ -110,3 +110,27 @@ def test_training_moves_only_the_top_and_the_run_round_trips(scenes_small: Path,
     # a new item, never cached, embeds as a unit vector
     z = e.embed("text", ["a tiny purple star at the bottom right"])
     assert z.shape == (1, 32) and abs(float(np.linalg.norm(z)) - 1.0) < 1e-4
+
+
+def test_lora_on_the_cached_top() -> None:
+    """LoRA adapters on the tuned top (tune_last + tower_tuning): only adapters train, and the cached
+    path still equals the whole tower; adapters cannot reach below the cached split."""
+    from crossalign.align.io import build_towers
+    from crossalign.config import RunConfig
+
+    views = [{"column": "text", "encoder": "text:minilm", "options": {"tune_last": 1, "storage": "float32"}},
+             {"column": "image", "encoder": "image:efficientnet-lite0", "options": {"size": 64}}]
+    cfg = RunConfig.from_dict({"model": {"views": views, "train_towers": ["text"],
+                                         "tower_tuning": {"text": {"method": "lora", "r": 4, "last_blocks": 1}}}})
+    enc = build_encoder("text:minilm", tune_last=1, storage="float32")
+    tower = build_towers(cfg, {"text": enc.spec, "image": build_encoder("image:efficientnet-lite0", size=64).spec})["text"]
+    names = [n for n, p in tower.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n and "layer.5." in n for n in names)
+    _perturb_top(tower)  # moves the adapters (B starts at zero: otherwise a no-op)
+    full = tower.encode(TEXTS)
+    with torch.no_grad():
+        cached = tower.eval()(tower.preprocess(TEXTS))
+    assert_close_scaled(cached, full, 1e-4, "lora top")
+    cfg.model.tower_tuning["text"]["last_blocks"] = 2
+    with pytest.raises(ValueError, match="reaches below"):
+        build_towers(cfg, {"text": enc.spec})

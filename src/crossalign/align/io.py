@@ -51,7 +51,12 @@ def build_towers(cfg: RunConfig, specs: dict[str, EncoderSpec]) -> dict[str, Enc
         if spec.caches_inputs or v.column in cfg.model.train_towers:
             towers[v.column] = build_encoder(spec.name, modality=spec.modality, **spec.options)
             if v.column in cfg.model.tower_tuning:  # LoRA adapters / partial unfreezing (align/lora.py)
-                from crossalign.align.lora import apply_tuning
+                from crossalign.align.lora import TowerTuning, apply_tuning
+
+                t = TowerTuning.from_dict(cfg.model.tower_tuning[v.column], f"model.tower_tuning.{v.column}")
+                if spec.tune_last and t.last_blocks > spec.tune_last:  # blocks below run once, at extraction
+                    raise ValueError(f"view '{v.column}': tower_tuning.last_blocks={t.last_blocks} reaches below "
+                                     f"the tuned top (tune_last={spec.tune_last}) whose input is cached")
 
                 towers[v.column] = apply_tuning(towers[v.column], cfg.model.tower_tuning[v.column])
     return towers
