@@ -134,3 +134,28 @@ def test_lora_on_the_cached_top() -> None:
     cfg.model.tower_tuning["text"]["last_blocks"] = 2
     with pytest.raises(ValueError, match="reaches below"):
         build_towers(cfg, {"text": enc.spec})
+
+
+def test_closed_form_start_on_a_tuned_top(scenes_small: Path, tmp_path: Path) -> None:
+    """A tuned top starts at the closed form fitted on its untuned outputs (the frozen features), so
+    `train.start: closed_form` holds that solution before training moves the top."""
+    from crossalign.align.embed import embed_table
+    from crossalign.recipes.align import _build, _spec_for, prepare_features
+    from crossalign.train.start import apply_closed_form, fit_closed_form
+
+    cfg = _config(scenes_small, tmp_path / "run")
+    cfg.model.head.linear_path = True
+    table, _ = prepare_features(cfg, progress=False)
+    tr, va = table.split("train"), table.split("val")
+    model = _build(cfg, {v.column: _spec_for(v, table) for v in cfg.model.views}, tr)
+    assert set(model.linear) == {"image", "text"} and not model.reads_input("text")
+    cf = fit_closed_form(model, tr, va)
+    assert cf is not None
+    apply_closed_form(model, cf)
+    emb = embed_table(model, va)  # the model is the closed form on the towers' (untuned) outputs
+    za, zb = cf.maps["image"], cf.maps["text"]
+    src = {c: model.linear[c].norm(model.linear_source(c, torch.from_numpy(va.features[c]))).flatten(1).numpy()
+           for c in ("image", "text")}
+    for c, m in (("image", za), ("text", zb)):
+        ref = torch.nn.functional.normalize(torch.from_numpy(np.asarray(m(src[c]), dtype=np.float32)), dim=-1)
+        assert_close_scaled(torch.from_numpy(emb[c]), ref, 1e-3, c)

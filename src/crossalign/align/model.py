@@ -73,8 +73,19 @@ class AlignmentModel(nn.Module):
         """Tower output (or cached features) -> the shared space: the head, plus the view's linear
         path where it has one (which reads the tower's input for from-scratch towers, else `feats`).
         Every room that runs a tower itself (export, explain, fusion) projects through here."""
-        return _project(self.heads[col], self.linear[col] if col in self.linear else None, col in self.towers,
+        return _project(self.heads[col], self.linear[col] if col in self.linear else None, self.reads_input(col),
                         feats, inp)
+
+    def reads_input(self, col: str) -> bool:
+        """The view's linear path reads its tower's input (a from-scratch tower), not its features."""
+        return col in self.towers and not self.specs[col].tune_last
+
+    def linear_source(self, col: str, x: torch.Tensor) -> torch.Tensor:
+        """What the view's linear path reads, from its cached features: a tuned top's (tune_last)
+        outputs, else the cached tensor itself. The closed-form start is fitted on this."""
+        if col in self.towers and self.specs[col].tune_last:
+            return _tower_outputs(self.towers[col], x)
+        return x.float()
 
     def view_head(self, col: str) -> "ViewHead":
         """`project` for one view as a module of its own (features -> shared space), e.g. for ONNX."""
@@ -88,12 +99,14 @@ class AlignmentModel(nn.Module):
         a tune_last view's on what its (untuned) top makes of its cached activations."""
         for col, x in feats.items():
             head = self.heads[col]
-            if self.specs[col].tune_last and col in self.towers and hasattr(head.norm, "fit"):
-                head.norm.fit(_tower_outputs(self.towers[col], x))
-            elif col not in self.towers and hasattr(head.norm, "fit"):
-                head.norm.fit(x.float())
+            fit_head = hasattr(head.norm, "fit") and (col not in self.towers or self.specs[col].tune_last)
+            if not fit_head and col not in self.linear:
+                continue
+            src = self.linear_source(col, x)  # a tuned top runs once over the training split
+            if fit_head:
+                head.norm.fit(src)
             if col in self.linear:
-                self.linear[col].norm.fit(x.float())
+                self.linear[col].norm.fit(src)
 
 
 @torch.no_grad()
@@ -107,9 +120,10 @@ def _tower_outputs(tower: nn.Module, x: torch.Tensor, chunk: int = 256) -> torch
 
 
 def linear_input_shape(spec: EncoderSpec, towered: bool) -> tuple[int, ...] | None:
-    """What a view's linear path reads: cached features, or a from-scratch tower's input array;
-    None for fine-tuned pretrained towers (their input is raw text, images or audio)."""
-    if not towered:
+    """What a view's linear path reads: cached features (or a tuned top's outputs, which start as
+    those features), or a from-scratch tower's input array; None for fine-tuned pretrained towers
+    (their input is raw text, images or audio)."""
+    if not towered or spec.tune_last:
         return tuple(spec.output_shape)
     shape = spec.options.get("input_shape") if spec.from_scratch else None
     return tuple(int(s) for s in shape) if shape else None
@@ -123,7 +137,7 @@ class ViewHead(nn.Module):
         self.col = col
         self.head = model.heads[col]
         self.linear = model.linear[col] if col in model.linear else None
-        self.reads_input = col in model.towers  # the linear path of a from-scratch tower reads its input
+        self.reads_input = model.reads_input(col)  # the linear path of a from-scratch tower reads its input
 
     def forward(self, feats: torch.Tensor, inp: torch.Tensor | None = None) -> torch.Tensor:
         return _project(self.head, self.linear, self.reads_input, feats, inp)
