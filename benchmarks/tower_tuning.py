@@ -31,7 +31,7 @@ IMAGE = {"grid": 3, "color": True}  # the demo's image view (224 px)
 
 
 def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def _config(data: Path, out: Path, k: int, a: argparse.Namespace, start: str = "scratch", full: bool = False):
@@ -77,10 +77,27 @@ def _time_steps(cfg: Any, table: Any, n_batches: int) -> float:
     return float(np.median(secs))
 
 
+def _train_eval(cfg: Any, table: Any) -> dict[str, Any]:
+    from crossalign.evaluate.run_eval import evaluate_run
+    from crossalign.recipes.align import train
+
+    t = time.perf_counter()
+    run, res = train(cfg, resume=False, table=table)
+    out: dict[str, Any] = {"train_s": round(time.perf_counter() - t, 1), "epochs_run": res.epochs_run}
+    if res.history:  # a whole epoch as the trainer ran it: steps + validation + checkpoint (median)
+        out["trainer_epoch_s"] = round(float(np.median([h["seconds"] for h in res.history])), 2)
+    m = evaluate_run(run).metrics
+    out.update({d: m[f"{d}/R@1"] for d in ("text->image", "image->text")})
+    out["val_mean_R@1"] = res.best_metric
+    out["winner"] = json.loads((run / "train_result.json").read_text())["winner"]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenes", type=int, default=2000)
     p.add_argument("--ks", default="0,1,2")
+    p.add_argument("--starts", default="scratch,closed_form", help="train.start values, each a row per k")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--tower-lr", type=float, default=1e-4)
@@ -95,8 +112,7 @@ def main() -> None:
     from crossalign.datasets.registry import make_dataset
     from crossalign.encoders.top import cache_bytes
     from crossalign.evaluate.baselines import run_baselines
-    from crossalign.evaluate.run_eval import evaluate_run
-    from crossalign.recipes.align import prepare_features, train
+    from crossalign.recipes.align import prepare_features
 
     tmp = Path(tempfile.mkdtemp(prefix="tower-tuning-"))
     data = Path(a.data) if a.data else tmp / "scenes"
@@ -122,29 +138,13 @@ def main() -> None:
             step = _time_steps(cfg, table, a.time_batches)
             frozen_step = step if k == 0 else frozen_step
             row["epoch_s"] = round(step * -(-n_tr // a.batch), 2)
-            t = time.perf_counter()
-            run, tr_res = train(cfg, resume=False, table=table)
-            row["train_s"] = round(time.perf_counter() - t, 1)
-            row["epochs_run"] = tr_res.epochs_run
-            # a whole epoch as the trainer ran it: steps + validation + checkpoint (median over epochs)
-            row["trainer_epoch_s"] = round(float(np.median([h["seconds"] for h in tr_res.history])), 2)
-            m = evaluate_run(run).metrics
-            row.update({d: m[f"{d}/R@1"] for d in ("text->image", "image->text")})
-            row["val_mean_R@1"] = tr_res.best_metric
-            res["rows"].append(row)
-            print(f"  k={k}: {row}", file=sys.stderr, flush=True)
-            if k == 0 and 0 in ks:  # the demo's recipe on frozen features: closed-form candidates too
-                cfg_auto = _config(data, tmp / "run-auto", 0, a, start="auto")
-                t = time.perf_counter()
-                run, tr_res = train(cfg_auto, resume=False, table=table)
-                m = evaluate_run(run).metrics
-                res["rows"].append({"k": 0, "mode": "frozen features, start=auto (demo recipe)",
-                                    "train_s": round(time.perf_counter() - t, 1),
-                                    "text->image": m["text->image/R@1"], "image->text": m["image->text/R@1"],
-                                    "val_mean_R@1": tr_res.best_metric,
-                                    "winner": json.loads((run / "train_result.json").read_text())["winner"]})
-                print(f"  auto: {res['rows'][-1]}", file=sys.stderr, flush=True)
-            shutil.rmtree(tmp / f"run-k{k}", ignore_errors=True)
+            for start_ in a.starts.split(","):
+                r = dict(row) if start_ == a.starts.split(",")[0] else {"k": k, "mode": row["mode"]}
+                r["mode"] += f", start={start_}"
+                r.update(_train_eval(_config(data, tmp / f"run-k{k}-{start_}", k, a, start=start_), table))
+                res["rows"].append(r)
+                print(f"  k={k}: {r}", file=sys.stderr, flush=True)
+                shutil.rmtree(tmp / f"run-k{k}-{start_}", ignore_errors=True)
             if k and a.full_batches:
                 cfg_full = _config(data, tmp / f"full-k{k}", k, a, full=True)
                 step = _time_steps(cfg_full, table, a.full_batches)
@@ -165,20 +165,21 @@ def main() -> None:
 
 def _table(res: dict[str, Any]) -> str:
     cca = res.get("cca", {})
+    head = ("| k | mode | epoch s (steps) | vs frozen | epoch s (trainer) | cache B/item (image, text) | "
+            "text->image R@1 | image->text R@1 | train s | winner |")
     lines = [f"scenes {res['scenes']} (split {res.get('split')}), image+text, {res['epochs']} epochs, "
              f"batch {res['batch']}, tower_lr {res['tower_lr']}; load: {res['uptime_start']}",
-             "| k | mode | epoch s (steps) | vs frozen | epoch s (trainer) | cache B/item (image, text) | "
-             "text->image R@1 | image->text R@1 | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+             head, "|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
     for r in res["rows"]:
         cb = r.get("cache_bytes_per_item") or {}
         mem = f"{cb.get('image', '')}, {cb.get('text', '')}" if cb else ""
         lines.append(f"| {r['k']} | {r['mode']} | {fmt(r.get('epoch_s'))} | {fmt(r.get('epoch_vs_frozen'))} | "
                      f"{fmt(r.get('trainer_epoch_s'))} | {mem} | "
-                     f"{fmt(r.get('text->image'))} | {fmt(r.get('image->text'))} | {fmt(r.get('train_s'))} |")
+                     f"{fmt(r.get('text->image'))} | {fmt(r.get('image->text'))} | {fmt(r.get('train_s'))} | "
+                     f"{r.get('winner', '')} |")
     lines.append(f"| | CCA (tuned on val, frozen features) | | | | | {fmt(cca.get('text->image/R@1'))} | "
-                 f"{fmt(cca.get('image->text/R@1'))} | |")
+                 f"{fmt(cca.get('image->text/R@1'))} | | |")
     return "\n".join(lines)
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numeric import assert_close_scaled
 from PIL import Image
 
 from crossalign.encoders import build_encoder
 from crossalign.encoders.top import cache_bytes, is_lower_spec
-from numeric import assert_close_scaled
 
 TEXTS = ["a large red circle in the centre", "two small blue squares at the top left and a green triangle", "x"]
 

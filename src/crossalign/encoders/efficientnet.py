@@ -102,7 +102,7 @@ class EfficientNetEncoder(Encoder):
         self.spec = EncoderSpec(name="image:efficientnet-lite0", modality="image", version="lite0-imagenet/1",
                                 output_shape=shape, trainable=True, options=opts)
 
-    def train(self, mode: bool = True) -> "EfficientNetEncoder":
+    def train(self, mode: bool = True) -> EfficientNetEncoder:
         super().train(mode)
         if self.tune_last:
             freeze_batchnorm(self)

@@ -22,8 +22,17 @@ from torch import nn
 
 from crossalign.encoders.base import EncoderSpec
 
-__all__ = ["LOWER", "STORAGE", "lower_spec", "is_lower_spec", "check_tune_last", "freeze_batchnorm", "trainable_only",
-           "cache_bytes", "no_grad_eval"]
+__all__ = [
+    "LOWER",
+    "STORAGE",
+    "cache_bytes",
+    "check_tune_last",
+    "freeze_batchnorm",
+    "is_lower_spec",
+    "lower_spec",
+    "no_grad_eval",
+    "trainable_only",
+]
 
 LOWER = "lower-activations"  # the `cache` option of a lower-part spec
 STORAGE = ("float16", "float32")
