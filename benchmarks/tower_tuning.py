@@ -90,6 +90,10 @@ def _train_eval(cfg: Any, table: Any) -> dict[str, Any]:
     out.update({d: m[f"{d}/R@1"] for d in ("text->image", "image->text")})
     out["val_mean_R@1"] = res.best_metric
     out["winner"] = json.loads((run / "train_result.json").read_text())["winner"]
+    ft = run / "candidates" / "fine_tuned"
+    if (ft / "best.safetensors").exists():  # validation can tie (R@1 1.0): show what tuning reached anyway
+        m = evaluate_run(ft).metrics
+        out["fine_tuned"] = {d: m[f"{d}/R@1"] for d in ("text->image", "image->text")}
     return out
 
 

@@ -31,7 +31,7 @@ def save_model(model: AlignmentModel, cfg: RunConfig, folder: str | Path, name: 
     """Write `<name>.safetensors` (+ config.json and encoders.json) into `folder`, atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(folder / f"{name}.safetensors", model.state_dict(), metadata={"format": str(RUN_FORMAT)})
+    save_weights(folder / f"{name}.safetensors", model.weights(), metadata={"format": str(RUN_FORMAT)})
     atomic_write_json(folder / "config.json", cfg.to_dict() | {"format": RUN_FORMAT})
     atomic_write_json(folder / "encoders.json", {c: s.to_dict() for c, s in model.specs.items()})
     parts = ["config.json", "encoders.json"]
@@ -73,7 +73,8 @@ def load_run(folder: str | Path, which: str = "best") -> tuple[AlignmentModel, R
         if v.encoder is None and v.column in specs:
             v.encoder, v.why = specs[v.column].name, "from the run's encoders.json"
     model = AlignmentModel(cfg.model, specs, build_towers(cfg, specs))
-    model.load_state_dict(load_file(str(weights_file(folder, which))), strict=True)
+    wf = weights_file(folder, which)
+    model.load_weights(load_file(str(wf)), str(wf))
     model.eval()
     return model, cfg
 

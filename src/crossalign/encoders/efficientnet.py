@@ -118,6 +118,10 @@ class EfficientNetEncoder(Encoder):
         n_col = (1 + self.grid * self.grid) * COLOR_DIM if self.color else 0
         return lower_spec(self.spec, (c * h * w + n_col,), str(self.spec.options["storage"]))
 
+    def top_prefixes(self) -> list[str]:
+        """State-dict key prefixes of the tuned top (the rest is the packaged tower, rebuilt on load)."""
+        return [f"net._blocks.{i}." for i in range(self.split, len(self.net._blocks))] + ["net._conv_head.", "net._bn1."]
+
     def _lower_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] -> (B, C, h, w): stem and blocks before L-k, as `extract_features`."""
         net = self.net

@@ -71,6 +71,10 @@ class HFTextEncoder(Encoder):
 
         return create_bidirectional_mask(config=self.model.config, inputs_embeds=h, attention_mask=mask)
 
+    def top_prefixes(self) -> list[str]:
+        """State-dict key prefixes of the tuned top (the rest is the packaged tower, rebuilt on load)."""
+        return [f"model.encoder.layer.{i}." for i in range(self.split, len(self.model.encoder.layer))]
+
     def preprocess(self, batch: Sequence[str]) -> torch.Tensor:
         """Texts -> (B, max_length, D + 1): hidden states after layer L-k, attention mask last."""
         if not self.tune_last:

@@ -89,4 +89,4 @@ class AlignmentTask:
         save_model(self.model, self.cfg, folder, name)
 
     def load(self, folder: Path, name: str) -> None:
-        self.model.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+        self.model.load_weights(load_file(str(folder / f"{name}.safetensors")), str(folder / f"{name}.safetensors"))
