@@ -171,8 +171,8 @@ def _table(res: dict[str, Any]) -> str:
     cca = res.get("cca", {})
     head = ("| k | mode | epoch s (steps) | vs frozen | epoch s (trainer) | cache B/item (image, text) | "
             "text->image R@1 | image->text R@1 | train s | winner |")
-    lines = [f"scenes {res['scenes']} (split {res.get('split')}), image+text, {res['epochs']} epochs, "
-             f"batch {res['batch']}, tower_lr {res['tower_lr']}; load: {res['uptime_start']}",
+    lines = [(f"scenes {res['scenes']} (split {res.get('split')}), image+text, {res['epochs']} epochs, "
+              f"batch {res['batch']}, tower_lr {res['tower_lr']}; load: {res['uptime_start']}"),
              head, "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
     for r in res["rows"]:
