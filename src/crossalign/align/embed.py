@@ -28,7 +28,7 @@ def raw_column(table: FeatureTable, col: str, modality: str) -> list[Any]:
 
 def tuned_columns(model: AlignmentModel) -> list[str]:
     """Columns whose pretrained tower is trained with the heads (their cache is stale for the model)."""
-    return [c for c in model.cfg.train_towers if c in model.towers and not model.specs[c].from_scratch]
+    return [c for c in model.cfg.train_towers if c in model.towers and not model.specs[c].caches_inputs]
 
 
 @torch.inference_mode()

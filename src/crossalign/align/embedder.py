@@ -69,7 +69,7 @@ class Embedder:
         for s in range(0, len(raws), batch_size):
             chunk = list(raws[s:s + batch_size])
             if col in self.model.towers:
-                x = enc.preprocess(chunk) if enc.spec.from_scratch else chunk
+                x = enc.preprocess(chunk) if enc.spec.caches_inputs else chunk
                 z = self.model.embed(col, x)
             else:
                 z = self.model.embed(col, enc.encode(chunk))

@@ -31,7 +31,7 @@ def save_model(model: AlignmentModel, cfg: RunConfig, folder: str | Path, name: 
     """Write `<name>.safetensors` (+ config.json and encoders.json) into `folder`, atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(folder / f"{name}.safetensors", model.state_dict(), metadata={"format": str(RUN_FORMAT)})
+    save_weights(folder / f"{name}.safetensors", model.weights(), metadata={"format": str(RUN_FORMAT)})
     atomic_write_json(folder / "config.json", cfg.to_dict() | {"format": RUN_FORMAT})
     atomic_write_json(folder / "encoders.json", {c: s.to_dict() for c, s in model.specs.items()})
     parts = ["config.json", "encoders.json"]
@@ -43,14 +43,20 @@ def save_model(model: AlignmentModel, cfg: RunConfig, folder: str | Path, name: 
 
 
 def build_towers(cfg: RunConfig, specs: dict[str, EncoderSpec]) -> dict[str, Encoder]:
-    """Towers that live inside the model: from-scratch encoders and fine-tuned pretrained ones."""
+    """Towers that live inside the model: from-scratch encoders, fine-tuned pretrained ones and
+    pretrained ones whose top trains on cached activations (`tune_last`, encoders/top.py)."""
     towers = {}
     for v in cfg.model.views:
         spec = specs[v.column]
-        if spec.from_scratch or v.column in cfg.model.train_towers:
+        if spec.caches_inputs or v.column in cfg.model.train_towers:
             towers[v.column] = build_encoder(spec.name, modality=spec.modality, **spec.options)
             if v.column in cfg.model.tower_tuning:  # LoRA adapters / partial unfreezing (align/lora.py)
-                from crossalign.align.lora import apply_tuning
+                from crossalign.align.lora import TowerTuning, apply_tuning
+
+                t = TowerTuning.from_dict(cfg.model.tower_tuning[v.column], f"model.tower_tuning.{v.column}")
+                if spec.tune_last and t.last_blocks > spec.tune_last:  # blocks below run once, at extraction
+                    raise ValueError(f"view '{v.column}': tower_tuning.last_blocks={t.last_blocks} reaches below "
+                                     f"the tuned top (tune_last={spec.tune_last}) whose input is cached")
 
                 towers[v.column] = apply_tuning(towers[v.column], cfg.model.tower_tuning[v.column])
     return towers
@@ -67,7 +73,8 @@ def load_run(folder: str | Path, which: str = "best") -> tuple[AlignmentModel, R
         if v.encoder is None and v.column in specs:
             v.encoder, v.why = specs[v.column].name, "from the run's encoders.json"
     model = AlignmentModel(cfg.model, specs, build_towers(cfg, specs))
-    model.load_state_dict(load_file(str(weights_file(folder, which))), strict=True)
+    wf = weights_file(folder, which)
+    model.load_weights(load_file(str(wf)), str(wf))
     model.eval()
     return model, cfg
 

@@ -39,9 +39,11 @@ class AlignmentModel(nn.Module):
         self.heads = nn.ModuleDict()
         for col in cfg.columns:
             spec = specs[col]
-            # Standardisation is fitted on cached features; a trained tower's outputs move, so none there.
+            # Standardisation is fitted on cached features; a trained tower's outputs move, so none there,
+            # except a tuned top (tune_last): it starts at the frozen features and stays near them, so
+            # its standardisation is fitted on the untuned top's outputs and then held.
             self.heads[col] = ProjectionHead(tuple(spec.output_shape), cfg.dim, cfg.head,
-                                             standardize=col not in self.towers)
+                                             standardize=col not in self.towers or spec.tune_last > 0)
         self.linear = nn.ModuleDict()
         if cfg.head.linear_path:
             for col in cfg.columns:
@@ -71,8 +73,19 @@ class AlignmentModel(nn.Module):
         """Tower output (or cached features) -> the shared space: the head, plus the view's linear
         path where it has one (which reads the tower's input for from-scratch towers, else `feats`).
         Every room that runs a tower itself (export, explain, fusion) projects through here."""
-        return _project(self.heads[col], self.linear[col] if col in self.linear else None, col in self.towers,
+        return _project(self.heads[col], self.linear[col] if col in self.linear else None, self.reads_input(col),
                         feats, inp)
+
+    def reads_input(self, col: str) -> bool:
+        """The view's linear path reads its tower's input (a from-scratch tower), not its features."""
+        return col in self.towers and not self.specs[col].tune_last
+
+    def linear_source(self, col: str, x: torch.Tensor) -> torch.Tensor:
+        """What the view's linear path reads, from its cached features: a tuned top's (tune_last)
+        outputs, else the cached tensor itself. The closed-form start is fitted on this."""
+        if col in self.towers and self.specs[col].tune_last:
+            return _tower_outputs(self.towers[col], x)
+        return x.float()
 
     def view_head(self, col: str) -> "ViewHead":
         """`project` for one view as a module of its own (features -> shared space), e.g. for ONNX."""
@@ -81,20 +94,60 @@ class AlignmentModel(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {col: self.embed(col, x) for col, x in batch.items() if col in self.heads}
 
+    def frozen_keys(self) -> set[str]:
+        """State-dict keys of the frozen lower parts of tuned-top towers (tune_last): the packaged
+        pretrained weights, rebuilt with the encoder, so a run folder carries only the tuned top
+        (MiniLM: 7 MB for one layer instead of 90 MB)."""
+        out = set()
+        for col, tower in self.towers.items():
+            if self.specs[col].tune_last:
+                top = tuple(tower.top_prefixes())  # type: ignore[operator]
+                out |= {f"towers.{col}.{k}" for k in tower.state_dict() if not k.startswith(top)}
+        return out
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """What a run folder saves: the state dict without the frozen lower parts."""
+        frozen = self.frozen_keys()
+        return {k: v for k, v in self.state_dict().items() if k not in frozen}
+
+    def load_weights(self, sd: dict[str, torch.Tensor], where: str = "weights") -> None:
+        """Load saved weights strictly: only frozen lower parts may be absent (older runs hold them too)."""
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if k not in self.frozen_keys()]
+        if missing or unexpected:
+            raise ValueError(f"{where}: weights do not fit this model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+
     def fit_normalizers(self, feats: dict[str, torch.Tensor]) -> None:
-        """Fit each frozen view's input standardisation (and every linear path's) on training features."""
+        """Fit each frozen view's input standardisation (and every linear path's) on training features;
+        a tune_last view's on what its (untuned) top makes of its cached activations."""
         for col, x in feats.items():
             head = self.heads[col]
-            if col not in self.towers and hasattr(head.norm, "fit"):
-                head.norm.fit(x.float())
+            fit_head = hasattr(head.norm, "fit") and (col not in self.towers or self.specs[col].tune_last)
+            if not fit_head and col not in self.linear:
+                continue
+            src = self.linear_source(col, x)  # a tuned top runs once over the training split
+            if fit_head:
+                head.norm.fit(src)
             if col in self.linear:
-                self.linear[col].norm.fit(x.float())
+                self.linear[col].norm.fit(src)
+
+
+@torch.no_grad()
+def _tower_outputs(tower: nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    was = tower.training
+    tower.eval()
+    try:
+        return torch.cat([tower(x[s:s + chunk]).float() for s in range(0, len(x), chunk)])
+    finally:
+        tower.train(was)
 
 
 def linear_input_shape(spec: EncoderSpec, towered: bool) -> tuple[int, ...] | None:
-    """What a view's linear path reads: cached features, or a from-scratch tower's input array;
-    None for fine-tuned pretrained towers (their input is raw text, images or audio)."""
-    if not towered:
+    """What a view's linear path reads: cached features (or a tuned top's outputs, which start as
+    those features), or a from-scratch tower's input array; None for fine-tuned pretrained towers
+    (their input is raw text, images or audio)."""
+    if not towered or spec.tune_last:
         return tuple(spec.output_shape)
     shape = spec.options.get("input_shape") if spec.from_scratch else None
     return tuple(int(s) for s in shape) if shape else None
@@ -108,7 +161,7 @@ class ViewHead(nn.Module):
         self.col = col
         self.head = model.heads[col]
         self.linear = model.linear[col] if col in model.linear else None
-        self.reads_input = col in model.towers  # the linear path of a from-scratch tower reads its input
+        self.reads_input = model.reads_input(col)  # the linear path of a from-scratch tower reads its input
 
     def forward(self, feats: torch.Tensor, inp: torch.Tensor | None = None) -> torch.Tensor:
         return _project(self.head, self.linear, self.reads_input, feats, inp)

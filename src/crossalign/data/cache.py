@@ -1,7 +1,7 @@
 """Content-keyed feature cache, memory-mappable, under one root.
 
 Layout: `<cache_root>/features/<encoder cache key>/` holds `spec.json` and shards
-`shard-<n>.npy` (float32, (n, *shape)) with `shard-<n>.keys` (one content hash per line).
+`shard-<n>.npy` (float32, or float16 when the spec's `storage` option says so; (n, *shape)) with `shard-<n>.keys` (one content hash per line).
 A shard is written to a temporary name and renamed, and its keys file is renamed last: a run
 killed mid-write leaves no shard that is visible but incomplete, and the next run re-encodes only
 what no finished shard holds. The key folder encodes (encoder, version, preprocessing), so a
@@ -39,6 +39,9 @@ class FeatureCache:
             tmp = self.dir / f".spec-{uuid.uuid4().hex}.tmp"
             tmp.write_text(json.dumps(spec.to_dict(), indent=2))
             tmp.replace(spec_file)
+        # float16 storage (cached tower activations, encoders/top.py) halves the disk and page cache;
+        # reads always come back as float32
+        self.dtype = np.float16 if spec.options.get("storage") == "float16" else np.float32
         self._index: dict[str, tuple[int, int]] = {}
         self._shards: dict[int, np.ndarray] = {}
         self.refresh()
@@ -73,7 +76,7 @@ class FeatureCache:
             raise ValueError("keys and features differ in length")
         if not keys:
             return
-        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        feats = np.ascontiguousarray(feats, dtype=self.dtype)
         existing = [int(p.name.split("-")[1].split(".")[0]) for p in self.dir.glob("shard-*.npy")]
         sid = max(existing, default=-1) + 1
         tag = uuid.uuid4().hex
@@ -95,7 +98,7 @@ class FeatureCache:
 
     def get(self, key: str) -> np.ndarray:
         sid, row = self._index[key]
-        return np.asarray(self._shard(sid)[row])
+        return np.asarray(self._shard(sid)[row], dtype=np.float32)
 
     def get_many(self, keys: list[str], out: np.ndarray | None = None) -> np.ndarray:
         """Gather rows into `out` (allocated if None): (len(keys), *shape) float32."""

@@ -58,7 +58,7 @@ def infer_sensor_shape(manifest: Manifest, column: str, modality: str = "sensor"
 
 
 def _compute(encoder: Encoder, raws: list[Any]) -> torch.Tensor:
-    if encoder.spec.from_scratch:
+    if encoder.spec.caches_inputs:
         return encoder.preprocess(raws)
     return encoder.encode(raws)
 

@@ -52,6 +52,18 @@ class EncoderSpec:
     def dim(self) -> int:
         return int(self.output_shape[-1])
 
+    @property
+    def tune_last(self) -> int:
+        """How many last blocks of this pretrained tower train from cached activations (0: none)."""
+        return int(self.options.get("tune_last", 0) or 0)
+
+    @property
+    def caches_inputs(self) -> bool:
+        """The cache holds what a tower run inside the model takes, not the view's features: a
+        from-scratch tower's prepared inputs, or the activations of a tuned-at-the-top tower's frozen
+        lower part (`tune_last`, encoders/top.py)."""
+        return self.from_scratch or self.tune_last > 0
+
     def cache_key(self) -> str:
         """Stable id of (encoder, version, preprocessing): the cache folder name."""
         blob = json.dumps([self.name, self.version, self.options], sort_keys=True, default=str)

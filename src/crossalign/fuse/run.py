@@ -134,7 +134,7 @@ def predict(run: TaskRun | str | Path, inputs: dict[str, Sequence[Any]], base_di
             full = torch.zeros((n, *shape))
             if raws:
                 e = enc.get(key)
-                x = e.preprocess(raws) if e.spec.from_scratch else e.encode(raws)
+                x = e.preprocess(raws) if e.spec.caches_inputs else e.encode(raws)
                 full[torch.tensor(have)] = x.float()
             feats[key] = full
     width = int(run.specs[f"{run.cfg.text_column}:tokens"].output_shape[0]) \

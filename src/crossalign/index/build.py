@@ -99,7 +99,7 @@ def embed_manifest(
     for col in columns:
         modality = embedder.modalities[col]
         spec = embedder.model.specs[col]
-        if col in embedder.model.towers and not spec.from_scratch:
+        if col in embedder.model.towers and not spec.caches_inputs:
             rows, raws = [], []
             reader = embedder.read  # same readers as training
             for i, r in enumerate(manifest.rows):

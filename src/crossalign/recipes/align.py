@@ -20,6 +20,7 @@ from crossalign.data.features import FeatureTable, build_view_encoder, encode_vi
 from crossalign.data.manifest import load_manifest
 from crossalign.data.splits import ensure_splits
 from crossalign.encoders import Encoder
+from crossalign.encoders.top import is_lower_spec
 from crossalign.train.align_task import AlignmentTask
 from crossalign.train.distributed import encode_rank_share, init_from_env
 from crossalign.train.loggers import build_logger
@@ -185,7 +186,7 @@ def _build(cfg: RunConfig, specs: dict[str, Any], tr: FeatureTable) -> Alignment
     towers = build_towers(cfg, specs)
     model = AlignmentModel(cfg.model, specs, towers)
     model.fit_normalizers({c: torch.from_numpy(tr.features[c]) for c in cfg.model.columns
-                           if c not in towers or c in model.linear})
+                           if c not in towers or c in model.linear or specs[c].tune_last})
     return model
 
 
@@ -201,9 +202,9 @@ def _fit(task: AlignmentTask, cfg: RunConfig, out: Path, n_train: int, resume: b
 
 def _spec_for(view, table: FeatureTable):  # type: ignore[no-untyped-def]
     """Encoder spec of a view when features were prepared elsewhere (cache spec == output spec
-    except for from-scratch towers, which must be rebuilt to know their output)."""
+    except for from-scratch and tune_last towers, which must be rebuilt to know their output)."""
     spec = table.specs[view.column]
-    if spec.name == "sensor:inputs":
+    if spec.name == "sensor:inputs" or is_lower_spec(spec):
         return build_view_encoder(view, table.manifest).spec
     return spec
 

@@ -34,7 +34,7 @@ class AlignmentTask:
         g = train.groups()
         self.groups = torch.from_numpy(g) if g is not None else None
         # Pretrained towers fine-tuned end to end need raw inputs, not cached features.
-        self.tuned = [c for c in cfg.model.train_towers if c in model.towers and not model.specs[c].from_scratch]
+        self.tuned = [c for c in cfg.model.train_towers if c in model.towers and not model.specs[c].caches_inputs]
         self.raw_train = {c: raw_column(train, c, model.specs[c].modality) for c in self.tuned}
         self.raw_val = {c: raw_column(val, c, model.specs[c].modality) for c in self.tuned}
         self.evaluator = RetrievalEvaluator(val.groups())
@@ -43,7 +43,9 @@ class AlignmentTask:
         return len(self.train)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        tower_params = [p for c in self.tuned for p in self.model.towers[c].parameters() if p.requires_grad]
+        # fine-tuned pretrained towers, and tuned tops on cached activations (tune_last), at tower_lr
+        pretrained = self.tuned + [c for c in self.model.towers if self.model.specs[c].tune_last]
+        tower_params = [p for c in pretrained for p in self.model.towers[c].parameters() if p.requires_grad]
         # The linear paths hold a closed-form solution: at the heads' rate InfoNCE walks them away from
         # it (cedict val R@1 0.650 -> 0.60 in 4 epochs); at a tenth they hold and improve (0.653).
         lin = [m.linear.weight for m in self.model.linear.values()] + [m.linear.bias for m in self.model.linear.values()]
@@ -87,4 +89,4 @@ class AlignmentTask:
         save_model(self.model, self.cfg, folder, name)
 
     def load(self, folder: Path, name: str) -> None:
-        self.model.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+        self.model.load_weights(load_file(str(folder / f"{name}.safetensors")), str(folder / f"{name}.safetensors"))

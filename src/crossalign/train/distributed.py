@@ -246,8 +246,8 @@ def encode_sharded(source, view, out, ctx: DistContext, *, chunk: int = 1024,  #
         bar = progress_bar(desc=f"encode {view.column} [{enc.spec.name}] rank {ctx.rank}", unit="item")
 
     def embed(raws: list) -> np.ndarray:  # type: ignore[type-arg]
-        # From-scratch towers store their (preprocessed) inputs, as the feature cache does.
-        fn = enc.preprocess if enc.spec.from_scratch else enc.encode
+        # From-scratch and tune_last towers store their inputs (lower activations), as the feature cache does.
+        fn = enc.preprocess if enc.spec.caches_inputs else enc.encode
         return np.concatenate([fn(raws[s:s + batch_size]).numpy() for s in range(0, len(raws), batch_size)])
 
     n = encode_stream(iter_rows(source, ctx.rank, ctx.world_size), view.column, embed, FeatureStore(out),

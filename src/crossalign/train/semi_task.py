@@ -43,7 +43,7 @@ class SemiAlignmentTask:
 
     def __init__(self, model: AlignmentModel, cfg: RunConfig, train: FeatureTable, val: FeatureTable,
                  dist: DistContext = SINGLE, *, unpaired: Unpaired, semi: SemiConfig):
-        tuned = [c for c in cfg.model.train_towers if c in model.towers and not model.specs[c].from_scratch]
+        tuned = [c for c in cfg.model.train_towers if c in model.towers and not model.specs[c].caches_inputs]
         if tuned and unpaired.total():
             raise ValueError(f"unpaired items need cached features; fine-tuned pretrained towers {tuned} are not supported")
         self.base = AlignmentTask(model, cfg, train, val, dist)

@@ -45,7 +45,8 @@ class ClosedForm:
 
 @torch.no_grad()
 def _standardised(model: AlignmentModel, table: FeatureTable, col: str) -> np.ndarray:
-    return model.linear[col].norm(torch.from_numpy(np.asarray(table.features[col])).float()).flatten(1).numpy()
+    x = model.linear_source(col, torch.from_numpy(np.asarray(table.features[col])))  # a tuned top: its outputs
+    return model.linear[col].norm(x).flatten(1).numpy()
 
 
 def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, max_k: int = 512,
