@@ -60,6 +60,10 @@ class FederationConfig(ConfigBase):
     partition_key: str = "label"  # what dirichlet is non-IID over (label or group)
     site_modalities: dict[int, list[str]] = field(default_factory=dict)  # site -> its views (default: all)
     start: str = "closed_form"  # closed_form: pooled multi-view CCA from site statistics, then rounds | scratch
+    # closed_form with from-scratch towers (and >= 2 other views): the closed form fits the other views, which
+    # stay fixed, and the rounds train only the from-scratch towers into that space (as centrally); False: it
+    # fits every view (gates 0) and the rounds fine-tune everything
+    hybrid: bool = True
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
     server_lr: float = 0.1  # FedAdam/FedYogi server step (eta)
