@@ -64,6 +64,7 @@ class FederationConfig(ConfigBase):
     # stay fixed, and the rounds train only the from-scratch towers into that space (as centrally); False: it
     # fits every view (gates 0) and the rounds fine-tune everything
     hybrid: bool = True
+    hybrid_rounds: int = 0  # hybrid: rounds that hold the closed-form views still (0: all); later ones fine-tune all
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
     server_lr: float = 0.1  # FedAdam/FedYogi server step (eta)
@@ -90,6 +91,8 @@ class FederationConfig(ConfigBase):
             # the closed form lives in the linear paths (as centrally); a copy: the caller's config is not changed
             self.run = copy.deepcopy(self.run)
             self.run.model.head.linear_path = True
+        if self.hybrid_rounds < 0:
+            raise ValueError("hybrid_rounds must be >= 0")
         if self.sites < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise ValueError("sites, rounds and local_epochs must be >= 1")
         if not 0 < self.fraction_fit <= 1:

@@ -185,8 +185,7 @@ def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
             arrays, frozen = _closed_form_start(grid, fed, fed_json, model, record, on_receive)
             strategy.best = (float(record.closed_form["val_R@1"]), 0, arrays)  # type: ignore[index]
             record.best_round = 0
-            if frozen:  # hybrid: the sites hold these views at the closed form and send only the rest
-                cfg_rec["frozen-views"] = ",".join(frozen)
+            strategy.frozen = frozen  # hybrid: the sites hold these views at the closed form, send only the rest
         init = to_record(model, exchanged_keys(model) + norm_keys(model))
         log.info("global arrays: %d (%.2f MB)", len(init), record_bytes(init) / 2**20)
         result = strategy.start(grid, init, num_rounds=fed.rounds, timeout=fed.timeout,

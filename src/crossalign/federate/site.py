@@ -97,6 +97,7 @@ class Site:
         torch.manual_seed(t.seed)
         self.model = AlignmentModel(self.cfg.model, self.specs, build_towers(self.cfg, self.specs))
         self.keys = exchanged_keys(self.model)
+        self._trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
 
     # -- statistics round -------------------------------------------------------------------
     def feature_stats(self) -> dict[str, np.ndarray]:
@@ -123,8 +124,10 @@ class Site:
         return site_stage(stage, self.model, self.train_table, self.val_table, cols, arrays)
 
     def freeze(self, views: list[str]) -> None:
-        """Hybrid start: the closed-form views' linear paths and heads stop training here (as
-        `freeze_closed_form` does centrally) and stop travelling; the same views for the whole federation."""
+        """Hybrid start: the closed-form views' linear paths and heads stop training this round (as
+        `freeze_closed_form` does centrally) and stop travelling; [] makes everything trainable again."""
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self._trainable[n])
         for c in set(views) & set(self.cfg.model.columns):
             for p in list(self.model.linear[c].parameters()) + list(self.model.heads[c].parameters()):
                 p.requires_grad_(False)
@@ -138,8 +141,7 @@ class Site:
             raise ValueError(f"site {self.site}: needs train and val rows, has {len(self.train_table)} train, "
                              f"{len(self.val_table)} val")
         load_exchanged(self.model, arrays)
-        if frozen:
-            self.freeze(frozen)
+        self.freeze(frozen or [])
         t = self.cfg.train
         task = _ProxTask(self.model, self.cfg, self.train_table, self.val_table, mu=mu)
         t0 = time.time()
