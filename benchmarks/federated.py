@@ -131,12 +131,14 @@ def main() -> None:
     ap.add_argument("--scratch", action="store_true", help="also federate from scratch (no closed-form start)")
     ap.add_argument("--joint", action="store_true", help="also the closed form over every view, gates 0, all "
                     "fine-tuned (the design before the hybrid start)")
-    ap.add_argument("--hybrid-rounds", type=int, default=0, help="hybrid: rounds that hold the closed-form views "
-                    "still (0: all)")
+    ap.add_argument("--hybrid-rounds", type=int, default=None, help="hybrid: rounds that hold the closed-form "
+                    "views still (default: the federation's, 60 %% of --rounds)")
     ap.add_argument("--dp-clip", type=float, default=0.0, help="0: median site update norm of the plain run")
     ap.add_argument("--dp-noise", type=float, default=0.002)
     ap.add_argument("--only-dp", action="store_true", help="run only the DP stage, adding it to --out")
     ap.add_argument("--stages", default="fed,central,singles,dp", help="comma-separated: fed, central, singles, dp")
+    ap.add_argument("--merge", action="store_true", help="keep the other stages' results already in --out "
+                    "(run the stages in separate invocations with the same settings)")
     ap.add_argument("--reuse-central", action="store_true", help="evaluate the centralised run folder this script "
                     "trained earlier under --work when its config is the same, instead of training it again")
     ap.add_argument("--work", default="/tmp/crossalign-fed-bench")
@@ -165,9 +167,18 @@ def main() -> None:
     cols = cfg.model.columns
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
-                           "epochs": args.epochs, "batch_size": args.batch_size, "load_before": _uptime()}
+                           "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
+                           "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
+    if args.merge and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        differ = [k for k in ("set", "sites", "alpha", "rounds", "local_epochs", "epochs", "batch_size", "n", "hidden",
+                                "hybrid_rounds")
+                  if k in res and old.get(k) != res[k]]
+        if differ:
+            ap.error(f"--merge: {args.out} was run with other settings ({differ})")
+        res = {**old, **res, "load_before": old.get("load_before"), "load_before_merge": res["load_before"]}
 
     def save() -> None:  # after every stage, so a run cut short still leaves its figures
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +197,6 @@ def main() -> None:
                            partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
                            rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
                            timeout=3600)
-    res["hybrid_rounds"] = args.hybrid_rounds
     m = ensure_splits(load_manifest(data), cfg.train.seed)
     parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]
@@ -270,8 +280,8 @@ def table(res: dict[str, Any]) -> str:
     if cf:
         hyb = f", from-scratch {cf['hybrid_scratch_views']} trained into it" if cf.get("hybrid_scratch_views") else ""
         rows.append((f"federated closed-form start only (round 0; {cf['params']}{hyb})", None))
-    hr = res.get("hybrid_rounds", 0)
-    phase = (f"; fitted views held still {'every round' if not hr else f'rounds 1-{hr}'}"
+    hr = res.get("hybrid_rounds") or max(1, round(0.6 * res["rounds"]))
+    phase = (f"; fitted views held still {'every round' if hr >= res['rounds'] else f'rounds 1-{hr}, then all fine-tuned'}"
              if cf and cf.get("hybrid_scratch_views") else "")
     rows.append((f"federated: closed-form start + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs"
                  f"{phase} (best round {fed['best_round']})", fed))

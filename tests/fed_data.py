@@ -54,7 +54,7 @@ def make_pairs(out: Path, n: int = 360, seed: int = 0, sites: tuple[str, ...] = 
 def pair_run_config(data: Path, out: Path, views: tuple[str, ...] = ("text", "sensor"), **train: object):
     from crossalign.config import RunConfig
 
-    all_views = {"text": {"column": "text"}, "caption": {"column": "caption", "encoder": "text:minilm"},
+    all_views = {"text": {"column": "text"}, "caption": {"column": "caption", "encoder": "text:minilm", "modality": "text"},
                  "sensor": {"column": "sensor", "encoder": "sensor:mlp"},
                  "sensor_b": {"column": "sensor_b", "encoder": "sensor:mlp"}}
     t = {"data": str(data), "out": str(out), "epochs": 1, "batch_size": 32, "lr": 3e-4, "progress": False,

@@ -79,7 +79,7 @@ class SiteAwareStrategy(Strategy):
         self.best: tuple[float, int, dict[str, np.ndarray]] | None = None
         self.node_site: dict[int, str] = {}
         self.dp_releases = 0
-        self.frozen: list[str] = []  # hybrid start: views the sites hold at the closed form (`fed.hybrid_rounds`)
+        self.frozen: list[str] = []  # hybrid start: views the sites hold at the closed form (`fed.held_rounds()`)
         self._t0 = 0.0
         self._sent = 0
 
@@ -92,7 +92,7 @@ class SiteAwareStrategy(Strategy):
         self._t0 = time.time()
         self.current = from_record(arrays)
         rec = self.record.round(server_round)
-        if self.frozen and (not self.fed.hybrid_rounds or server_round <= self.fed.hybrid_rounds):
+        if self.frozen and server_round <= self.fed.held_rounds():
             config = ConfigRecord({**config, "frozen-views": ",".join(self.frozen)})
             rec["frozen_views"] = list(self.frozen)
         msgs = list(self.inner.configure_train(server_round, arrays, config, grid))
