@@ -157,8 +157,8 @@ def main() -> None:
 
     spec = SETS[args.set]
     stages = set(args.stages.split(","))
-    if stages - {"fed", "central", "singles", "dp"} or ("singles" in stages and not {"fed", "central"} <= stages):
-        ap.error("--stages: fed, central, singles, dp (singles needs fed and central)")
+    if stages - {"fed", "central", "singles", "dp"}:
+        ap.error("--stages: fed, central, singles, dp")
     work = Path(args.work) / args.set
     data = work / (f"data-{args.n}" if args.set == "scenes" else "data")
     if not (data / "manifest.jsonl").exists():
@@ -228,6 +228,8 @@ def main() -> None:
         save()
 
     if "singles" in stages:
+        if not {"fed", "central"} <= set(res):
+            ap.error("--stages singles needs the fed and central results (run them too, or --merge)")
         singles = []
         for s in range(args.sites):
             sc = site_run_config(fed, s)
