@@ -65,7 +65,7 @@ class FederationConfig(ConfigBase):
     # fits every view (gates 0) and the rounds fine-tune everything
     hybrid: bool = True
     # hybrid: rounds that hold the closed-form views still, later ones fine-tune every view; None: 60 % of
-    # `rounds` (at least 1; on scenes 3 of 5 beat holding them all 5 rounds on the sites' val R@1, 0.9xx vs 0.899)
+    # `rounds` (at least 1; on scenes 3 of 5 beat holding them all 5 rounds on the sites' val R@1, 0.923 vs 0.899)
     hybrid_rounds: int | None = None
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
