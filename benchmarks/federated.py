@@ -28,7 +28,8 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SETS: dict[str, dict[str, Any]] = {
-    "scenes": {"key": "label", "views": "0=image,text,audio;1=image,text,sensor;2=image,audio,sensor;3=text,audio,sensor"},
+    "scenes": {"key": "label", "views": "0=image,text,audio;1=image,text,sensor;2=image,audio,sensor;3=text,audio,sensor",
+               "scratch": ["sensor"]},  # the radar tower trains from scratch
     "cedict": {"key": "hsk_level", "views": "", "cols": ["text_zh", "text"]},
 }
 
@@ -36,6 +37,16 @@ SETS: dict[str, dict[str, Any]] = {
 def _mean_r1(m: dict[str, float], cols: list[str]) -> float:
     vals = [m[f"{a}->{b}/R@1"] for a in cols for b in cols if a != b]
     return sum(vals) / len(vals)
+
+
+def _split_r1(directions: dict[str, float], scratch: list[str]) -> dict[str, float]:
+    """Mean R@1 over the directions without / with a from-scratch view (scenes: radar)."""
+    hit: list[float] = []
+    rest: list[float] = []
+    for k, v in directions.items():
+        if "->" in k and k.endswith("/R@1"):
+            (hit if set(k.removesuffix("/R@1").split("->")) & set(scratch) else rest).append(v)
+    return {"frozen_views": sum(rest) / len(rest), "scratch_views": sum(hit) / len(hit)} if hit and rest else {}
 
 
 def _uptime() -> list[str]:
@@ -83,6 +94,29 @@ def _federate(fed: Any, out: Path, cols: list[str]) -> dict[str, Any]:
             "median_update_norm": norms[len(norms) // 2] if norms else None}
 
 
+def _central(args: argparse.Namespace, cfg: Any, work: Path, cols: list[str]) -> dict[str, Any]:
+    """`train()` on the pooled rows; with --reuse-central, a run folder this script trained earlier with
+    the very same config is evaluated again instead (its training time is kept beside it)."""
+    from crossalign.evaluate.run_eval import evaluate_run
+    from crossalign.recipes.align import train
+
+    c = copy.deepcopy(cfg)
+    c.train.out = str(work / "central")
+    done = work / "central" / "bench_train.json"
+    if args.reuse_central and done.exists() and json.loads(done.read_text())["config"] == c.to_dict():
+        seconds = json.loads(done.read_text())["seconds"]
+        print(f"centralised: reusing {c.train.out} (same config, trained in {seconds} s)")
+    else:
+        t = time.time()
+        train(c, resume=False)
+        seconds = round(time.time() - t, 1)
+        done.write_text(json.dumps({"config": c.to_dict(), "seconds": seconds, "load": _uptime()}, default=str))
+    cm = evaluate_run(c.train.out, split="test").metrics
+    return {"central_train_s": seconds,
+            "central": {"mean_R@1": _mean_r1(cm, cols), "directions": {k: v for k, v in cm.items() if k.endswith("/R@1")},
+                        "train_result": json.loads((work / "central" / "train_result.json").read_text())}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", choices=sorted(SETS), default="scenes")
@@ -95,9 +129,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=512, help="scenes head width")
     ap.add_argument("--scratch", action="store_true", help="also federate from scratch (no closed-form start)")
+    ap.add_argument("--joint", action="store_true", help="also the closed form over every view, gates 0, all "
+                    "fine-tuned (the design before the hybrid start)")
+    ap.add_argument("--hybrid-rounds", type=int, default=None, help="hybrid: rounds that hold the closed-form "
+                    "views still (default: the federation's, 60 %% of --rounds)")
     ap.add_argument("--dp-clip", type=float, default=0.0, help="0: median site update norm of the plain run")
     ap.add_argument("--dp-noise", type=float, default=0.002)
     ap.add_argument("--only-dp", action="store_true", help="run only the DP stage, adding it to --out")
+    ap.add_argument("--stages", default="fed,central,singles,dp", help="comma-separated: fed, central, singles, dp")
+    ap.add_argument("--merge", action="store_true", help="keep the other stages' results already in --out "
+                    "(run the stages in separate invocations with the same settings)")
+    ap.add_argument("--reuse-central", action="store_true", help="evaluate the centralised run folder this script "
+                    "trained earlier under --work when its config is the same, instead of training it again")
     ap.add_argument("--work", default="/tmp/crossalign-fed-bench")
     ap.add_argument("--out", default="benchmarks/results/federated.json")
     args = ap.parse_args()
@@ -113,6 +156,9 @@ def main() -> None:
     from crossalign.recipes.align import ensure_splits, prepare_features, train
 
     spec = SETS[args.set]
+    stages = set(args.stages.split(","))
+    if stages - {"fed", "central", "singles", "dp"}:
+        ap.error("--stages: fed, central, singles, dp")
     work = Path(args.work) / args.set
     data = work / (f"data-{args.n}" if args.set == "scenes" else "data")
     if not (data / "manifest.jsonl").exists():
@@ -121,9 +167,18 @@ def main() -> None:
     cols = cfg.model.columns
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
-                           "epochs": args.epochs, "batch_size": args.batch_size, "load_before": _uptime()}
+                           "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
+                           "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
+    if args.merge and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        differ = [k for k in ("set", "sites", "alpha", "rounds", "local_epochs", "epochs", "batch_size", "n", "hidden",
+                                "hybrid_rounds")
+                  if k in res and old.get(k) != res[k]]
+        if differ:
+            ap.error(f"--merge: {args.out} was run with other settings ({differ})")
+        res = {**old, **res, "load_before": old.get("load_before"), "load_before_merge": res["load_before"]}
 
     def save() -> None:  # after every stage, so a run cut short still leaves its figures
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +195,8 @@ def main() -> None:
     res["pooled_features_s"] = round(time.time() - t, 1)
     fed = FederationConfig(run=copy.deepcopy(cfg), sites=args.sites, partition=f"dirichlet:{args.alpha}",
                            partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
-                           rounds=args.rounds, local_epochs=args.local_epochs, timeout=3600)
+                           rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
+                           timeout=3600)
     m = ensure_splits(load_manifest(data), cfg.train.seed)
     parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]
@@ -150,18 +206,19 @@ def main() -> None:
         Site(fed, s)
     res["site_features_s"] = round(time.time() - t, 1)
 
-    res["fed"] = _federate(fed, work / "fed", cols)
-    save()
+    if "fed" in stages:
+        res["fed"] = _federate(fed, work / "fed", cols)
+        save()
 
-    c = copy.deepcopy(cfg)
-    c.train.out = str(work / "central")
-    t = time.time()
-    train(c, resume=False)
-    res["central_train_s"] = round(time.time() - t, 1)
-    cm = evaluate_run(c.train.out, split="test").metrics
-    res["central"] = {"mean_R@1": _mean_r1(cm, cols), "directions": {k: v for k, v in cm.items() if k.endswith("/R@1")},
-                      "train_result": json.loads((work / "central" / "train_result.json").read_text())}
-    save()
+    if "central" in stages:
+        res.update(_central(args, cfg, work, cols))
+        save()
+
+    if args.joint:  # the closed form over every view (radar from its raw input), gates 0, everything fine-tuned
+        jfed = copy.deepcopy(fed)
+        jfed.hybrid = False
+        res["fed_joint"] = _federate(jfed, work / "fed-joint", cols)
+        save()
 
     if args.scratch:  # the earlier design: FedAvg from randomly initialised heads
         sfed = copy.deepcopy(fed)
@@ -170,23 +227,34 @@ def main() -> None:
         res["fed_scratch"] = _federate(sfed, work / "fed-scratch", cols)
         save()
 
-    singles = []
-    for s in range(args.sites):
-        sc = site_run_config(fed, s)
-        sc.model.head.linear_path = cfg.model.head.linear_path  # the site trains as `train` would, start auto
-        rows = [{**m.rows[int(i)]} for i in parts[s]]
-        write_manifest(rows, data / f"manifest-site{s}.jsonl")
-        sc.train.data, sc.train.out = str(data / f"manifest-site{s}.jsonl"), str(work / f"site{s}")
-        train(sc, resume=False)
-        sm = evaluate_run(sc.train.out, data=data, split="test").metrics
-        own = sc.model.columns
-        singles.append({"site": s, "views": own, "rows": len(rows), "mean_R@1": _mean_r1(sm, own),
-                        "fed_same_directions": _mean_r1(res["fed"]["directions"], own),
-                        "central_same_directions": _mean_r1(cm, own)})
-        res["single_sites"] = singles
-        save()
+    if "singles" in stages:
+        if not {"fed", "central"} <= set(res):
+            ap.error("--stages singles needs the fed and central results (run them too, or --merge)")
+        singles = []
+        for s in range(args.sites):
+            sc = site_run_config(fed, s)
+            sc.model.head.linear_path = cfg.model.head.linear_path  # the site trains as `train` would, start auto
+            rows = [{**m.rows[int(i)]} for i in parts[s]]
+            write_manifest(rows, data / f"manifest-site{s}.jsonl")
+            sc.train.data, sc.train.out = str(data / f"manifest-site{s}.jsonl"), str(work / f"site{s}")
+            train(sc, resume=False)
+            sm = evaluate_run(sc.train.out, data=data, split="test").metrics
+            own = sc.model.columns
+            singles.append({"site": s, "views": own, "rows": len(rows), "mean_R@1": _mean_r1(sm, own),
+                            "fed_same_directions": _mean_r1(res["fed"]["directions"], own),
+                            "central_same_directions": _mean_r1(res["central"]["directions"], own)})
+            res["single_sites"] = singles
+            save()
 
-    _dp(args, fed, cfg, res, work, save)
+    if "dp" in stages:
+        _dp(args, fed, cfg, res, work, save)
+    else:
+        res["load_after"] = _uptime()
+        save()
+        if "fed" in res and "central" in res:
+            print(table(res))
+            res["table"] = table(res)
+            save()
 
 
 def _dp(args: argparse.Namespace, fed: Any, cfg: Any, res: dict[str, Any], work: Path, save: Any) -> None:
@@ -205,34 +273,50 @@ def _dp(args: argparse.Namespace, fed: Any, cfg: Any, res: dict[str, Any], work:
 
 
 def table(res: dict[str, Any]) -> str:
-    central, fed = res["central"]["mean_R@1"], res["fed"]  # needs the centralised stage
-    rows = [("centralised, pooled data (`train.start: auto`, winner: "
-             f"{res['central']['train_result'].get('winner')})", central)]
+    central, fed = res["central"], res["fed"]  # needs the centralised stage
+    scratch = SETS[res["set"]].get("scratch", [])
+    rows: list[tuple[str, dict[str, Any] | None]] = [
+        ("centralised, pooled data (`train.start: auto`, winner: "
+         f"{central['train_result'].get('winner')})", central)]
     cf = fed["closed_form"]
     if cf:
-        rows.append((f"federated closed-form start only (round 0; {cf['params']})", None))
-    rows.append((f"federated: closed-form start + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs "
-                 f"(best round {fed['best_round']})", fed["mean_R@1"]))
+        hyb = f", from-scratch {cf['hybrid_scratch_views']} trained into it" if cf.get("hybrid_scratch_views") else ""
+        rows.append((f"federated closed-form start only (round 0; {cf['params']}{hyb})", None))
+    hr = res.get("hybrid_rounds") or max(1, round(0.6 * res["rounds"]))
+    phase = (f"; fitted views held still {'every round' if hr >= res['rounds'] else f'rounds 1-{hr}, then all fine-tuned'}"
+             if cf and cf.get("hybrid_scratch_views") else "")
+    rows.append((f"federated: closed-form start + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs"
+                 f"{phase} (best round {fed['best_round']})", fed))
+    if "fed_joint" in res:
+        rows.append(("federated: closed form over every view (gates 0), all fine-tuned "
+                     f"(best round {res['fed_joint']['best_round']})", res["fed_joint"]))
     if "fed_scratch" in res:
-        rows.append((f"federated FedAvg from scratch (best round {res['fed_scratch']['best_round']})",
-                     res["fed_scratch"]["mean_R@1"]))
+        rows.append((f"federated FedAvg from scratch (best round {res['fed_scratch']['best_round']})", res["fed_scratch"]))
     if "fed_dp" in res:  # a run cut short before its last stage still prints the rest
         p = res["fed_dp"]["privacy"]
         rows.append((f"federated from scratch + client DP (z={p['noise_multiplier']}, clip {p['clipping_norm']:.3g}; "
-                     f"eps={p['epsilon']:.3g} at delta={p['delta']:g})", res["fed_dp"]["mean_R@1"]))
-    lines = ["| system | test mean R@1 | vs centralised |", "|---|---|---|"]
-    for name, v in rows:
-        lines.append(f"| {name} | {'val ' + format(cf['val_R@1'], '.3f') if v is None else format(v, '.3f')} | "
-                     f"{'' if v is None else format(v / central, '.2f') + 'x'} |")
-    lines += ["", "| site | rows | views | its own model | federated, same directions | centralised, same directions |",
-              "|---|---|---|---|---|---|"]
-    for s in res["single_sites"]:
-        lines.append(f"| {s['site']} | {s['rows']} | {','.join(s['views'])} | {s['mean_R@1']:.3f} | "
-                     f"{s['fed_same_directions']:.3f} | {s['central_same_directions']:.3f} |")
-    best = max(res["single_sites"], key=lambda x: x["mean_R@1"])
-    lines += ["", f"best single site: {best['site']} at {best['mean_R@1']:.3f}; federated on its directions "
-              f"{best['fed_same_directions']:.3f} ({best['fed_same_directions'] - best['mean_R@1']:+.3f})",
-              f"rounds to 90% of final val R@1: {fed['rounds_to_90pct']} of {res['rounds']} (0 = the closed form); "
+                     f"eps={p['epsilon']:.3g} at delta={p['delta']:g})", res["fed_dp"]))
+    extra = ["without " + "/".join(scratch), "with " + "/".join(scratch)] if scratch else []
+    lines = ["| system | test mean R@1 | vs centralised | " + " | ".join(extra) + (" |" if extra else ""),
+             "|---|---|---|" + "---|" * len(extra)]
+    for name, r in rows:
+        if r is None:
+            lines.append(f"| {name} | val {cf['val_R@1']:.3f} | |" + " |" * len(extra))
+            continue
+        sp = _split_r1(r["directions"], scratch) if scratch else {}
+        cells = [format(sp[k], ".3f") for k in ("frozen_views", "scratch_views")] if sp else [""] * len(extra)
+        lines.append(f"| {name} | {r['mean_R@1']:.3f} | {r['mean_R@1'] / central['mean_R@1']:.2f}x |"
+                     + "".join(f" {c} |" for c in cells))
+    if res.get("single_sites"):
+        lines += ["", "| site | rows | views | its own model | federated, same directions | centralised, same directions |",
+                  "|---|---|---|---|---|---|"]
+        for s in res["single_sites"]:
+            lines.append(f"| {s['site']} | {s['rows']} | {','.join(s['views'])} | {s['mean_R@1']:.3f} | "
+                         f"{s['fed_same_directions']:.3f} | {s['central_same_directions']:.3f} |")
+        best = max(res["single_sites"], key=lambda x: x["mean_R@1"])
+        lines += ["", f"best single site: {best['site']} at {best['mean_R@1']:.3f}; federated on its directions "
+                  f"{best['fed_same_directions']:.3f} ({best['fed_same_directions'] - best['mean_R@1']:+.3f})"]
+    lines += [f"rounds to 90% of final val R@1: {fed['rounds_to_90pct']} of {res['rounds']} (0 = the closed form); "
               f"bytes per round {fed['bytes_per_round'] / 2**20:.1f} MB, closed-form start once "
               f"{(cf.get('bytes_sent', 0) + cf.get('bytes_received', 0)) / 2**20:.1f} MB; wall: federated "
               f"{fed['wall_s']} s (closed form {cf.get('seconds', 0):.0f} s, rounds {fed['round_s']:.1f} s each) vs "

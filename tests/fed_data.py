@@ -1,5 +1,5 @@
-"""Small synthetic paired data for the federation tests: captions + a sensor vector that encodes
-the same attributes (through a fixed random projection). Encoding it is cheap (MiniLM on short
+"""Small synthetic paired data for the federation tests: captions (two phrasings) + a sensor vector
+that encodes the same attributes (through a fixed random projection). Encoding it is cheap (MiniLM on short
 captions, `.npy` reads), and text<->sensor retrieval is learnable within a few epochs."""
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def make_pairs(out: Path, n: int = 360, seed: int = 0, sites: tuple[str, ...] = 
         np.save(out / "arrays" / f"{i}.npy", onehot @ proj + 0.1 * rng.normal(size=32).astype(np.float32))
         np.save(out / "arrays" / f"{i}b.npy", onehot @ proj_b + 0.1 * rng.normal(size=24).astype(np.float32))
         text = f"a {SIZES[z]} {COLOURS[c]} {SHAPES[s]} at the {POSITIONS[p]}"
-        row = {"id": f"r{i}", "text": text, "sensor": f"arrays/{i}.npy", "sensor_b": f"arrays/{i}b.npy",
-               "group": text, "label": COLOURS[c]}
+        caption = f"{COLOURS[c]} {SHAPES[s]}, {SIZES[z]}, placed {POSITIONS[p]}"  # a second frozen text view
+        row = {"id": f"r{i}", "text": text, "caption": caption, "sensor": f"arrays/{i}.npy",
+               "sensor_b": f"arrays/{i}b.npy", "group": text, "label": COLOURS[c]}
         if sites:
             row["site"] = sites[i % len(sites)]
             row["group"] = f"{row['site']}:{text}"  # a group never spans institutions
@@ -53,7 +54,8 @@ def make_pairs(out: Path, n: int = 360, seed: int = 0, sites: tuple[str, ...] = 
 def pair_run_config(data: Path, out: Path, views: tuple[str, ...] = ("text", "sensor"), **train: object):
     from crossalign.config import RunConfig
 
-    all_views = {"text": {"column": "text"}, "sensor": {"column": "sensor", "encoder": "sensor:mlp"},
+    all_views = {"text": {"column": "text"}, "caption": {"column": "caption", "encoder": "text:minilm", "modality": "text"},
+                 "sensor": {"column": "sensor", "encoder": "sensor:mlp"},
                  "sensor_b": {"column": "sensor_b", "encoder": "sensor:mlp"}}
     t = {"data": str(data), "out": str(out), "epochs": 1, "batch_size": 32, "lr": 3e-4, "progress": False,
          "patience": 0}

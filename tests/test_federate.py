@@ -121,7 +121,11 @@ def test_config_validation() -> None:
     # the closed-form start needs linear paths: its own copy of the config has them, the caller's is unchanged
     assert FederationConfig(run=run).run.model.head.linear_path and not run.model.head.linear_path
     assert not FederationConfig(run=run, start="scratch").run.model.head.linear_path
-    fed = FederationConfig(run=run, sites=4, fraction_fit=0.5, min_sites=0)
+    with pytest.raises(ValueError, match="hybrid_rounds"):
+        FederationConfig(run=run, hybrid_rounds=0)
+    assert [FederationConfig(run=run, rounds=r).held_rounds() for r in (1, 2, 5, 10)] == [1, 1, 3, 6]
+    assert FederationConfig(run=run, rounds=5, hybrid_rounds=5).held_rounds() == 5
+    fed = FederationConfig(run=run, sites=4, fraction_fit=0.5, min_sites=0, hybrid_rounds=2)
     assert fed.sampled_per_round() == 2 and fed.required_per_round() == 2
     assert FederationConfig.from_dict(__import__("json").loads(fed.to_json())).to_json() == fed.to_json()
 

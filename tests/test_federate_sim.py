@@ -270,3 +270,42 @@ def test_closed_form_start_sends_only_declared_statistics(pairs: Path, flwr_home
     assert float(best["linear.text.gate"]) == 0.0 or rec.best_round != 0
     m = evaluate_run(tmp_path / "cf", split="test").metrics
     assert m["text->sensor/R@1"] > 0.3
+
+
+def test_hybrid_start_trains_only_the_from_scratch_tower_into_the_fixed_closed_form(
+        pairs: Path, flwr_home: Path, tmp_path: Path) -> None:
+    """Two frozen text views + a from-scratch sensor tower, 2 sites x 2 rounds, `hybrid_rounds=1`: the
+    closed form fits the text views only; in round 1 the sites train and send only the sensor parts (and
+    the shared temperature) and the sensor tower learns into that space; round 2 fine-tunes every view.
+    Site 1 holds a single fitted view (text): it sends a factor but scores nothing."""
+    from crossalign.evaluate.run_eval import evaluate_run
+    from crossalign.federate.config import FederationConfig
+    from crossalign.federate.runner import run_federation
+
+    run = pair_run_config(pairs, tmp_path / "hy", views=("text", "caption", "sensor"), lr=3e-3)
+    fed = FederationConfig(run=run, sites=2, rounds=2, local_epochs=3, partition="iid", timeout=600, hybrid_rounds=1,
+                           site_modalities={0: ["text", "caption", "sensor"], 1: ["text", "sensor"]})
+    assert fed.start == "closed_form" and fed.hybrid
+    received: list[tuple[int, str, Any]] = []
+    rec = run_federation(fed, tmp_path / "hy", on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
+    assert rec.status == "completed" and rec.failures == 0, rec.error
+    cf = rec.closed_form
+    assert cf is not None and cf["fitted_views"] == ["text", "caption"] and cf["hybrid_scratch_views"] == ["sensor"]
+    factor_keys = [set(m.content["arrays"].keys()) for _, ph, m in received if ph == "closed-form:factor"]
+    assert sorted(map(sorted, factor_keys)) == [["caption/count", "caption/factor", "text/count", "text/factor"],
+                                                ["text/count", "text/factor"]]
+    assert rec.rounds[0]["frozen_views"] == ["text", "caption"] and "frozen_views" not in rec.rounds[1]
+    train = {rnd: [set(m.content["arrays"].keys()) for r, ph, m in received if ph == "train" and r == rnd] for rnd in (1, 2)}
+    assert len(train[1]) == len(train[2]) == 2
+    for keys in train[1]:  # hybrid round: the sensor parts only
+        assert keys and all(".sensor." in k or k in ("logit_scale", "logit_bias") for k in keys), sorted(keys)
+        assert any(k.startswith("towers.sensor.") for k in keys) and any(k.startswith("heads.sensor.") for k in keys)
+    for keys in train[2]:  # then every view a site holds
+        assert "linear.text.linear.weight" in keys and any(k.startswith("towers.sensor.") for k in keys)
+    assert sum("linear.caption.linear.weight" in keys for keys in train[2]) == 1  # site 0 only
+    last = load_file(str(tmp_path / "hy" / "last.safetensors"))
+    assert float(last["linear.sensor.gate"]) != 0.0  # the sensor's head carries it (gate opened at 1)
+    vals = [cf["val_R@1"]] + [r["val_R@1"] for r in rec.rounds]
+    assert vals[1] > vals[0] + 0.1, vals  # round 0: a random sensor head; round 1 trains it in
+    m = evaluate_run(tmp_path / "hy", split="test").metrics
+    assert m["text->caption/R@1"] > 0.5 and m["text->sensor/R@1"] > 0.3, m

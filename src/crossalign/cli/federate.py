@@ -22,6 +22,11 @@ def federate_cmd(
     site_modalities: Annotated[str | None, Opt(help="views per site, e.g. '0=image,text;1=text,audio'")] = None,
     start: Annotated[str | None, Opt(help="closed_form (pooled multi-view CCA from the sites' statistics, "
                                        "then rounds; default) | scratch")] = None,
+    hybrid: Annotated[bool | None, Opt("--hybrid/--no-hybrid", help="closed_form with from-scratch towers: fit "
+                                       "the other views and train only those towers into that fixed space "
+                                       "(default) | fit every view and fine-tune everything")] = None,
+    hybrid_rounds: Annotated[int | None, Opt(help="hybrid: first rounds that hold the closed-form views still "
+                                             "(default 60 %% of --rounds); later rounds fine-tune every view")] = None,
     strategy: Annotated[str | None, Opt(help="fedavg | fedprox | fedadam | fedyogi")] = None,
     proximal_mu: Annotated[float | None, Opt(help="FedProx proximal weight mu")] = None,
     server_lr: Annotated[float | None, Opt(help="FedAdam/FedYogi server learning rate")] = None,
@@ -64,7 +69,7 @@ def federate_cmd(
             run.train.out = str(out)
         if seed is not None:
             run.train.seed = seed
-        upd = {"sites": sites, "start": start, "partition": partition, "partition_key": partition_key, "strategy": strategy,
+        upd = {"sites": sites, "start": start, "hybrid": hybrid, "hybrid_rounds": hybrid_rounds, "partition": partition, "partition_key": partition_key, "strategy": strategy,
                "proximal_mu": proximal_mu, "server_lr": server_lr, "rounds": rounds, "local_epochs": local_epochs,
                "fraction_fit": fraction_fit, "min_sites": min_sites, "dp_clip": dp_clip, "dp_noise": dp_noise,
                "site_cache": site_cache,

@@ -42,7 +42,9 @@ def stats(msg: Message, context: Context) -> Message:
     stage = str(msg.content["config"].get("stage", ""))
     if not stage:
         return _reply(msg, to_record_np(site.feature_stats()), {"site": float(site.site)})
-    arrays, metrics = site.closed_form_stage(stage, from_record(msg.content["arrays"]))
+    views = str(msg.content["config"].get("views", ""))
+    arrays, metrics = site.closed_form_stage(stage, from_record(msg.content["arrays"]),
+                                             views.split(",") if views else None)
     return _reply(msg, to_record_np(arrays), {**metrics, "site": float(site.site)})
 
 
@@ -51,7 +53,8 @@ def train(msg: Message, context: Context) -> Message:
     site = site_of(msg, context)
     cfg = msg.content["config"]
     arrays, metrics = site.train(from_record(msg.content["arrays"]), int(cfg["server-round"]),
-                                 mu=float(cfg.get("proximal-mu", 0.0)))
+                                 mu=float(cfg.get("proximal-mu", 0.0)),
+                                 frozen=[c for c in str(cfg.get("frozen-views", "")).split(",") if c])
     return _reply(msg, to_record_np(arrays), {**metrics, "site": float(site.site)})
 
 

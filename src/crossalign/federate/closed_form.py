@@ -12,6 +12,10 @@ standardisation of the linear paths, so each site standardises exactly as the se
    every (components, power) of the grid `fit_closed_form` searches centrally: scalars only.
 The server picks the candidate with the best val-row-weighted mean score and writes it into the
 linear paths (gates 0), as `apply_closed_form` does centrally.
+
+Hybrid (as centrally, `hybrid_split`): with three or more views of which some are from-scratch towers
+and at least two are not, the stages cover only the others; the from-scratch views keep their heads
+(gate 1, linear path 0) and the sites then train only those towers into the fixed closed-form space.
 """
 
 from __future__ import annotations
@@ -97,13 +101,16 @@ def _scores(model: Any, table: FeatureTable, cols: list[str], arrays: dict[str, 
 
 def site_stage(stage: str, model: Any, train: FeatureTable, val: FeatureTable, cols: list[str],
                arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """One stage at a site -> (arrays to send, scalars to send). `model` holds the pooled linear norms."""
+    """One stage at a site -> (arrays to send, scalars to send). `model` holds the pooled linear norms;
+    `cols`: the site's views that the closed form fits (a hybrid start leaves from-scratch towers out)."""
     if stage not in STAGES:
         raise ValueError(f"unknown closed-form stage {stage!r}; expected one of {STAGES}")
     if stage == "factor":
         return _factors(model, train, cols), {}
     if stage == "moments":
         return _moments(model, train, cols, arrays), {}
+    if len(cols) < 2:  # a site with one fitted view (hybrid) scores no pair: it carries no weight in the pick
+        return {}, {"val-rows": 0.0}
     if len(val) < 2:
         raise ValueError(f"needs at least 2 validation rows to score the closed form, has {len(val)}")
     return {}, {**_scores(model, val, cols, arrays), "val-rows": float(len(val))}
@@ -172,7 +179,7 @@ def pick(bases: dict[str, tuple[np.ndarray, np.ndarray]], cands: list[Candidate]
         for k, v in sc.items():
             if k.count("/") == 2:  # "candidate/components/power"; other scalars (val-rows, site) are not scores
                 total[k] = total.get(k, 0.0) + n * v
-    if not total:
+    if not total or rows <= 0:
         raise ValueError("no site scored the closed-form candidates")
     key = max(total, key=lambda k: total[k])
     i, nc, j = (int(x) for x in key.split("/"))

@@ -35,7 +35,7 @@ from crossalign.federate.params import (
 )
 from crossalign.federate.record import FederationRecord, RoundFailed
 from crossalign.federate.strategy import SiteAwareStrategy, build_strategy
-from crossalign.train.start import apply_closed_form
+from crossalign.train.start import apply_closed_form, hybrid_split
 from crossalign.train.trainer import set_seed
 
 __all__ = ["global_model", "make_server_app", "run_server", "server_app"]
@@ -103,10 +103,12 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
 
 
 def _ask(grid: Grid, fed: FederationConfig, fed_json: str, stage: str, arrays: ArrayRecord, kind: str,
-         on_receive: Callable[[int, str, Message], None] | None, info: dict[str, Any]) -> list[Message]:
+         on_receive: Callable[[int, str, Message], None] | None, info: dict[str, Any],
+         views: list[str] | None = None) -> list[Message]:
     """One closed-form stage (or the round-0 evaluation) at every site -> the replies that succeeded."""
     nodes = sorted(grid.get_node_ids())
-    content = {"config": ConfigRecord({"federation": fed_json, "stage": stage}), "arrays": arrays}
+    config = {"federation": fed_json, "stage": stage, **({"views": ",".join(views)} if views else {})}
+    content = {"config": ConfigRecord(config), "arrays": arrays}
     msgs = [Message(RecordDict(content), dst_node_id=n, message_type=kind) for n in nodes]
     replies = list(grid.send_and_receive(msgs, timeout=fed.timeout))
     for r in replies if on_receive is not None else ():
@@ -126,28 +128,33 @@ def _ask(grid: Grid, fed: FederationConfig, fed_json: str, stage: str, arrays: A
 
 def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel,
                        record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None
-                       ) -> dict[str, np.ndarray]:
+                       ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Pooled multi-view CCA from the sites' statistics, tuned on their validation rows, written into
-    the linear paths (gates 0): the start `train.start: auto` gives a centralised run."""
+    the linear paths (gates 0): the start `train.start: auto` gives a centralised run. Hybrid (as
+    centrally): from-scratch towers are left out of the closed form and keep their heads (gate 1);
+    -> (global arrays, the fitted views the rounds then hold still; [] when not hybrid)."""
     t0 = time.time()
     missing = [c for c in model.columns if c not in model.linear]
     if missing:
         raise RoundFailed(f"start closed_form needs a linear path for every view; {missing} read raw inputs "
                           "(fine-tuned pretrained towers): use start scratch")
-    info: dict[str, Any] = {}
+    fixed, scratch = hybrid_split(model.columns, [c for c in model.columns if fed.hybrid and model.specs[c].from_scratch])
+    info: dict[str, Any] = {"fitted_views": fixed, "hybrid_scratch_views": scratch}
     record.closed_form = info
     norms = {k: v for k, v in from_record(to_record(model, norm_keys(model))).items() if k.startswith("linear.")}
     q = MessageType.QUERY
+    views = fixed if scratch else None
     factors = [from_record(r.content["arrays"])
-               for r in _ask(grid, fed, fed_json, "factor", to_record_np(norms), q, on_receive, info)]
-    bases = pooled_bases(factors, model.columns, 512 if len(model.columns) == 2 else 256)
+               for r in _ask(grid, fed, fed_json, "factor", to_record_np(norms), q, on_receive, info, views)]
+    bases = pooled_bases(factors, fixed, 512 if len(fixed) == 2 else 256)
     moments = [from_record(r.content["arrays"]) for r in _ask(
-        grid, fed, fed_json, "moments", to_record_np({**norms, **stage_arrays(bases)}), q, on_receive, info)]
+        grid, fed, fed_json, "moments", to_record_np({**norms, **stage_arrays(bases)}), q, on_receive, info, views)]
     cands = solve_candidates(bases, moments, model.cfg.dim)
     scored = [{k: float(v) for k, v in next(iter(r.content.metric_records.values())).items()}  # type: ignore[arg-type]
               for r in _ask(grid, fed, fed_json, "score", to_record_np({**norms, **stage_arrays(bases, cands)}), q,
-                            on_receive, info)]
+                            on_receive, info, views)]
     cf = pick(bases, cands, scored)
+    cf.scratch = scratch
     apply_closed_form(model, cf)
     arrays = from_record(to_record(model, exchanged_keys(model) + norm_keys(model)))
     evals = _ask(grid, fed, fed_json, "", to_record_np(arrays), MessageType.EVALUATE, on_receive, info)
@@ -157,8 +164,9 @@ def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: 
                  "val_R@1": float(np.average([float(m["val-R@1"]) for m in vals],  # type: ignore[arg-type]
                                              weights=[float(m["num-examples"]) for m in vals])),  # type: ignore[arg-type]
                  "seconds": round(time.time() - t0, 3)})
-    log.info("closed-form start: %s %s, val mean R@1 %.4f", cf.method, cf.params, info["val_R@1"])
-    return arrays
+    log.info("closed-form start: %s %s on %s%s, val mean R@1 %.4f", cf.method, cf.params, fixed,
+             f" (from-scratch towers {scratch} train into it)" if scratch else "", info["val_R@1"])
+    return arrays, fixed if scratch else []
 
 
 def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
@@ -174,9 +182,10 @@ def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
     try:
         _statistics_round(grid, fed, fed_json, model, record, strategy, on_receive)
         if fed.start == "closed_form":
-            arrays = _closed_form_start(grid, fed, fed_json, model, record, on_receive)
+            arrays, frozen = _closed_form_start(grid, fed, fed_json, model, record, on_receive)
             strategy.best = (float(record.closed_form["val_R@1"]), 0, arrays)  # type: ignore[index]
             record.best_round = 0
+            strategy.frozen = frozen  # hybrid: the sites hold these views at the closed form, send only the rest
         init = to_record(model, exchanged_keys(model) + norm_keys(model))
         log.info("global arrays: %d (%.2f MB)", len(init), record_bytes(init) / 2**20)
         result = strategy.start(grid, init, num_rounds=fed.rounds, timeout=fed.timeout,

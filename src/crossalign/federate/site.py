@@ -97,6 +97,7 @@ class Site:
         torch.manual_seed(t.seed)
         self.model = AlignmentModel(self.cfg.model, self.specs, build_towers(self.cfg, self.specs))
         self.keys = exchanged_keys(self.model)
+        self._trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
 
     # -- statistics round -------------------------------------------------------------------
     def feature_stats(self) -> dict[str, np.ndarray]:
@@ -114,17 +115,33 @@ class Site:
             out[f"{c}/count"] = np.array([n], np.float64)
         return out
 
-    def closed_form_stage(self, stage: str, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """One stage of the federated closed-form start (federate/closed_form.py)."""
+    def closed_form_stage(self, stage: str, arrays: dict[str, np.ndarray], views: list[str] | None = None
+                          ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """One stage of the federated closed-form start (federate/closed_form.py) over the site's views
+        among `views` (the ones the closed form fits; None: all)."""
         load_exchanged(self.model, {k: v for k, v in arrays.items() if k.startswith("linear.")})
-        return site_stage(stage, self.model, self.train_table, self.val_table, self.cfg.model.columns, arrays)
+        cols = [c for c in self.cfg.model.columns if views is None or c in views]
+        return site_stage(stage, self.model, self.train_table, self.val_table, cols, arrays)
+
+    def freeze(self, views: list[str]) -> None:
+        """Hybrid start: the closed-form views' linear paths and heads stop training this round (as
+        `freeze_closed_form` does centrally) and stop travelling; [] makes everything trainable again."""
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self._trainable[n])
+        for c in set(views) & set(self.cfg.model.columns):
+            for p in list(self.model.linear[c].parameters()) + list(self.model.heads[c].parameters()):
+                p.requires_grad_(False)
+        self.keys = exchanged_keys(self.model)
 
     # -- one round ---------------------------------------------------------------------------
-    def train(self, arrays: dict[str, np.ndarray], rnd: int, mu: float = 0.0) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    def train(self, arrays: dict[str, np.ndarray], rnd: int, mu: float = 0.0, frozen: list[str] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """One round of local training from the global `arrays`; `frozen`: views held at the closed form."""
         if len(self.train_table) < 2 or len(self.val_table) < 2:
             raise ValueError(f"site {self.site}: needs train and val rows, has {len(self.train_table)} train, "
                              f"{len(self.val_table)} val")
         load_exchanged(self.model, arrays)
+        self.freeze(frozen or [])
         t = self.cfg.train
         task = _ProxTask(self.model, self.cfg, self.train_table, self.val_table, mu=mu)
         t0 = time.time()

@@ -79,6 +79,7 @@ class SiteAwareStrategy(Strategy):
         self.best: tuple[float, int, dict[str, np.ndarray]] | None = None
         self.node_site: dict[int, str] = {}
         self.dp_releases = 0
+        self.frozen: list[str] = []  # hybrid start: views the sites hold at the closed form (`fed.held_rounds()`)
         self._t0 = 0.0
         self._sent = 0
 
@@ -90,9 +91,12 @@ class SiteAwareStrategy(Strategy):
                         grid: Grid) -> Iterable[Message]:
         self._t0 = time.time()
         self.current = from_record(arrays)
+        rec = self.record.round(server_round)
+        if self.frozen and server_round <= self.fed.held_rounds():
+            config = ConfigRecord({**config, "frozen-views": ",".join(self.frozen)})
+            rec["frozen_views"] = list(self.frozen)
         msgs = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._sent = record_bytes(arrays) + sum(len(str(v)) for v in config.values())
-        rec = self.record.round(server_round)
         rec["sampled"] = len(msgs)
         rec["bytes_sent"] += self._sent * len(msgs)
         return msgs

@@ -27,7 +27,7 @@ from crossalign.evaluate.closed_form import AffineMap, KernelMap, LinearMap, Pai
 from crossalign.evaluate.tuning import (POWERS, REGS, Fitted, ViewData, dims_grid, tune_cca, tune_kcca,
                                        tune_procrustes, tune_ridge)
 
-__all__ = ["ClosedForm", "fit_closed_form", "apply_closed_form", "freeze_closed_form", "small_data_defaults"]
+__all__ = ["ClosedForm", "fit_closed_form", "hybrid_split", "apply_closed_form", "freeze_closed_form", "small_data_defaults"]
 
 
 @dataclass
@@ -49,6 +49,14 @@ def _standardised(model: AlignmentModel, table: FeatureTable, col: str) -> np.nd
     return model.linear[col].norm(x).flatten(1).numpy()
 
 
+def hybrid_split(cols: list[str], from_scratch: list[str]) -> tuple[list[str], list[str]]:
+    """(views the closed form fits, views left to their from-scratch towers): with three or more views
+    the from-scratch ones learn into the others' closed form, if at least two others remain."""
+    scratch = [c for c in cols if c in from_scratch] if len(cols) >= 3 else []
+    fixed = [c for c in cols if c not in scratch]
+    return (fixed, scratch) if len(fixed) >= 2 else (list(cols), [])
+
+
 def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, max_k: int = 512,
                     seed: int = 0, kernel: bool = True) -> ClosedForm | None:
     """The best closed form on validation, in the linear paths' standardised inputs; None when a view
@@ -57,10 +65,7 @@ def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, m
     cols = model.columns
     if any(c not in model.linear for c in cols) or len(cols) < 2:
         return None
-    scratch = [c for c in cols if model.specs[c].from_scratch] if len(cols) >= 3 else []
-    fixed = [c for c in cols if c not in scratch]
-    if len(fixed) < 2:
-        scratch, fixed = [], cols
+    fixed, scratch = hybrid_split(cols, [c for c in cols if model.specs[c].from_scratch])
     k = max_k if len(fixed) == 2 else min(max_k, 256)  # the joint eigenproblem grows with every view
     views = {c: ViewData.fit(_standardised(model, tr, c), _standardised(model, va, c), k, standardize=False)
              for c in fixed}
