@@ -25,8 +25,12 @@ def _bridge_train() -> TrainConfig:
 class BridgeConfig(ConfigBase):
     run: str = ""  # the crossalign run whose shared space feeds the projector
     lm: str = "smollm2"  # `smollm2` (packaged) or `hf:<id or folder>`
-    projector: Literal["linear", "mlp"] = "mlp"  # LLaVA-1.5 uses a 2-layer MLP
-    prefix_tokens: int = 4  # k vectors placed before the prompt tokens
+    projector: Literal["linear", "mlp", "slots"] = "mlp"  # LLaVA-1.5 uses a 2-layer MLP; slots: see slots.py
+    prefix_tokens: int = 4  # k vectors placed before the prompt tokens (linear, mlp)
+    slots: int = 3  # `slots` projector: objects spelled out (5 word vectors each) ...
+    free_tokens: int = 4  # ... then this many learned vectors
+    slot_epochs: int = 300  # cheap attribute pre-training of the slot heads on every training row (no LM)
+    aux_weight: float = 1.0  # the slot heads' attribute loss beside the LM loss while the LM trains them
     hidden: int = 1024  # MLP width
     train_columns: list[str] = field(default_factory=lambda: ["image"])  # views whose embeddings train it
     tasks: list[str] = field(default_factory=lambda: ["caption", "qa"])
@@ -50,10 +54,10 @@ class BridgeConfig(ConfigBase):
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
             self.train = TrainConfig.from_dict({**_bridge_train().to_dict(), **self.train}, "BridgeConfig.train")
-        if self.projector not in ("linear", "mlp"):
-            raise ValueError(f"projector must be linear or mlp, not {self.projector!r}")
-        if self.prefix_tokens < 1 or self.hidden < 1:
-            raise ValueError("prefix_tokens >= 1 and hidden >= 1")
+        if self.projector not in ("linear", "mlp", "slots"):
+            raise ValueError(f"projector must be linear, mlp or slots, not {self.projector!r}")
+        if self.prefix_tokens < 1 or self.hidden < 1 or self.slots < 1 or self.free_tokens < 0:
+            raise ValueError("prefix_tokens >= 1, hidden >= 1, slots >= 1 and free_tokens >= 0")
         bad = [t for t in self.tasks if t not in ("caption", "qa")]
         if bad or not self.tasks:
             raise ValueError(f"tasks must be a non-empty subset of caption, qa (got {self.tasks})")
