@@ -134,3 +134,23 @@ def test_slot_bridge_trains_saves_and_answers(tiny_run: Path, scenes_small: Path
     assert set(out["vs_retrieval"]) == {"image", "audio"}
     table = format_table(out)
     assert "qa/position" in table and "bridge - retrieval, image" in table
+
+
+def test_per_example_loss_weighs_short_answers_like_captions(tiny_lm: str) -> None:
+    from crossalign.bridge.lm import load_lm
+    from crossalign.bridge.sequence import ChatFormat, build_batch, prefix_loss
+
+    lm = load_lm(tiny_lm)
+    fmt, emb = ChatFormat(lm.tokenizer, "answer about the input"), lm.model.get_input_embeddings()
+    prefix = torch.randn(2, 3, lm.hidden)
+    prompts, answers = ["describe this .", "how many shapes are there ?"], ["a small red circle at the top left", "one"]
+
+    def loss(rows: list[int], per_example: bool) -> torch.Tensor:
+        x, m, p, lab = build_batch(emb, fmt, prefix[rows], [prompts[r] for r in rows], [answers[r] for r in rows])
+        with torch.no_grad():
+            return prefix_loss(lm.model, x, m, p, lab, per_example=per_example)
+
+    both, single = loss([0, 1], True), torch.stack([loss([0], True), loss([1], True)])
+    assert_close_scaled(both, single.mean(), rtol=1e-4, msg="mean of per-example means")
+    assert_close_scaled(loss([1], True), loss([1], False), rtol=1e-5, msg="one example: the token mean")
+    assert abs(float(loss([0, 1], False)) - float(both)) > 1e-3 * float(both)  # the token mean differs

@@ -34,12 +34,14 @@ class BridgeConfig(ConfigBase):
     hidden: int = 1024  # MLP width
     train_columns: list[str] = field(default_factory=lambda: ["image"])  # views whose embeddings train it
     tasks: list[str] = field(default_factory=lambda: ["caption", "qa"])
+    loss_per_example: bool = True  # mean per answer, then over answers: short QA answers count as much as captions
     qa_per_row: int = 1  # question-answer pairs drawn per training row (per epoch order, fixed)
     max_rows: int = 0  # training rows used (0: all); CPU time scales with it
     system: str = "Answer about the input."  # short on purpose: every token costs CPU time per step
     # The loop of stage 1 (stage 2 takes its epochs and learning rates from the lora_* fields).
     train: TrainConfig = field(default_factory=_bridge_train)
     lora_r: int = 0  # > 0: second stage with LoRA on the LM's attention (projector keeps training)
+    lora_stage: Literal["after", "joint"] = "after"  # joint: LoRA trains with the projector in stage 1
     lora_alpha: int = 16
     lora_epochs: int = 1
     lora_lr: float = 5e-4
@@ -63,6 +65,8 @@ class BridgeConfig(ConfigBase):
             raise ValueError(f"tasks must be a non-empty subset of caption, qa (got {self.tasks})")
         if self.lora_r < 0:
             raise ValueError("lora_r >= 0")
+        if self.lora_stage not in ("after", "joint"):
+            raise ValueError(f"lora_stage must be after or joint, not {self.lora_stage!r}")
         if not self.train_columns:
             raise ValueError("train_columns needs at least one view column")
 

@@ -131,7 +131,7 @@ class Bridge:
         embed = self.lm.model.get_input_embeddings()
         x, mask, pos, lab = build_batch(embed, self.fmt, self.prefix(z), prompts, answers)
         with self.autocast():
-            return prefix_loss(self.lm.model, x, mask, pos, lab)
+            return prefix_loss(self.lm.model, x, mask, pos, lab, per_example=self.cfg.loss_per_example)
 
     @torch.inference_mode()
     def _steps(self, z: np.ndarray | torch.Tensor, prompts: list[str], max_new_tokens: int | None) -> Iterator[torch.Tensor]:

@@ -81,17 +81,20 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     train_targets, slot_stats = None, {}
     if isinstance(bridge.projector, SlotProjector):
         # The attribute heads learn from every training row first (no LM, seconds), the LM stage after.
-        all_tr, cols = table.where("train"), cfg.train_columns
+        all_tr, all_va, cols = table.where("train"), table.where("val"), cfg.train_columns
         z_all = np.concatenate([table.emb[c][all_tr] for c in cols])
         slot_stats = fit_slot_heads(bridge.projector, z_all, row_slot_targets(table, all_tr, cols, cfg.slots),
-                                    table.emb[cols[0]][va], row_slot_targets(table, va, cols[:1], cfg.slots),
+                                    table.emb[cols[0]][all_va], row_slot_targets(table, all_va, cols[:1], cfg.slots),
                                     cfg.slot_epochs, seed=cfg.seed)
         logging.getLogger(__name__).info("slot heads (val accuracy): %s", {k: round(v, 3) for k, v in slot_stats.items()})
         train_targets = row_slot_targets(table, tr, cols, cfg.slots)
     t = cfg.train
-    stages = [("stage1", t.epochs, t.lr)] + ([("stage2", cfg.lora_epochs, t.lr)] if cfg.lora_r else [])
+    # lora_stage "joint": adapters train with the projector from the first step (the backward runs
+    # through the LM anyway, so they add little to a step); "after": projector first, then LoRA.
+    joint = bool(cfg.lora_r) and cfg.lora_stage == "joint"
+    stages = [("stage1", t.epochs, t.lr)] + ([("stage2", cfg.lora_epochs, t.lr)] if cfg.lora_r and not joint else [])
     for name, epochs, lr in stages:
-        if name == "stage2":
+        if name == "stage2" or joint:
             bridge.enable_lora()
         bs = min(t.batch_size, len(train_ex))
         bar = None
