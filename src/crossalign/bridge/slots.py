@@ -122,6 +122,22 @@ def fit_slot_heads(proj: SlotProjector, z_tr: np.ndarray, t_tr: np.ndarray, z_va
     params = list(proj.trunk.parameters()) + list(proj.heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     best, best_state, best_epoch = float("inf"), None, 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: thread hand-offs cost more than they save (badly so on a loaded CPU)
+    try:
+        best, best_state, best_epoch = _fit(proj, opt, ztr, ttr, zva, tva, epochs, batch_size, g)
+    finally:
+        torch.set_num_threads(threads)
+    if best_state is not None:
+        proj.load_state_dict(best_state)
+    proj.eval()
+    return {**proj.accuracy(zva, tva), "val_loss": best, "epoch": float(best_epoch)}
+
+
+def _fit(proj: SlotProjector, opt: torch.optim.Optimizer, ztr: torch.Tensor, ttr: torch.Tensor, zva: torch.Tensor,
+         tva: torch.Tensor, epochs: int, batch_size: int, g: torch.Generator
+         ) -> tuple[float, dict[str, torch.Tensor] | None, int]:
+    best, best_state, best_epoch = float("inf"), None, 0
     for ep in range(epochs):
         proj.train()
         for idx in torch.randperm(len(ztr), generator=g).split(batch_size):
@@ -134,7 +150,4 @@ def fit_slot_heads(proj: SlotProjector, z_tr: np.ndarray, t_tr: np.ndarray, z_va
         if v < best:
             best, best_epoch = v, ep + 1
             best_state = {k: t.detach().clone() for k, t in proj.state_dict().items()}
-    if best_state is not None:
-        proj.load_state_dict(best_state)
-    proj.eval()
-    return {**proj.accuracy(zva, tva), "val_loss": best, "epoch": float(best_epoch)}
+    return best, best_state, best_epoch
