@@ -60,7 +60,7 @@ class BridgeTask:
             rows = torch.tensor([e.row for e in exs])
             aux = self.bridge.projector.aux_loss(self.train_emb[rows], self.targets[rows])
             loss = lm_loss + self.aux_weight * aux
-            stats |= {"lm_loss": float(lm_loss), "aux_loss": float(aux)}
+            stats |= {"lm_loss": float(lm_loss.detach()), "aux_loss": float(aux.detach())}
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{float(lm_loss):.3f}")

@@ -34,6 +34,8 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
           tasks: Annotated[str, typer.Option(help="caption,qa")] = "caption,qa",
           lora_r: Annotated[int, typer.Option(help="> 0: second stage with LoRA of this rank")] = 0,
           lora_epochs: Annotated[int, typer.Option(help="epochs of the LoRA stage")] = 1,
+          lora_lr: Annotated[float, typer.Option(help="learning rate of the LoRA adapters")] = 5e-4,
+          val_rows: Annotated[int, typer.Option(help="validation rows for the per-epoch LM loss (CPU time)")] = 24,
           lora_stage: Annotated[str, typer.Option(help="after: projector first, then LoRA; joint: together")] = "after",
           seed: Annotated[int, typer.Option()] = 0,
           log: LogOpt = None) -> None:
@@ -45,7 +47,7 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
                        train_columns=[c.strip() for c in train_on.split(",") if c.strip()],
                        tasks=[t.strip() for t in tasks.split(",") if t.strip()], max_rows=max_rows,
                        free_tokens=free_tokens, slot_epochs=slot_epochs, aux_weight=aux_weight, qa_per_row=qa_per_row,
-                       lora_r=lora_r, lora_epochs=lora_epochs, lora_stage=lora_stage,  # type: ignore[arg-type]
+                       lora_r=lora_r, lora_epochs=lora_epochs, lora_stage=lora_stage, lora_lr=lora_lr, val_rows=val_rows,  # type: ignore[arg-type]
                        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed})
     folder, res = train_bridge(run, data, out or run / "bridge", cfg, log=log_specs(log))
     typer.echo(f"bridge saved to {folder} " + json.dumps({k: round(r.best_metric, 4) for k, r in res.items()}))
