@@ -78,24 +78,10 @@ def _lone(objs: list[Obj], field: str) -> str:
     return _pos(objs[0]) if field == "position" else str(objs[0][field])
 
 
-@_q(r"^what colou?r is the shape\b")
-def _lone_color(objs: list[Obj], m: re.Match[str]) -> str:
-    return _lone(objs, "color")
-
-
-@_q(r"^what shape is it\b")
-def _lone_shape(objs: list[Obj], m: re.Match[str]) -> str:
-    return _lone(objs, "shape")
-
-
-@_q(r"^where is the shape\b")
-def _lone_where(objs: list[Obj], m: re.Match[str]) -> str:
-    return _lone(objs, "position")
-
-
-@_q(r"^is the shape small or large")
-def _lone_size(objs: list[Obj], m: re.Match[str]) -> str:
-    return _lone(objs, "size")
+# a lone object, asked about plainly: registered first so no two-word pattern below can claim them
+for _pat, _field in ((r"^what colou?r is the shape\b", "color"), (r"^what shape is it\b", "shape"),
+                     (r"^where is the shape\b", "position"), (r"^is the shape small or large", "size")):
+    _Q_PATTERNS.append((re.compile(_pat, re.I), lambda objs, m, f=_field: _lone(objs, f)))
 
 
 @_q(r"^how many shapes")
