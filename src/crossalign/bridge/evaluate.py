@@ -72,12 +72,13 @@ def evaluate_bridge(folder: str | Path, data: str | Path, *, columns: list[str] 
     counts: dict[str, dict[str, int]] = {}
     per_row: dict[str, dict[str, np.ndarray]] = {}
     shown: dict[str, list[dict[str, str]]] = {}
+    asked: dict[str, list[dict[str, str]]] = {}
     evaluator = CaptionQAEvaluator(truths, refs, [a for _, _, a in qa], [q for _, q, _ in qa])
 
     def score(name: str, caps: list[str], answers: list[str]) -> None:
         systems[name], intervals[name], counts[name], per_row[name] = evaluator.details(caps, answers)
         shown[name] = [{"ref": r, "out": c} for r, c in zip(refs[:samples], caps[:samples])]
-        shown[name] += [{"question": q, "answer": a, "out": o} for (_, q, a), o in list(zip(qa, answers))[:samples]]
+        asked[name] = [{"question": q, "answer": a, "out": o} for (_, q, a), o in list(zip(qa, answers))[:samples]]
 
     bar = None
     if progress:
@@ -114,7 +115,7 @@ def evaluate_bridge(folder: str | Path, data: str | Path, *, columns: list[str] 
           for col in cols if f"retrieval/{col}" in per_row}
     return {"rows": int(len(test)), "qa_pairs": len(qa), "trained_on": bridge.cfg.train_columns,
             "systems": systems, "intervals": intervals, "n": counts, "vs_retrieval": vs, "transfer": transfer,
-            "samples": shown}
+            "samples": shown, "qa_samples": asked}
 
 
 def _cell(res: dict[str, Any], name: str, key: str) -> str:
