@@ -25,17 +25,23 @@ def _bridge_train() -> TrainConfig:
 class BridgeConfig(ConfigBase):
     run: str = ""  # the crossalign run whose shared space feeds the projector
     lm: str = "smollm2"  # `smollm2` (packaged) or `hf:<id or folder>`
-    projector: Literal["linear", "mlp"] = "mlp"  # LLaVA-1.5 uses a 2-layer MLP
-    prefix_tokens: int = 4  # k vectors placed before the prompt tokens
+    projector: Literal["linear", "mlp", "slots"] = "mlp"  # LLaVA-1.5 uses a 2-layer MLP; slots: see slots.py
+    prefix_tokens: int = 4  # k vectors placed before the prompt tokens (linear, mlp)
+    slots: int = 3  # `slots` projector: objects spelled out (5 word vectors each) ...
+    free_tokens: int = 4  # ... then this many learned vectors
+    slot_epochs: int = 300  # cheap attribute pre-training of the slot heads on every training row (no LM)
+    aux_weight: float = 1.0  # the slot heads' attribute loss beside the LM loss while the LM trains them
     hidden: int = 1024  # MLP width
     train_columns: list[str] = field(default_factory=lambda: ["image"])  # views whose embeddings train it
     tasks: list[str] = field(default_factory=lambda: ["caption", "qa"])
+    loss_per_example: bool = True  # mean per answer, then over answers: short QA answers count as much as captions
     qa_per_row: int = 1  # question-answer pairs drawn per training row (per epoch order, fixed)
     max_rows: int = 0  # training rows used (0: all); CPU time scales with it
     system: str = "Answer about the input."  # short on purpose: every token costs CPU time per step
     # The loop of stage 1 (stage 2 takes its epochs and learning rates from the lora_* fields).
     train: TrainConfig = field(default_factory=_bridge_train)
     lora_r: int = 0  # > 0: second stage with LoRA on the LM's attention (projector keeps training)
+    lora_stage: Literal["after", "joint"] = "after"  # joint: LoRA trains with the projector in stage 1
     lora_alpha: int = 16
     lora_epochs: int = 1
     lora_lr: float = 5e-4
@@ -50,15 +56,17 @@ class BridgeConfig(ConfigBase):
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
             self.train = TrainConfig.from_dict({**_bridge_train().to_dict(), **self.train}, "BridgeConfig.train")
-        if self.projector not in ("linear", "mlp"):
-            raise ValueError(f"projector must be linear or mlp, not {self.projector!r}")
-        if self.prefix_tokens < 1 or self.hidden < 1:
-            raise ValueError("prefix_tokens >= 1 and hidden >= 1")
+        if self.projector not in ("linear", "mlp", "slots"):
+            raise ValueError(f"projector must be linear, mlp or slots, not {self.projector!r}")
+        if self.prefix_tokens < 1 or self.hidden < 1 or self.slots < 1 or self.free_tokens < 0:
+            raise ValueError("prefix_tokens >= 1, hidden >= 1, slots >= 1 and free_tokens >= 0")
         bad = [t for t in self.tasks if t not in ("caption", "qa")]
         if bad or not self.tasks:
             raise ValueError(f"tasks must be a non-empty subset of caption, qa (got {self.tasks})")
         if self.lora_r < 0:
             raise ValueError("lora_r >= 0")
+        if self.lora_stage not in ("after", "joint"):
+            raise ValueError(f"lora_stage must be after or joint, not {self.lora_stage!r}")
         if not self.train_columns:
             raise ValueError("train_columns needs at least one view column")
 

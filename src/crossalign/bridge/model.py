@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from crossalign.bridge.config import BRIDGE_FORMAT, BridgeConfig, load_bridge_config
 from crossalign.bridge.lm import LanguageModel, load_lm
 from crossalign.bridge.projector import PrefixProjector
+from crossalign.bridge.slots import SlotProjector, slot_word_embeddings
 from crossalign.bridge.prompts import CAPTION_PROMPT
 from crossalign.bridge.sequence import ChatFormat, build_batch, greedy_decode, prefix_loss
 from crossalign.saved import atomic_write_json, read_contract, read_json, save_weights, write_contract
@@ -26,8 +27,21 @@ __all__ = ["Bridge", "BRIDGE_KIND"]
 BRIDGE_KIND = "bridge"
 
 
+def _prefix_projector(cfg: BridgeConfig, dim: int, lm: LanguageModel, target: float) -> torch.nn.Module:
+    return PrefixProjector(dim, lm.hidden, cfg.prefix_tokens, cfg.projector, cfg.hidden, target)
+
+
+def _slot_projector(cfg: BridgeConfig, dim: int, lm: LanguageModel, target: float) -> torch.nn.Module:
+    words = slot_word_embeddings(lm.model.get_input_embeddings(), lm.tokenizer)
+    return SlotProjector(dim, lm.hidden, words, cfg.slots, cfg.free_tokens, cfg.hidden, target)
+
+
+# `projector` setting -> factory (config, shared-space dim, LM, typical token-embedding norm)
+PROJECTORS = {"linear": _prefix_projector, "mlp": _prefix_projector, "slots": _slot_projector}
+
+
 class Bridge:
-    def __init__(self, cfg: BridgeConfig, lm: LanguageModel, projector: PrefixProjector, embedder: Any = None):
+    def __init__(self, cfg: BridgeConfig, lm: LanguageModel, projector: torch.nn.Module, embedder: Any = None):
         self.cfg, self.lm, self.projector, self.embedder = cfg, lm, projector, embedder
         self.fmt = ChatFormat(lm.tokenizer, cfg.system)
         self.lora = False
@@ -39,7 +53,7 @@ class Bridge:
         w = lm.model.get_input_embeddings().weight.detach()
         target = float(w.norm(dim=-1).mean())  # typical token-embedding norm of this LM
         torch.manual_seed(cfg.seed)
-        proj = PrefixProjector(dim, lm.hidden, cfg.prefix_tokens, cfg.projector, cfg.hidden, target)
+        proj = PROJECTORS[cfg.projector](cfg, dim, lm, target)
         return cls(cfg, lm, proj, embedder)
 
     @classmethod
@@ -117,7 +131,7 @@ class Bridge:
         embed = self.lm.model.get_input_embeddings()
         x, mask, pos, lab = build_batch(embed, self.fmt, self.prefix(z), prompts, answers)
         with self.autocast():
-            return prefix_loss(self.lm.model, x, mask, pos, lab)
+            return prefix_loss(self.lm.model, x, mask, pos, lab, per_example=self.cfg.loss_per_example)
 
     @torch.inference_mode()
     def _steps(self, z: np.ndarray | torch.Tensor, prompts: list[str], max_new_tokens: int | None) -> Iterator[torch.Tensor]:

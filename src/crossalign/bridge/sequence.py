@@ -92,13 +92,22 @@ def build_batch(embed: nn.Module, fmt: ChatFormat, prefix: torch.Tensor, prompts
 
 
 def prefix_loss(lm: nn.Module, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-                labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy on answer tokens only; the vocabulary projection runs only there."""
+                labels: torch.Tensor, per_example: bool = False) -> torch.Tensor:
+    """Next-token cross-entropy on answer tokens only; the vocabulary projection runs only there.
+
+    `per_example`: the mean over each example's answer tokens, then over examples, so a
+    two-token answer weighs as much as a 25-token caption (a token mean lets captions drown QA)."""
     h = lm.get_decoder()(inputs_embeds=x, attention_mask=mask, position_ids=pos).last_hidden_state  # (B, T, H)
     tgt = labels[:, 1:]  # position t predicts token t+1
     sel = tgt != -100
     logits = lm.get_output_embeddings()(h[:, :-1][sel])  # (n_answer_tokens, V)
-    return F.cross_entropy(logits.float(), tgt[sel])
+    if not per_example:
+        return F.cross_entropy(logits.float(), tgt[sel])
+    tok = F.cross_entropy(logits.float(), tgt[sel], reduction="none")  # (n_answer_tokens,)
+    row = sel.nonzero()[:, 0]  # the example each answer token belongs to
+    n = torch.bincount(row, minlength=x.shape[0]).clamp(min=1)
+    per_row = torch.zeros(x.shape[0], dtype=tok.dtype).index_add_(0, row, tok) / n  # (B,)
+    return per_row[sel.any(1)].mean()
 
 
 @torch.inference_mode()

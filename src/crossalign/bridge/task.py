@@ -20,12 +20,18 @@ class BridgeTask:
     primary = "mean_loss"  # not "loss": the trainer already shows the training loss under that name
 
     def __init__(self, bridge: Bridge, train: list[Example], train_emb: np.ndarray, val: list[Example],
-                 val_emb: np.ndarray, lora_lr: float | None = None, bar: Any = None):
-        """`*_emb[e.row]` is the aligned embedding an example is conditioned on."""
+                 val_emb: np.ndarray, lora_lr: float | None = None, bar: Any = None,
+                 train_targets: np.ndarray | None = None, aux_weight: float = 0.0):
+        """`*_emb[e.row]` is the aligned embedding an example is conditioned on; `train_targets[e.row]`
+        its slot targets, whose attribute loss (weight `aux_weight`) joins the LM loss where the
+        projector has one (`SlotProjector.aux_loss`)."""
         self.bridge, self.train, self.val = bridge, train, val
         self.train_emb = torch.from_numpy(np.ascontiguousarray(train_emb, dtype=np.float32))
         self.val_emb = torch.from_numpy(np.ascontiguousarray(val_emb, dtype=np.float32))
         self.lora_lr = lora_lr
+        has_aux = hasattr(bridge.projector, "aux_loss") and train_targets is not None and aux_weight > 0
+        self.targets = torch.from_numpy(train_targets) if has_aux and train_targets is not None else None
+        self.aux_weight = aux_weight
         self.bar = bar  # per-step progress: an epoch of LM steps on CPU takes minutes
         # The trainer clips and optimises `model`'s parameters through `param_groups`; the LM itself
         # is frozen apart from LoRA adapters, which live inside it.
@@ -48,11 +54,17 @@ class BridgeTask:
     def training_forward(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         self.bridge.lm.model.eval()  # frozen LM: no dropout even while the projector trains
         exs = [self.train[int(i)] for i in idx]
-        loss = self._loss(exs, self.train_emb)
+        loss = lm_loss = self._loss(exs, self.train_emb)
+        stats = {"caption_share": sum(e.kind == "caption" for e in exs) / len(exs)}
+        if self.targets is not None:
+            rows = torch.tensor([e.row for e in exs])
+            aux = self.bridge.projector.aux_loss(self.train_emb[rows], self.targets[rows])
+            loss = lm_loss + self.aux_weight * aux
+            stats |= {"lm_loss": float(lm_loss.detach()), "aux_loss": float(aux.detach())}
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{float(loss):.3f}")
-        return {"loss": loss}, {"caption_share": sum(e.kind == "caption" for e in exs) / len(exs)}
+            self.bar.set_postfix(loss=f"{float(lm_loss):.3f}")
+        return {"loss": loss}, stats
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -21,14 +21,22 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
           out: Annotated[Optional[Path], typer.Option(help="bridge folder (default RUN/bridge)")] = None,
           lm: Annotated[str, typer.Option(help="'smollm2' (packaged) or hf:<id or folder>")] = "smollm2",
           train_on: Annotated[str, typer.Option(help="view columns whose embeddings train it, comma-separated")] = "image",
-          projector: Annotated[str, typer.Option(help="linear or mlp")] = "mlp",
-          prefix_tokens: Annotated[int, typer.Option(help="k prefix vectors")] = 4,
+          projector: Annotated[str, typer.Option(help="linear, mlp or slots (scenes: per-object attribute words)")] = "mlp",
+          prefix_tokens: Annotated[int, typer.Option(help="k prefix vectors (linear, mlp)")] = 4,
+          free_tokens: Annotated[int, typer.Option(help="slots: learned vectors after the object words")] = 4,
+          slot_epochs: Annotated[int, typer.Option(help="slots: attribute pre-training epochs (no LM, seconds)")] = 300,
+          aux_weight: Annotated[float, typer.Option(help="slots: attribute loss weight beside the LM loss")] = 1.0,
+          qa_per_row: Annotated[int, typer.Option(help="question-answer examples per training row")] = 1,
           max_rows: Annotated[int, typer.Option(help="training rows (0: all); CPU time grows with it")] = 320,
           epochs: Annotated[int, typer.Option()] = 1,
           batch_size: Annotated[int, typer.Option()] = 16,
           lr: Annotated[float, typer.Option()] = 2e-3,
           tasks: Annotated[str, typer.Option(help="caption,qa")] = "caption,qa",
           lora_r: Annotated[int, typer.Option(help="> 0: second stage with LoRA of this rank")] = 0,
+          lora_epochs: Annotated[int, typer.Option(help="epochs of the LoRA stage")] = 1,
+          lora_lr: Annotated[float, typer.Option(help="learning rate of the LoRA adapters")] = 5e-4,
+          val_rows: Annotated[int, typer.Option(help="validation rows for the per-epoch LM loss (CPU time)")] = 24,
+          lora_stage: Annotated[str, typer.Option(help="after: projector first, then LoRA; joint: together")] = "after",
           seed: Annotated[int, typer.Option()] = 0,
           log: LogOpt = None) -> None:
     """Train the prefix projector (LM frozen) on cached aligned embeddings; optional LoRA stage."""
@@ -38,7 +46,9 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
     cfg = BridgeConfig(lm=lm, projector=projector, prefix_tokens=prefix_tokens,  # type: ignore[arg-type]
                        train_columns=[c.strip() for c in train_on.split(",") if c.strip()],
                        tasks=[t.strip() for t in tasks.split(",") if t.strip()], max_rows=max_rows,
-                       lora_r=lora_r, train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed})
+                       free_tokens=free_tokens, slot_epochs=slot_epochs, aux_weight=aux_weight, qa_per_row=qa_per_row,
+                       lora_r=lora_r, lora_epochs=lora_epochs, lora_stage=lora_stage, lora_lr=lora_lr, val_rows=val_rows,  # type: ignore[arg-type]
+                       train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed})
     folder, res = train_bridge(run, data, out or run / "bridge", cfg, log=log_specs(log))
     typer.echo(f"bridge saved to {folder} " + json.dumps({k: round(r.best_metric, 4) for k, r in res.items()}))
 
@@ -47,12 +57,13 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
 def evaluate(bridge: Annotated[Path, typer.Argument(help="bridge folder")],
              data: Annotated[Path, typer.Option(help="scenes-style manifest or folder")],
              limit: Annotated[int, typer.Option(help="test rows (0: all)")] = 100,
+             questions_per_type: Annotated[int, typer.Option(help="questions per row of each type it allows")] = 1,
              columns: Annotated[Optional[str], typer.Option(help="views to feed it (default: all non-text)")] = None,
              out: Annotated[Optional[Path], typer.Option(help="write the results JSON here")] = None) -> None:
     """Attribute accuracy, QA exact match and BLEU-4 vs the retrieval baseline, per input modality."""
     from crossalign.bridge import evaluate_bridge, format_table
 
-    res = evaluate_bridge(bridge, data, limit=limit,
+    res = evaluate_bridge(bridge, data, limit=limit, questions_per_type=questions_per_type,
                           columns=[c.strip() for c in columns.split(",")] if columns else None)
     target = out or bridge / "eval.json"
     target.write_text(json.dumps(res, indent=2))

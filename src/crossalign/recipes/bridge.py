@@ -19,6 +19,7 @@ from crossalign.bridge.embeddings import AlignedTable, aligned_embeddings
 from crossalign.bridge.lm import LanguageModel
 from crossalign.bridge.model import Bridge
 from crossalign.bridge.prompts import Example, examples_for_row
+from crossalign.bridge.slots import SlotProjector, fit_slot_heads, slot_targets
 from crossalign.bridge.task import BridgeTask
 from crossalign.train.loggers import build_logger
 from crossalign.train.trainer import Trainer, TrainResult
@@ -41,6 +42,14 @@ def build_examples(table: AlignedTable, rows: np.ndarray, columns: list[str], cf
             for e in examples_for_row(ci * len(rows) + p, row, cfg.tasks, cfg.qa_per_row, cfg.seed):
                 exs.append(e)
     return exs, np.concatenate(embs)
+
+
+def row_slot_targets(table: AlignedTable, rows: np.ndarray, columns: list[str], slots: int) -> np.ndarray:
+    """Slot targets in `build_examples`' embedding order (one copy of the rows per column)."""
+    from crossalign.datasets.scenes.qa import objects_of
+
+    t = slot_targets([objects_of(table.row(int(j))) for j in rows], slots)
+    return np.concatenate([t] * len(columns))
 
 
 def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: BridgeConfig | None = None, *,
@@ -69,10 +78,23 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     bridge = Bridge.new(cfg, embedder.model.cfg.dim, lm=lm, embedder=embedder)
     results: dict[str, TrainResult] = {}
     t0 = time.time()
+    train_targets, slot_stats = None, {}
+    if isinstance(bridge.projector, SlotProjector):
+        # The attribute heads learn from every training row first (no LM, seconds), the LM stage after.
+        all_tr, all_va, cols = table.where("train"), table.where("val"), cfg.train_columns
+        z_all = np.concatenate([table.emb[c][all_tr] for c in cols])
+        slot_stats = fit_slot_heads(bridge.projector, z_all, row_slot_targets(table, all_tr, cols, cfg.slots),
+                                    table.emb[cols[0]][all_va], row_slot_targets(table, all_va, cols[:1], cfg.slots),
+                                    cfg.slot_epochs, seed=cfg.seed)
+        logging.getLogger(__name__).info("slot heads (val accuracy): %s", {k: round(v, 3) for k, v in slot_stats.items()})
+        train_targets = row_slot_targets(table, tr, cols, cfg.slots)
     t = cfg.train
-    stages = [("stage1", t.epochs, t.lr)] + ([("stage2", cfg.lora_epochs, t.lr)] if cfg.lora_r else [])
+    # lora_stage "joint": adapters train with the projector from the first step (the backward runs
+    # through the LM anyway, so they add little to a step); "after": projector first, then LoRA.
+    joint = bool(cfg.lora_r) and cfg.lora_stage == "joint"
+    stages = [("stage1", t.epochs, t.lr)] + ([("stage2", cfg.lora_epochs, t.lr)] if cfg.lora_r and not joint else [])
     for name, epochs, lr in stages:
-        if name == "stage2":
+        if name == "stage2" or joint:
             bridge.enable_lora()
         bs = min(t.batch_size, len(train_ex))
         bar = None
@@ -80,7 +102,8 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
             from crossalign.progress import progress_bar
 
             bar = progress_bar(total=epochs * max(1, len(train_ex) // bs), desc=f"bridge {name}", unit="step")
-        task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr, bar=bar)
+        task = BridgeTask(bridge, train_ex, train_emb, val_ex, val_emb, lora_lr=cfg.lora_lr, bar=bar,
+                          train_targets=train_targets, aux_weight=cfg.aux_weight)
         logger = build_logger(log, out / name, params=cfg.to_dict(), run_name=f"{out.resolve().name}-{name}",
                               fresh=not (resume and (out / name / "last_state.pt").exists()))
         # the bar above shows progress; validation loss only reports (no early stop)
@@ -96,6 +119,7 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
         task.load(out / name, "best")
     bridge.save(out, extra={"stats": {
         "rows": int(len(tr)), "examples": len(train_ex), "columns": cfg.train_columns, "seconds": round(time.time() - t0, 1),
+        **({"slot_heads_val": slot_stats} if slot_stats else {}),
         **{f"{k}_best_val_loss": r.best_metric for k, r in results.items()}}})
     (out / "train_history.json").write_text(json.dumps({k: r.history for k, r in results.items()}, indent=2))
     for name, _, _ in stages:  # keep the log, drop per-stage weight copies once the bridge is saved

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from crossalign.datasets.scenes.scene import COLORS, POSITIONS, SHAPES, SIZES
 
-__all__ = ["COUNT_WORDS", "scene_questions", "answer_question", "normalize_answer", "objects_of"]
+__all__ = ["COUNT_WORDS", "QUESTION_TYPES", "scene_questions", "answer_question", "normalize_answer", "objects_of",
+           "question_type"]
 
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
@@ -40,6 +41,10 @@ def _unique(objs: list[Obj], key: Callable[[Obj], Any], value: Any) -> Obj | Non
 def scene_questions(objs: list[Obj]) -> list[tuple[str, str]]:
     """Every unambiguous (question, answer) pair for a scene, in a fixed order."""
     qa = [("How many shapes are there?", COUNT_WORDS.get(len(objs), str(len(objs))))]
+    if len(objs) == 1:  # a lone object is "the shape": the plainest way to ask about it
+        o = objs[0]
+        qa += [("What colour is the shape?", o["color"]), ("What shape is it?", o["shape"]),
+               ("Where is the shape?", _pos(o)), ("Is the shape small or large?", o["size"])]
     for size in SIZES:
         o = _unique(objs, lambda o: o["size"], size)
         if o:
@@ -65,6 +70,18 @@ def _q(pattern: str) -> Callable[[Callable[[list[Obj], re.Match[str]], str]], Ca
         _Q_PATTERNS.append((re.compile(pattern, re.I), fn))
         return fn
     return deco
+
+
+def _lone(objs: list[Obj], field: str) -> str:
+    if len(objs) != 1:
+        return ""
+    return _pos(objs[0]) if field == "position" else str(objs[0][field])
+
+
+# a lone object, asked about plainly: registered first so no two-word pattern below can claim them
+for _pat, _field in ((r"^what colou?r is the shape\b", "color"), (r"^what shape is it\b", "shape"),
+                     (r"^where is the shape\b", "position"), (r"^is the shape small or large", "size")):
+    _Q_PATTERNS.append((re.compile(_pat, re.I), lambda objs, m, f=_field: _lone(objs, f)))
 
 
 @_q(r"^how many shapes")
@@ -109,6 +126,18 @@ def answer_question(objs: list[Obj], question: str) -> str:
         if m:
             return fn(objs, m)
     return ""
+
+
+# Question type (what the answer names) by the question's opening words, for per-type scores.
+QUESTION_TYPES = ("color", "shape", "size", "position", "count")
+_TYPE_PATTERNS = (("count", r"^how many\b"), ("color", r"^what colou?r\b"), ("shape", r"^what shape\b"),
+                  ("position", r"^where\b"), ("size", r"\bsmall or large\b"))
+
+
+def question_type(question: str) -> str:
+    """One of QUESTION_TYPES for the generated question forms; '' for any other question."""
+    q = question.strip().lower()
+    return next((t for t, pat in _TYPE_PATTERNS if re.search(pat, q)), "")
 
 
 def normalize_answer(s: str) -> str:
