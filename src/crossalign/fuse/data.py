@@ -220,7 +220,7 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
     classes = list(classes) if classes else _classes(cfg, kind, m)  # a saved run fixes its classes
     texts = [str(r.get(cfg.text_column) or "") for r in rows]
     width = int(t_views[cfg.text_column].options.get("words", 32) if cfg.text_column in t_views else 32)
-    if kind == "tag" and WORD_EVIDENCE[cfg.word_evidence]:
+    if kind == "tag" and WORD_EVIDENCE[cfg.word_evidence] == "deleted":
         view = a_views[cfg.text_column]
         feats[evidence_key(cfg.text_column)] = encode_occlusion(
             texts, width, _view_encoder(view, m, encs), progress, view_modality(view))

@@ -105,8 +105,15 @@ class FusionModel(nn.Module):
             raise ValueError(f"word_evidence must be one of {', '.join(WORD_EVIDENCE)}, not {word_evidence!r}")
         # Per-word evidence needs words and something to compare them with; otherwise it is a no-op.
         ctx = [c for c in self.modalities if c != query]
-        self.evidence = (OcclusionEvidence(query, ctx) if WORD_EVIDENCE[word_evidence] and kind == "tag"
+        source = WORD_EVIDENCE[word_evidence]
+        self.evidence = (OcclusionEvidence(query, ctx, source) if source and kind == "tag"
                          and self.has_query and ctx else None)
+        if self.evidence is not None and source == "tokens":
+            tok, pooled = token_specs.get(query), align.specs[query]
+            if tok is None or query in align.towers or tuple(tok.output_shape[-1:]) != tuple(pooled.output_shape):
+                raise ValueError(f"word_evidence '{word_evidence}' reads the '{query}' token view's word states as "
+                                 f"inputs of its alignment head: it needs a token view whose feature size is the "
+                                 f"pooled view's ({tuple(pooled.output_shape)}) and no trainable tower; use 'occlusion'")
         if self.evidence is not None:
             # into the word tokens before fusion (words can compare their evidence) and straight to the head
             self.ev_in = nn.Sequential(nn.Linear(self.evidence.width, d), nn.GELU(), nn.Linear(d, d))
@@ -147,7 +154,7 @@ class FusionModel(nn.Module):
             if self.kind == "tag":  # per-word outputs: drop the aligned global token from the query
                 q = Stream(q.tokens[:, 1:], q.mask[:, 1:], q.present)
             if self.evidence is not None:
-                ev = self.evidence(self.align, feats, used, present)  # (B, used, 3M)
+                ev = self.evidence(self.align, feats, word_mask, present)  # (B, used, 3M)
                 ev = ev * q.present.to(ev.dtype).view(b, 1, 1)  # no text, no word evidence
                 q = Stream(q.tokens + self.ev_in(ev), q.mask, q.present)
         elif self.kind == "tag":

@@ -140,7 +140,7 @@ def predict(run: TaskRun | str | Path, inputs: dict[str, Sequence[Any]], base_di
             feats[key] = full
     width = int(run.specs[f"{run.cfg.text_column}:tokens"].output_shape[0]) \
         if f"{run.cfg.text_column}:tokens" in run.specs else 32
-    if run.model.evidence is not None:  # word-deleted texts through the text's pooled encoder
+    if run.model.evidence is not None and run.model.evidence.source == "deleted":  # re-encode word-deleted texts
         e = enc.get(run.cfg.text_column)
         per = [occluded_texts(t, width) for t in texts]
         flat = [x for r in per for x in r]
