@@ -92,7 +92,7 @@ def test_fused_model_with_occlusion_evidence() -> None:
     a = m(feats, wm, absent).logits
     b = m({**feats, evidence_key("text"): torch.randn_like(feats[evidence_key("text")])}, wm, absent).logits
     assert_close_scaled(a, b, rtol=1e-5)
-    ev = m.evidence(m.align, feats, W, absent)
+    ev = m.evidence(m.align, feats, wm, absent)
     assert ev.abs().max() == 0
     # nor without the text (its words carry no content then)
     no_text = {"text": torch.zeros(4, dtype=torch.bool)}
@@ -101,13 +101,40 @@ def test_fused_model_with_occlusion_evidence() -> None:
     assert_close_scaled(a, b, rtol=1e-5)
 
 
+def test_occlusion_from_token_states_is_the_mean_of_the_other_words() -> None:
+    feats, wm = _feats(4)
+    m = _model(word_evidence="occlusion-tokens")
+    assert m.evidence is not None and m.evidence.source == "tokens"
+    full, rest = m.evidence._texts(feats, wm)
+    st = feats["text:tokens"]
+    for i in range(4):
+        n = int(wm[i].sum())
+        assert_close_scaled(full[i], F.normalize(st[i, :n].mean(0), dim=-1), msg="full text")
+        for j in range(n):
+            others = torch.cat([st[i, :j], st[i, j + 1:n]])
+            assert_close_scaled(rest[i, j], F.normalize(others.mean(0), dim=-1), msg=f"text {i} without word {j}")
+    m.fit_normalizers(feats, wm)
+    assert torch.isfinite(m(feats, wm).logits).all()
+    one = torch.zeros_like(wm)
+    one[:, 0] = True  # one-word texts: nothing left after deleting it, so the text stays itself
+    f1, r1 = m.evidence._texts(feats, one)
+    assert_close_scaled(r1[:, 0], f1)
+
+
+def test_occlusion_tokens_needs_matching_word_states() -> None:
+    tok = {"text": EncoderSpec("text:minilm", "text", "t", (W, 7), True), "image": SPECS["image:tokens"]}
+    with pytest.raises(ValueError, match="needs a token view whose feature size is the pooled view's"):
+        FusionModel(_align(), ["text", "image"], tok, "tag", 3, d=16, heads=2, layers=1,
+                    word_evidence="occlusion-tokens")
+
+
 def test_word_evidence_needs_context_and_a_known_name() -> None:
     tok = {"text": SPECS["text:tokens"]}
     align = AlignmentModel(ModelConfig(views=[ViewSpec("text")], dim=8, head=HeadConfig(hidden=16)),
                            {"text": SPECS["text"]})
     text_only = FusionModel(align, ["text"], tok, "tag", 3, d=16, heads=2, layers=1, word_evidence="occlusion")
     assert text_only.evidence is None  # nothing to compare the words with: a plain tagger
-    with pytest.raises(ValueError, match="word_evidence must be one of none, occlusion"):
+    with pytest.raises(ValueError, match="word_evidence must be one of none, occlusion, occlusion-tokens"):
         _model(word_evidence="saliency")
     with pytest.raises(ValueError, match="word_evidence must be one of"):
         TaskConfig(word_evidence="saliency")
