@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -55,6 +57,10 @@ def main() -> None:
     ap.add_argument("--init", default=None, help="an existing alignment run on that data (e.g. runs/demo/run)")
     ap.add_argument("--evidence", default="occlusion-tokens,occlusion",
                     help="word_evidence modes compared with none (occlusion re-encodes every word-deleted caption)")
+    ap.add_argument("--rows", default=None,
+                    help="comma-separated row names to train (default all): run rows in parallel processes on the "
+                         "same --work, then once more with --rows none --merge their JSON files for the joint table")
+    ap.add_argument("--merge", nargs="*", default=[], help="JSON files of earlier --rows runs on the same --work")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the test scenes")
     ap.add_argument("--audio", action="store_true",
                     help="add speech to masked-attribute (Whisper encoding is the slowest step on CPU)")
@@ -69,12 +75,13 @@ def main() -> None:
     from crossalign.recipes.task import build_align_model, train_task
 
     evidence = [e for e in args.evidence.split(",") if e and e != "none"]
+    wanted = None if args.rows is None else {r.strip() for r in args.rows.split(",")}
     work = Path(args.work)
     data = Path(args.data) if args.data else work / f"scenes-{args.n}"
     t0 = time.time()
     if not (data / "manifest.jsonl").exists():
         make_dataset("scenes", data, n=args.n, seed=args.seed)
-    args.n = sum(1 for _ in open(data / "manifest.jsonl", encoding="utf-8"))
+    args.n = len((data / "manifest.jsonl").read_text(encoding="utf-8").splitlines())
     mods = ["text", "image", "sensor"] + (["audio"] if args.audio else [])
     a_mods = ["text", "image"] if args.skip_masked else mods  # report consistency needs text + image only
     run = Path(args.init) if args.init else _align_run(
@@ -82,6 +89,10 @@ def main() -> None:
     t_setup = time.time() - t0
     rows: list[dict[str, Any]] = []
     test_preds: dict[str, Any] = {}  # report-consistency row -> test predictions (for the intervals)
+    preds_dir = work / "preds"
+    preds_dir.mkdir(parents=True, exist_ok=True)
+    for f in args.merge:  # rows trained by other processes on the same features
+        rows.extend(json.loads(Path(f).read_text())["rows"])
 
     def save(complete: bool, **extra: Any) -> None:  # after every row: an interrupted run keeps its rows
         Path(args.out).write_text(json.dumps({"n": args.n, "epochs": args.epochs, "align_epochs": args.align_epochs,
@@ -90,6 +101,8 @@ def main() -> None:
 
     def one(task: str, name: str, prep: Any, fraction: float = 1.0, init: bool = True, mods: list[str] | None = None,
             **kw: Any) -> None:
+        if wanted is not None and name not in wanted:
+            return
         t = time.time()
         cfg = TaskConfig(task=task, data=str(data), out=str(work / "runs" / f"{task}-{name}"),
                          init=str(run) if init else None,
@@ -108,6 +121,7 @@ def main() -> None:
                 rec[k] = m[k]
         if p.kind == "tag":
             test_preds[name] = predict_batches(load_task_run(folder).model, p.splits["test"])
+            np.save(preds_dir / f"{name}.npy", test_preds[name])  # for --merge
         rows.append(rec)
         save(False)
         print(f"  {task:<19} {name:<40} macro-F1 {rec['macro_f1']:.3f}  ({rec['seconds']:.0f} s)", flush=True)
@@ -142,8 +156,12 @@ def main() -> None:
                 one("report-consistency", f"fused + {evidence[0]} {int(frac * 100)}% labels", rc, fraction=frac,
                     **first)
     test = rc.splits["test"]
+    for r in rows:
+        f = preds_dir / f"{r['row']}.npy"
+        if r["task"] == "report-consistency" and r["row"] not in test_preds and f.exists():
+            test_preds[r["row"]] = np.load(f)
     ci = bootstrap_macro_f1(test.targets.numpy(), test_preds, len(rc.classes), test.word_mask.numpy(),
-                            reference="text only", n_boot=args.boot, seed=args.seed)
+                            reference="text only" if "text only" in test_preds else None, n_boot=args.boot, seed=args.seed)
     for r in rows:
         if r["row"] in ci:
             r["interval"] = ci[r["row"]]
@@ -174,8 +192,8 @@ def main() -> None:
         tr = [r for r in rows if r["task"] == task]
         if not tr:
             continue
-        single = max(r["macro_f1"] for r in tr if r["row"] in ("text only", "image only"))
-        fused = max(r["macro_f1"] for r in tr if r["init"] and r["label_fraction"] == 1 and len(r["modalities"]) > 1)
+        single = max(r["macro_f1"] for r in tr if r["row"] in ("text only", "image only")), default=float("nan"))
+        fused = max(r["macro_f1"] for r in tr if r["init"] and r["label_fraction"] == 1 and len(r["modalities"]) > 1), default=float("nan"))
         print(f"{task}: best fused (pre-trained) {fused:.3f} vs best single modality {single:.3f}: "
               f"{100 * (fused - single):+.1f} points macro-F1")
         full = [r for r in tr if r["label_fraction"] == 1 and len(r["modalities"]) > 1 and r["fusion"] == "cross-attention"]
