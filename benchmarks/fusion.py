@@ -192,7 +192,7 @@ def main() -> None:
         tr = [r for r in rows if r["task"] == task]
         if not tr:
             continue
-        single = max(r["macro_f1"] for r in tr if r["row"] in ("text only", "image only"), default=float("nan"))
+        single = max((r["macro_f1"] for r in tr if r["row"] in ("text only", "image only")), default=float("nan"))
         fused = max((r["macro_f1"] for r in tr if r["init"] and r["label_fraction"] == 1 and len(r["modalities"]) > 1),
                     default=float("nan"))
         print(f"{task}: best fused (pre-trained) {fused:.3f} vs best single modality {single:.3f}: "
