@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--evidence", default="occlusion-tokens,occlusion",
                     help="word_evidence modes compared with none (occlusion re-encodes every word-deleted caption)")
     ap.add_argument("--rows", default=None,
-                    help="comma-separated row names to train (default all): run rows in parallel processes on the "
+                    help="semicolon-separated row names to train (default all): run rows in parallel processes on the "
                          "same --work, then once more with --rows none --merge their JSON files for the joint table")
     ap.add_argument("--merge", nargs="*", default=[], help="JSON files of earlier --rows runs on the same --work")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the test scenes")
@@ -75,7 +75,7 @@ def main() -> None:
     from crossalign.recipes.task import build_align_model, train_task
 
     evidence = [e for e in args.evidence.split(",") if e and e != "none"]
-    wanted = None if args.rows is None else {r.strip() for r in args.rows.split(",")}
+    wanted = None if args.rows is None else {r.strip() for r in args.rows.split(";")}
     work = Path(args.work)
     data = Path(args.data) if args.data else work / f"scenes-{args.n}"
     t0 = time.time()
