@@ -126,6 +126,11 @@ def test_occlusion_tokens_needs_matching_word_states() -> None:
     with pytest.raises(ValueError, match="needs a token view whose feature size is the pooled view's"):
         FusionModel(_align(), ["text", "image"], tok, "tag", 3, d=16, heads=2, layers=1,
                     word_evidence="occlusion-tokens")
+    # auto (the task default): occlusion-tokens where the word states fit, else a plain tagger
+    plain = FusionModel(_align(), ["text", "image"], tok, "tag", 3, d=16, heads=2, layers=1, word_evidence="auto")
+    assert plain.evidence is None
+    assert _model(word_evidence="auto").evidence.source == "tokens"  # type: ignore[union-attr]
+    assert TaskConfig().word_evidence == "auto"
 
 
 def test_word_evidence_needs_context_and_a_known_name() -> None:
@@ -134,7 +139,7 @@ def test_word_evidence_needs_context_and_a_known_name() -> None:
                            {"text": SPECS["text"]})
     text_only = FusionModel(align, ["text"], tok, "tag", 3, d=16, heads=2, layers=1, word_evidence="occlusion")
     assert text_only.evidence is None  # nothing to compare the words with: a plain tagger
-    with pytest.raises(ValueError, match="word_evidence must be one of none, occlusion, occlusion-tokens"):
+    with pytest.raises(ValueError, match="word_evidence must be one of none, occlusion, occlusion-tokens, auto"):
         _model(word_evidence="saliency")
     with pytest.raises(ValueError, match="word_evidence must be one of"):
         TaskConfig(word_evidence="saliency")

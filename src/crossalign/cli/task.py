@@ -31,7 +31,8 @@ def train(
     label_fraction: Annotated[float | None, typer.Option(help="share of training labels to use")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     word_evidence: Annotated[str | None, typer.Option(
-        help="tagging: per-word evidence from the aligned space, none | occlusion")] = None,
+        help="tagging: per-word evidence from the aligned space: auto (default) | "
+                                                "occlusion-tokens | occlusion | none")] = None,
     log: LogOpt = None,
 ) -> None:
     """Train a fused model (multi-task: task loss + alignment loss) and print its test report."""

@@ -59,8 +59,9 @@ class TaskConfig(ConfigBase):
     modality_dropout: float = 0.15  # per item and modality, during training: teaches missing inputs
     label_fraction: float = 1.0  # share of the training labels used (learning-curve experiments)
     align_lr: float = 3e-4  # learning rate of the alignment heads/towers inside the model
-    # tagging: per-word features from the aligned space (fuse/evidence.py): none | occlusion
-    word_evidence: str = "none"
+    # tagging: per-word evidence from the aligned space (fuse/evidence.py): none | occlusion |
+    # occlusion-tokens | auto (occlusion-tokens where the text's token view fits it, else none)
+    word_evidence: str = "auto"
     train: TrainConfig = field(default_factory=_task_train)  # the training loop (epochs, lr, seed, ...)
     # task.json / YAML files written before the loop settings moved into `train`
     MOVED: ClassVar[dict[str, str]] = {k: f"train.{k}" for k in

@@ -33,7 +33,9 @@ __all__ = ["WORD_EVIDENCE", "OcclusionEvidence", "evidence_key", "occluded_texts
 
 # name -> where "the text without word w" comes from: re-encoded word-deleted texts (a cached
 # feature), the token view's word states, or nothing ("none" adds nothing to the tagger).
-WORD_EVIDENCE: dict[str, str | None] = {"none": None, "occlusion": "deleted", "occlusion-tokens": "tokens"}
+# "auto" (the task default): occlusion-tokens where the token view fits it, else none.
+WORD_EVIDENCE: dict[str, str | None] = {"none": None, "occlusion": "deleted", "occlusion-tokens": "tokens",
+                                        "auto": "auto"}
 
 
 def evidence_key(col: str) -> str:

@@ -106,14 +106,17 @@ class FusionModel(nn.Module):
         # Per-word evidence needs words and something to compare them with; otherwise it is a no-op.
         ctx = [c for c in self.modalities if c != query]
         source = WORD_EVIDENCE[word_evidence]
+        tok, pooled = token_specs.get(query), align.specs.get(query)
+        fits = (tok is not None and pooled is not None and query not in align.towers
+                and tuple(tok.output_shape[-1:]) == tuple(pooled.output_shape))
+        if source == "auto":
+            source = "tokens" if fits else None
+        if source == "tokens" and not fits and kind == "tag" and self.has_query:
+            raise ValueError(f"word_evidence '{word_evidence}' reads the '{query}' token view's word states as "
+                             f"inputs of its alignment head: it needs a token view whose feature size is the "
+                             f"pooled view's and no trainable tower; use 'occlusion'")
         self.evidence = (OcclusionEvidence(query, ctx, source) if source and kind == "tag"
                          and self.has_query and ctx else None)
-        if self.evidence is not None and source == "tokens":
-            tok, pooled = token_specs.get(query), align.specs[query]
-            if tok is None or query in align.towers or tuple(tok.output_shape[-1:]) != tuple(pooled.output_shape):
-                raise ValueError(f"word_evidence '{word_evidence}' reads the '{query}' token view's word states as "
-                                 f"inputs of its alignment head: it needs a token view whose feature size is the "
-                                 f"pooled view's ({tuple(pooled.output_shape)}) and no trainable tower; use 'occlusion'")
         if self.evidence is not None:
             # into the word tokens before fusion (words can compare their evidence) and straight to the head
             self.ev_in = nn.Sequential(nn.Linear(self.evidence.width, d), nn.GELU(), nn.Linear(d, d))
