@@ -92,7 +92,8 @@ def main() -> None:
     preds_dir = work / "preds"
     preds_dir.mkdir(parents=True, exist_ok=True)
     for f in args.merge:  # rows trained by other processes on the same features
-        rows.extend(json.loads(Path(f).read_text())["rows"])
+        other = json.loads(Path(f).read_text())
+        rows.extend(r | {"epochs": r.get("epochs", other["epochs"])} for r in other["rows"])
 
     def save(complete: bool, **extra: Any) -> None:  # after every row: an interrupted run keeps its rows
         Path(args.out).write_text(json.dumps({"n": args.n, "epochs": args.epochs, "align_epochs": args.align_epochs,
@@ -112,7 +113,7 @@ def main() -> None:
         m = ev["metrics"]
         rec = {"task": task, "row": name, "fusion": cfg.fusion if len(p.modalities) > 1 else "-",
                "modalities": p.modalities, "init": init, "label_fraction": fraction,
-               "word_evidence": cfg.word_evidence, "train_rows": ev["train_rows"], "test_rows": ev["rows"],
+               "word_evidence": cfg.word_evidence, "epochs": args.epochs, "train_rows": ev["train_rows"], "test_rows": ev["rows"],
                "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"],
                "accuracy": m["accuracy"], "best_epoch": res.best_epoch, "seconds": round(time.time() - t, 1),
                "without": {c: w["macro_f1"] for c, w in ev["without"].items()}}
@@ -177,15 +178,16 @@ def main() -> None:
 
     print(f"\n{len(test)} test scenes, {int(test.word_mask.sum())} words; intervals: 95 % over {args.boot} "
           "resamples of the test scenes; difference paired with the text-only model\n")
-    print("| task | row | train rows | macro-F1 [95 % CI] | vs text only [95 % CI] | contradicted F1 | "
+    print("| task | row | epochs | train rows | macro-F1 [95 % CI] | vs text only [95 % CI] | contradicted F1 | "
           "entity micro-F1 | accuracy | seconds |")
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
     for r in rows:
         iv = r.get("interval")
         f1 = f"{r['macro_f1']:.3f}" + (f" [{iv['lo']:.3f}, {iv['hi']:.3f}]" if iv else "")
         dd = (f"{100 * iv['diff']:+.1f} [{100 * iv['diff_lo']:+.1f}, {100 * iv['diff_hi']:+.1f}]"
               if iv and r["row"] != "text only" else "–")
-        print(f"| {r['task']} | {r['row']} | {r['train_rows']} | {f1} | {dd} | "
+        print(f"| {r['task']} | {r['row']} | {r.get('epochs', args.epochs)} (best {r['best_epoch']}) | "
+              f"{r['train_rows']} | {f1} | {dd} | "
               f"{r.get('contradicted/f1', float('nan')):.3f} | {r.get('entity/micro_f1', float('nan')):.3f} | "
               f"{r['accuracy']:.3f} | {r['seconds']:.0f} |")
     for task in ("report-consistency", "masked-attribute"):
