@@ -30,6 +30,9 @@ def train(
     align_weight: Annotated[float | None, typer.Option(help="weight of the alignment loss (0: task only)")] = None,
     label_fraction: Annotated[float | None, typer.Option(help="share of training labels to use")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    word_evidence: Annotated[str | None, typer.Option(
+        help="tagging: per-word evidence from the aligned space: auto (default) | "
+                                                "occlusion-tokens | occlusion | none")] = None,
     log: LogOpt = None,
 ) -> None:
     """Train a fused model (multi-task: task loss + alignment loss) and print its test report."""
@@ -39,7 +42,7 @@ def train(
 
     over = {"data": str(data) if data else None, "out": str(out), "init": str(init) if init else None,
             "fusion": fusion, "epochs": epochs, "align_weight": align_weight, "label_fraction": label_fraction,
-            "seed": seed, "modalities": [m.strip() for m in modalities.split(",")] if modalities else None}
+            "seed": seed, "word_evidence": word_evidence, "modalities": [m.strip() for m in modalities.split(",")] if modalities else None}
     try:
         if task in BUILTIN_TASKS:
             cfg = TaskConfig.from_dict({"task": task, **{k: v for k, v in over.items() if v is not None}})

@@ -59,6 +59,9 @@ class TaskConfig(ConfigBase):
     modality_dropout: float = 0.15  # per item and modality, during training: teaches missing inputs
     label_fraction: float = 1.0  # share of the training labels used (learning-curve experiments)
     align_lr: float = 3e-4  # learning rate of the alignment heads/towers inside the model
+    # tagging: per-word evidence from the aligned space (fuse/evidence.py): none | occlusion |
+    # occlusion-tokens | auto (occlusion-tokens where the text's token view fits it, else none)
+    word_evidence: str = "auto"
     train: TrainConfig = field(default_factory=_task_train)  # the training loop (epochs, lr, seed, ...)
     # task.json / YAML files written before the loop settings moved into `train`
     MOVED: ClassVar[dict[str, str]] = {k: f"train.{k}" for k in
@@ -77,7 +80,11 @@ class TaskConfig(ConfigBase):
             raise ValueError("align_weight >= 0 and task_weight > 0")
         if self.d % self.heads:
             raise ValueError(f"d ({self.d}) must be divisible by heads ({self.heads})")
+        from crossalign.fuse.evidence import WORD_EVIDENCE
         from crossalign.fuse.modules import FUSIONS
+
+        if self.word_evidence not in WORD_EVIDENCE:
+            raise ValueError(f"word_evidence must be one of {', '.join(WORD_EVIDENCE)}, not {self.word_evidence!r}")
 
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")

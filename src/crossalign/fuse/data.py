@@ -17,6 +17,7 @@ from crossalign.data.manifest import Manifest, load_manifest, view_modality
 from crossalign.datasets.scenes.tasks import TASKS, write_task_manifest
 from crossalign.encoders import Encoder, EncoderSpec
 from crossalign.fuse.config import TaskConfig
+from crossalign.fuse.evidence import WORD_EVIDENCE, evidence_key, occluded_texts
 from crossalign.fuse.tasks import TAG_OUTSIDE, validate_user_rows
 
 __all__ = ["IGNORE", "PreparedTask", "TaskData", "derive", "prepare_task", "task_modalities", "word_mask"]
@@ -108,6 +109,33 @@ def _views(cfg: TaskConfig, mods: list[str],
     return a_views, {c: v for c in mods if (v := cfg.token_view(c)) is not None}
 
 
+def _view_encoder(view: ViewSpec, m: Manifest, encoders: dict[str, Encoder]) -> Encoder:
+    """One encoder per (encoder name, options), shared by every job that uses it."""
+    ekey = json.dumps([view_encoder(view, m), view.options], sort_keys=True, default=str)
+    if ekey not in encoders:
+        encoders[ekey] = build_view_encoder(view, m)
+    return encoders[ekey]
+
+
+def encode_occlusion(texts: list[str], width: int, enc: Encoder, progress: bool = False,
+                     modality: str | None = None) -> torch.Tensor:
+    """Pooled inputs of every word-deleted text (fuse/evidence.py) through the feature cache (equal
+    texts are encoded once) -> (N, width, *shape), zeros past each text's words."""
+    per_row = [occluded_texts(t, width) for t in texts]
+    flat = [{"text": u} for u in dict.fromkeys(x for r in per_row for x in r)]
+    if not flat:
+        return torch.zeros((len(texts), width, *enc.cache_spec.output_shape))
+    cf = encode_column(Manifest(flat), "text", enc, progress=progress, modality=modality)
+    if len(cf.rows) < len(flat):
+        raise ValueError(f"{len(flat) - len(cf.rows)} word-deleted texts could not be encoded: {cf.problems[:3]}")
+    at = {flat[int(r)]["text"]: j for j, r in enumerate(cf.rows)}
+    out = np.zeros((len(texts), width, *cf.features.shape[1:]), np.float32)
+    for i, r in enumerate(per_row):
+        if r:
+            out[i, : len(r)] = cf.features[[at[x] for x in r]]
+    return torch.from_numpy(out)
+
+
 def _encode_jobs(m: Manifest, jobs: dict[str, tuple[str, ViewSpec]], encoders: dict[str, Encoder],
                  progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, EncoderSpec], list[Any], list[int]]:
     """Encode every (feature key -> column, view) job through the cache, sharing encoders with equal
@@ -117,10 +145,7 @@ def _encode_jobs(m: Manifest, jobs: dict[str, tuple[str, ViewSpec]], encoders: d
     specs: dict[str, EncoderSpec] = {}
     problems: list[Any] = []
     for key, (col, view) in jobs.items():
-        ekey = json.dumps([view_encoder(view, m), view.options], sort_keys=True, default=str)
-        if ekey not in encoders:
-            encoders[ekey] = build_view_encoder(view, m)
-        enc = encoders[ekey]
+        enc = _view_encoder(view, m, encoders)
         cf = encode_column(m, col, enc, progress=progress, modality=view_modality(view))
         feats_np[key], rows_ok[key] = cf.features, cf.rows
         specs[key] = enc.spec
@@ -189,11 +214,16 @@ def prepare_task(cfg: TaskConfig, align_views: dict[str, ViewSpec] | None = None
     jobs: dict[str, tuple[str, ViewSpec]] = {c: (c, v) for c, v in a_views.items()}
     jobs.update({f"{c}:tokens": (c, v) for c, v in t_views.items()})
     jobs.update({f"align:{c}": (src, a_views[c]) for c, src in align_cols.items() if c in a_views and src in m.columns})
-    feats, specs, problems, keep = _encode_jobs(m, jobs, dict(encoders or {}), progress)
+    encs = dict(encoders or {})
+    feats, specs, problems, keep = _encode_jobs(m, jobs, encs, progress)
     rows = [m.rows[r] for r in keep]
     classes = list(classes) if classes else _classes(cfg, kind, m)  # a saved run fixes its classes
     texts = [str(r.get(cfg.text_column) or "") for r in rows]
     width = int(t_views[cfg.text_column].options.get("words", 32) if cfg.text_column in t_views else 32)
+    if kind == "tag" and WORD_EVIDENCE[cfg.word_evidence] == "deleted":
+        view = a_views[cfg.text_column]
+        feats[evidence_key(cfg.text_column)] = encode_occlusion(
+            texts, width, _view_encoder(view, m, encs), progress, view_modality(view))
     tg = _targets(kind, rows, classes, width, m.path)
     codes: dict[Any, int] = {}  # positives share a group; a row without one is its own group
     groups = torch.tensor([codes.setdefault(g if (g := r.get("group")) is not None else ("row", i), len(codes))

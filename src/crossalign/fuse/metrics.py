@@ -16,7 +16,7 @@ import numpy as np
 
 from crossalign.fuse.tasks import TAG_OUTSIDE
 
-__all__ = ["TaskEvaluator", "classification_metrics", "entity_metrics", "entity_spans", "task_metrics"]
+__all__ = ["TaskEvaluator", "bootstrap_macro_f1", "classification_metrics", "entity_metrics", "entity_spans", "task_metrics"]
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str],
@@ -130,3 +130,49 @@ class TaskEvaluator:
     def __call__(self, preds: np.ndarray, targets: np.ndarray, word_mask: np.ndarray | None = None) -> dict[str, float]:
         metrics, self.report = task_metrics(self.kind, self.classes, targets, preds, word_mask)
         return metrics
+
+
+def _class_counts(targets: np.ndarray, preds: np.ndarray, mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per item and class: (tp, fp, fn) -> (N, 3, C); items are rows (tagging: their real words)."""
+    t = np.where(mask, targets, -1).reshape(len(targets), -1)  # (N, W) or (N, 1)
+    p = np.where(mask, preds, -1).reshape(len(preds), -1)
+    out = np.zeros((len(t), 3, n_classes), np.int64)
+    for c in range(n_classes):
+        out[:, 0, c] = ((t == c) & (p == c)).sum(1)
+        out[:, 1, c] = ((t != c) & (t >= 0) & (p == c)).sum(1)
+        out[:, 2, c] = ((t == c) & (p != c)).sum(1)
+    return out
+
+
+def _macro_f1(counts: np.ndarray) -> np.ndarray:
+    """(..., 3, C) summed counts -> (...) macro-F1 (a class with nothing true or predicted scores 0,
+    as sklearn's zero_division=0 with every label listed)."""
+    tp, fp, fn = counts[..., 0, :], counts[..., 1, :], counts[..., 2, :]
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0).mean(-1)
+
+
+def bootstrap_macro_f1(targets: np.ndarray, preds: dict[str, np.ndarray], n_classes: int,
+                       word_mask: np.ndarray | None = None, reference: str | None = None, n_boot: int = 2000,
+                       seed: int = 0, level: float = 0.95) -> dict[str, dict[str, float]]:
+    """Macro-F1 of each prediction set with a percentile interval from resampling the items (rows, i.e.
+    whole texts/scenes, not single words); with `reference`, also the paired difference to it (the same
+    resampled rows for both). -> {name: {macro_f1, lo, hi[, diff, diff_lo, diff_hi]}}."""
+    targets = np.asarray(targets)
+    mask = np.ones(targets.shape, bool) if word_mask is None else (np.asarray(word_mask) & (targets >= 0))
+    counts = {k: _class_counts(targets, np.asarray(v), mask, n_classes) for k, v in preds.items()}
+    rng = np.random.default_rng(seed)
+    n = len(targets)
+    w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)])  # (B, N) draws
+    a = (1 - level) / 2
+    boot = {k: _macro_f1(np.einsum("bn,nkc->bkc", w, c)) for k, c in counts.items()}
+    out: dict[str, dict[str, float]] = {}
+    for k, c in counts.items():
+        r = {"macro_f1": float(_macro_f1(c.sum(0))), "lo": float(np.quantile(boot[k], a)),
+             "hi": float(np.quantile(boot[k], 1 - a))}
+        if reference is not None and reference in boot:
+            d = boot[k] - boot[reference]
+            r.update(diff=r["macro_f1"] - float(_macro_f1(counts[reference].sum(0))),
+                     diff_lo=float(np.quantile(d, a)), diff_hi=float(np.quantile(d, 1 - a)))
+        out[k] = r
+    return out

@@ -12,6 +12,7 @@ from torch import nn
 from crossalign.align.heads import ProjectionHead, Standardize
 from crossalign.align.model import AlignmentModel
 from crossalign.encoders import EncoderSpec
+from crossalign.fuse.evidence import WORD_EVIDENCE, OcclusionEvidence
 from crossalign.fuse.modules import FusionOutput, Stream, build_fusion
 
 __all__ = ["FusionModel", "FusionResult", "StreamEncoder"]
@@ -84,7 +85,7 @@ class FusionResult:
 class FusionModel(nn.Module):
     def __init__(self, align: AlignmentModel, modalities: list[str], token_specs: dict[str, EncoderSpec],
                  kind: str, num_classes: int, fusion: str = "cross-attention", d: int = 128, heads: int = 4,
-                 layers: int = 2, dropout: float = 0.1, query: str = "text"):
+                 layers: int = 2, dropout: float = 0.1, query: str = "text", word_evidence: str = "none"):
         super().__init__()
         if kind not in ("classify", "tag"):
             raise ValueError(f"kind must be classify or tag, not {kind!r}")
@@ -100,6 +101,26 @@ class FusionModel(nn.Module):
         names = ["query"] + [c for c in self.modalities if c != query]
         self.fusion = build_fusion(fusion, d, names, heads=heads, layers=layers, dropout=dropout)
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, num_classes))
+        if word_evidence not in WORD_EVIDENCE:
+            raise ValueError(f"word_evidence must be one of {', '.join(WORD_EVIDENCE)}, not {word_evidence!r}")
+        # Per-word evidence needs words and something to compare them with; otherwise it is a no-op.
+        ctx = [c for c in self.modalities if c != query]
+        source = WORD_EVIDENCE[word_evidence]
+        tok, pooled = token_specs.get(query), align.specs.get(query)
+        fits = (tok is not None and pooled is not None and query not in align.towers
+                and tuple(tok.output_shape[-1:]) == tuple(pooled.output_shape))
+        if source == "auto":
+            source = "tokens" if fits else None
+        if source == "tokens" and not fits and kind == "tag" and self.has_query:
+            raise ValueError(f"word_evidence '{word_evidence}' reads the '{query}' token view's word states as "
+                             f"inputs of its alignment head: it needs a token view whose feature size is the "
+                             f"pooled view's and no trainable tower; use 'occlusion'")
+        self.evidence = (OcclusionEvidence(query, ctx, source) if source and kind == "tag"
+                         and self.has_query and ctx else None)
+        if self.evidence is not None:
+            # into the word tokens before fusion (words can compare their evidence) and straight to the head
+            self.ev_in = nn.Sequential(nn.Linear(self.evidence.width, d), nn.GELU(), nn.Linear(d, d))
+            self.ev_out = nn.Sequential(nn.Linear(self.evidence.width, d), nn.GELU(), nn.Linear(d, d))
 
     def fit_normalizers(self, feats: dict[str, torch.Tensor], word_mask: torch.Tensor) -> None:
         for c, s in self.streams.items():
@@ -107,6 +128,8 @@ class FusionModel(nn.Module):
                 tok = feats[f"{c}:tokens"]
                 mask = word_mask if c == self.query else torch.ones(tok.shape[:2], dtype=torch.bool)
                 s.fit(tok, mask)
+        if self.evidence is not None:
+            self.evidence.fit(self.align, feats, word_mask)
 
     def forward(self, feats: dict[str, torch.Tensor], word_mask: torch.Tensor,
                 present: dict[str, torch.Tensor] | None = None) -> FusionResult:
@@ -128,10 +151,15 @@ class FusionModel(nn.Module):
             tok = feats.get(f"{c}:tokens")
             mask = word_mask if c == self.query and tok is not None else None
             streams[c] = enc(self.align, feats[c], tok, mask, p)
+        ev = None
         if self.has_query:
             q = streams.pop(self.query)
             if self.kind == "tag":  # per-word outputs: drop the aligned global token from the query
                 q = Stream(q.tokens[:, 1:], q.mask[:, 1:], q.present)
+            if self.evidence is not None:
+                ev = self.evidence(self.align, feats, word_mask, present)  # (B, used, 3M)
+                ev = ev * q.present.to(ev.dtype).view(b, 1, 1)  # no text, no word evidence
+                q = Stream(q.tokens + self.ev_in(ev), q.mask, q.present)
         elif self.kind == "tag":
             q = Stream(self.query_pos[:, :used].expand(b, -1, -1), word_mask,
                        torch.zeros(b, dtype=torch.bool, device=dev))
@@ -141,7 +169,8 @@ class FusionModel(nn.Module):
         out = self.fusion(q, streams)
         if self.kind == "classify":
             return FusionResult(self.head(out.pooled), out)
-        logits = self.head(out.tokens)  # (B, used, C)
+        tokens = out.tokens if ev is None else out.tokens + self.ev_out(ev)
+        logits = self.head(tokens)  # (B, used, C)
         if used < width:  # back to the caller's width; padding words get zero logits
             logits = torch.cat([logits, logits.new_zeros(b, width - used, logits.shape[-1])], 1)
         return FusionResult(logits, out)

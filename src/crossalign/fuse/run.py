@@ -16,6 +16,7 @@ from crossalign.config import ModelConfig, RunConfig, ViewSpec
 from crossalign.encoders import Encoder, EncoderSpec, build_encoder
 from crossalign.fuse.config import TaskConfig
 from crossalign.fuse.data import word_mask
+from crossalign.fuse.evidence import evidence_key, occluded_texts
 from crossalign.fuse.model import FusionModel
 from crossalign.modalities import get_reader
 from crossalign.saved import read_contract, read_json, weights_file
@@ -50,7 +51,7 @@ def load_task_run(folder: str | Path, which: str = "model") -> TaskRun:
     align = AlignmentModel(mcfg, {c: specs[c] for c in mods}, build_towers(RunConfig(model=mcfg), specs))
     token_specs = {k[: -len(":tokens")]: s for k, s in specs.items() if k.endswith(":tokens")}
     model = FusionModel(align, mods, token_specs, meta["kind"], len(meta["classes"]), cfg.fusion, cfg.d, cfg.heads,
-                        cfg.layers, cfg.dropout, query=cfg.text_column)
+                        cfg.layers, cfg.dropout, query=cfg.text_column, word_evidence=cfg.word_evidence)
     model.load_state_dict(load_file(str(weights_file(folder, which))))
     model.eval()
     return TaskRun(folder, model, cfg, meta["kind"], meta["classes"], mods,
@@ -139,6 +140,17 @@ def predict(run: TaskRun | str | Path, inputs: dict[str, Sequence[Any]], base_di
             feats[key] = full
     width = int(run.specs[f"{run.cfg.text_column}:tokens"].output_shape[0]) \
         if f"{run.cfg.text_column}:tokens" in run.specs else 32
+    if run.model.evidence is not None and run.model.evidence.source == "deleted":  # re-encode word-deleted texts
+        e = enc.get(run.cfg.text_column)
+        per = [occluded_texts(t, width) for t in texts]
+        flat = [x for r in per for x in r]
+        x = (e.preprocess(flat) if e.spec.from_scratch else e.encode(flat)).float() if flat else None
+        occ = torch.zeros((n, width, *feats[run.cfg.text_column].shape[1:]))
+        k = 0
+        for i, r in enumerate(per):
+            occ[i, : len(r)] = x[k:k + len(r)] if x is not None else 0
+            k += len(r)
+        feats[evidence_key(run.cfg.text_column)] = occ
     wm = word_mask(texts, width)
     probs = run.model(feats, wm, present).logits.softmax(-1).numpy()
     out = []

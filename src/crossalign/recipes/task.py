@@ -170,7 +170,7 @@ def train_task(cfg: TaskConfig, *, progress: bool | None = None, resume: bool = 
     model = FusionModel(align, prep.modalities, {c[: -len(":tokens")]: s for c, s in prep.specs.items()
                                                  if c.endswith(":tokens")},
                         prep.kind, len(prep.classes), cfg.fusion, cfg.d, cfg.heads, cfg.layers, cfg.dropout,
-                        query=cfg.text_column)
+                        query=cfg.text_column, word_evidence=cfg.word_evidence)
     tr = prep.splits["train"]
     model.fit_normalizers(tr.feats, tr.word_mask)
     _write_meta(out, cfg, prep, mcfg)
