@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
-__all__ = ["ConfigBase", "ConfigError", "ViewSpec", "TowerTuning", "HeadConfig", "ModelConfig", "TrainConfig",
+__all__ = ["ConfigBase", "ConfigError", "ViewSpec", "TowerTuning", "HeadConfig", "ModelConfig", "routed_dim", "TrainConfig",
            "AlignTrainConfig", "RunConfig", "load_config"]
 
 C = TypeVar("C", bound="ConfigBase")
@@ -165,6 +165,9 @@ class ModelConfig(ConfigBase):
     train_towers: list[str] = field(default_factory=list)  # pretrained towers fine-tuned end to end
     # Per trained tower: LoRA adapters or partial unfreezing (TowerTuning fields; applied by align/lora.py).
     tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per-pair routing (set by train.route, not by hand): {"a|b": {"method": ..., ...}} for every pair
+    # of views; each pair is served in its own block of the output (align/routes.py). Empty: one space.
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.views = [v if isinstance(v, ViewSpec) else ViewSpec.from_dict(v, f"model.views[{i}]")
@@ -186,6 +189,11 @@ class ModelConfig(ConfigBase):
             TowerTuning.from_dict(t, f"model.tower_tuning.{col}")  # validated now, not when the tower is built
         if self.dim < 2 or not 0 < self.temperature < 10:
             raise ValueError("dim >= 2 and 0 < temperature < 10")
+        for key, r in self.routes.items():
+            a, _, b = key.partition("|")
+            if a not in cols or b not in cols or a == b or not isinstance(r, Mapping) or "method" not in r:
+                raise ValueError(f"model.routes['{key}']: keys are 'a|b' of two view columns {cols}, "
+                                 "values {'method': ...}")
 
     @property
     def columns(self) -> list[str]:
@@ -203,6 +211,17 @@ class ModelConfig(ConfigBase):
             out = [(a, b) for i, a in enumerate(cols) for b in cols[i + 1:]]
         return [(a, b, float(self.pair_weights.get(f"{a}-{b}", self.pair_weights.get(f"{b}-{a}", 1.0))))
                 for a, b in out]
+
+
+def routed_dim(model: Mapping[str, Any]) -> int:
+    """Output width of a run from its config.json `model` section: `dim`, or with per-pair routes one
+    block per pair of views (`dim` wide, ASIF blocks as wide as their anchors; align/routes.py)."""
+    dim, routes = int(model.get("dim", 0)), model.get("routes") or {}
+    if not routes:
+        return dim
+    cols = [v["column"] for v in model.get("views", [])]
+    keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
+    return sum(int(routes[k]["anchors"]) if routes.get(k, {}).get("method") == "asif" else dim for k in keys)
 
 
 @dataclass
@@ -262,6 +281,9 @@ class AlignTrainConfig(TrainConfig):
     finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
     linear_path_lr: float = 0.1  # learning rate of the closed-form linear paths, relative to `lr`
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
+    # "auto": after the joint model is chosen, each pair of views keeps whichever of the joint space, that
+    # pair's own tuned closed form and ASIF scores best on validation (model.routes); "off": one space.
+    route: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -269,6 +291,8 @@ class AlignTrainConfig(TrainConfig):
         super().__post_init__()
         if self.start not in ("auto", "closed_form", "scratch"):
             raise ValueError(f"train.start must be auto, closed_form or scratch, not {self.start!r}")
+        if self.route not in ("auto", "off"):
+            raise ValueError(f"train.route must be auto or off, not {self.route!r}")
 
 
 @dataclass

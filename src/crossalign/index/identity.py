@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossalign.config import routed_dim
 from crossalign.saved import weights_file
 
 __all__ = ["RunIdentity", "run_identity", "IncompatibleRunError", "file_sha256", "WEIGHT_FILES"]
@@ -98,5 +99,5 @@ def run_identity(run: str | Path) -> RunIdentity:
     encoders_hash = hashlib.sha256(_canonical(encoders).encode()).hexdigest()
     weights_hash = file_sha256(_weights_file(run))
     run_id = hashlib.sha256(f"{config_hash}{encoders_hash}{weights_hash}".encode()).hexdigest()[:16]
-    dim = int(cfg.get("model", {}).get("dim", 0))
+    dim = routed_dim(cfg.get("model", {}))  # a routed run's vectors hold one block per pair of views
     return RunIdentity(run_id, config_hash, encoders_hash, weights_hash, dim, encoders, str(run))

@@ -161,18 +161,38 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
         best_cf[1].train.out, best_cf[1].train.epochs, best_cf[1].train.patience = str(out), cfg.train.epochs, cfg.train.patience
         save_model(best_cf[2], best_cf[1], out, "best")
     result.best_metric = cands[winner]
+    routing = _route(cfg, out, tr, va) if cfg.train.route == "auto" and (out / "best.safetensors").exists() else {}
     if (out / "best.safetensors").exists():
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
     others = [v for k, v in cands.items() if k != winner]
     t = cfg.train
     (out / "train_result.json").write_text(json.dumps(
-        {"winner": winner, "margin": cands[winner] - max(others) if others else None,
+        {"winner": winner, **routing, "margin": cands[winner] - max(others) if others else None,
          "candidates": {k: {"val_" + t.primary: v, "val_mean/MRR": ties[k]} for k, v in cands.items()},
          "closed_form": cf_info,
          "small_data": small, "best_epoch": result.best_epoch if winner != "closed_form" else -1, "best_" + t.primary: cands[winner],
          "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
          "train_rows": len(tr), "val_rows": len(va)}, indent=2))
     return out, result
+
+
+def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dict[str, Any]:
+    """`train.route: auto`: each pair of views keeps the best on validation of the joint winner, its own
+    closed form and ASIF (train/routing.py); a routed winner replaces `best`. Returns what to record."""
+    from crossalign.align.embed import embed_table
+    from crossalign.align.io import load_run
+    from crossalign.evaluate.evaluators import RetrievalEvaluator
+    from crossalign.train.routing import choose_routes, routed_model
+
+    model, cfg_w = load_run(out)
+    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed)
+    if not choice.routes:
+        return {"routed": False, "routes": choice.report}
+    routed, cfg_r = routed_model(model, cfg_w, choice)
+    val = RetrievalEvaluator(va.groups())(embed_table(routed, va))[cfg.train.primary]
+    save_model(routed, cfg_r, out, "best")
+    log.info("routed: val %s %.4f (joint model alone: see candidates)", cfg.train.primary, val)
+    return {"routed": True, "routes": choice.report, "val_routed_" + cfg.train.primary: val}
 
 
 def _mrr_at_best(res: TrainResult) -> float:
