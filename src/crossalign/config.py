@@ -215,13 +215,19 @@ class ModelConfig(ConfigBase):
 
 def routed_dim(model: Mapping[str, Any]) -> int:
     """Output width of a run from its config.json `model` section: `dim`, or with per-pair routes one
-    block per pair of views (`dim` wide, ASIF blocks as wide as their anchors; align/routes.py)."""
+    block per pair of views (`dim` for the joint space, a closed form's `width`, ASIF's `anchors`;
+    align/routes.py)."""
     dim, routes = int(model.get("dim", 0)), model.get("routes") or {}
     if not routes:
         return dim
     cols = [v["column"] for v in model.get("views", [])]
     keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
-    return sum(int(routes[k]["anchors"]) if routes.get(k, {}).get("method") == "asif" else dim for k in keys)
+
+    def width(r: Mapping[str, Any]) -> int:
+        m = r.get("method", "joint")
+        return dim if m == "joint" else int(r["anchors"]) if m == "asif" else int(r.get("width", dim))
+
+    return sum(width(routes.get(k) or {}) for k in keys)
 
 
 @dataclass

@@ -8,11 +8,12 @@ the joint space *and* gives each pair of views its own block of the output vecto
 
 where `route_ab(c)` is the unit vector of c in the space pair (a, b) is routed to: the joint model's
 embedding (`joint`), that pair's tuned closed form (`cca`, `kcca`, `ridge`, `procrustes`, `encoder`:
-a `LinearPath`, with a Nyström front for `kcca`) or ASIF relative representations (`asif`). Two
+a `LinearPath` as wide as its components, with a Nyström front for `kcca`) or ASIF relative representations (`asif`). Two
 views a != b share exactly one non-zero block, so <z(a), z(b)> = <route_ab(a), route_ab(b)> / (V - 1):
 retrieval a -> b ranks exactly as in that pair's own space, while every vector stays one unit vector
 of one space, so evaluation, the FAISS index, `serve` and ONNX export work unchanged. Cost: the
-output has (number of pairs) blocks (`AlignmentModel.out_dim`), and cosines between two views are
+output has one block per pair (`AlignmentModel.out_dim`: `dim` per joint pair, the closed form's
+components, or the number of ASIF anchors), and cosines between two views are
 scaled by 1 / (V - 1).
 """
 
@@ -79,11 +80,11 @@ class Router(nn.Module):
             if method == "joint":
                 self.widths.append(dim)
             elif method in CLOSED_FORMS:
-                kern = r.get("kernel") or {}
-                self.paths[key] = nn.ModuleDict({c: LinearPath(in_shapes[c], dim,  # type: ignore[arg-type]
+                kern, width = r.get("kernel") or {}, int(r.get("width", dim))  # as many components as it kept
+                self.paths[key] = nn.ModuleDict({c: LinearPath(in_shapes[c], width,  # type: ignore[arg-type]
                                                                tuple(kern[c]) if c in kern else None)
                                                  for c in (a, b)})
-                self.widths.append(dim)
+                self.widths.append(width)
             elif method == "asif":
                 n = int(r["anchors"])
                 for c in (a, b):

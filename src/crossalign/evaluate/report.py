@@ -8,7 +8,8 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["retrieval_table", "view_table", "methods_table", "print_tables", "fmt", "winner_line"]
+__all__ = ["retrieval_table", "view_table", "methods_table", "print_tables", "fmt", "winner_line",
+           "routes_table"]
 
 
 def fmt(m: dict[str, float], key: str) -> str:
@@ -76,7 +77,36 @@ def winner_line(train_result: dict[str, Any]) -> str:
         tail = f", {c[w][key] - others[runner]:+.3f} over {runner}"
     cf = train_result.get("closed_form") or {}
     how = f"; closed form: {cf['method']} {cf['params']}" if cf else ""
-    return f"crossalign = {w} (val {key.removeprefix('val_')} {c[w][key]:.3f}{tail}){how}"
+    routed = ""
+    if train_result.get("routed"):
+        served = [f"{k.replace('|', '<->')}: {r['chosen']}" for k, r in (train_result.get("routes") or {}).items()
+                  if r.get("chosen") != "joint"]
+        v = next((x for k, x in train_result.items() if k.startswith("val_routed_")), None)
+        routed = f"; routed per pair ({', '.join(served)}) -> val {v:.3f}" if v is not None else ""
+    return f"crossalign = {w} (val {key.removeprefix('val_')} {c[w][key]:.3f}{tail}){how}{routed}"
+
+
+def routes_table(train_result: dict[str, Any], title: str = "") -> Table | None:
+    """Which candidate serves each pair of views (train.route) and every candidate's validation R@1
+    (mean of both directions); None when the run was not routed."""
+    routes = train_result.get("routes") or {}
+    if not routes:
+        return None
+    names = list(dict.fromkeys(m for r in routes.values() for m in r.get("val", {})))
+    routed = train_result.get("routed")
+    t = Table(title=title or ("per-pair routing on validation (R@1, both directions)" if routed else
+                              "per-pair candidates on validation: every pair kept the joint space"))
+    t.add_column("pair", no_wrap=True)
+    t.add_column("served by", no_wrap=True)
+    t.add_column("margin", justify="right", no_wrap=True)
+    for n in names:
+        t.add_column(n, justify="right", no_wrap=True)
+    for key, r in routes.items():
+        val, chosen = r.get("val", {}), r.get("chosen", "")
+        margin = r.get("margin")
+        t.add_row(key.replace("|", "<->"), chosen, "—" if margin is None else f"{margin:+.3f}",
+                  *[f"{val[n]['R@1']:.3f}" if n in val else "—" for n in names])
+    return t
 
 
 def print_tables(*tables: Table) -> None:
