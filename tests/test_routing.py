@@ -100,6 +100,10 @@ def test_never_behind_per_direction_when_pairs_want_different_candidates(tmp_pat
     te = table.split("test")
     got = Embedder.from_run(run).model.embed("d", torch.from_numpy(te.features["d"][:5]))
     assert_close_scaled(got, torch.from_numpy(embed_table(model, te)["d"][:5]), rtol=1e-5)
+    from crossalign.export.onnx import export_onnx  # ONNX holds every block (onnxruntime parity)
+
+    info = export_onnx(model, tmp_path / "onnx", columns=["c", "d"])
+    assert all(i["dim"] == model.out_dim and i["parity_max_abs_diff"] < 1e-4 for i in info), info
 
 
 def test_router_blocks_rank_exactly_as_each_pair_space() -> None:

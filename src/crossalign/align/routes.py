@@ -52,7 +52,7 @@ class AnchorBank(nn.Module):
         The same arithmetic as `semi.asif.RelativeRep` (which the `asif` baseline uses)."""
         z = (x.float().flatten(1) - self.mu) / self.sd  # (B, D)
         s = F.normalize(z, dim=-1) @ self.anchors.T  # (B, n)
-        if k < s.shape[1]:
+        if k < self.anchors.shape[0]:  # a static shape: an ONNX trace keeps the branch it took
             cut = s.topk(k, dim=1).values[:, -1:]  # (B, 1) k-th largest
             s = torch.where(s >= cut, s, torch.zeros_like(s))
         return F.normalize(s.clamp(min=0.0) ** p, dim=-1)

@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -184,15 +185,17 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
     from crossalign.evaluate.evaluators import RetrievalEvaluator
     from crossalign.train.routing import choose_routes, routed_model
 
+    t0 = time.perf_counter()
     model, cfg_w = load_run(out)
     choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed)
     if not choice.routes:
-        return {"routed": False, "routes": choice.report}
+        return {"routed": False, "routes": choice.report, "route_s": round(time.perf_counter() - t0, 1)}
     routed, cfg_r = routed_model(model, cfg_w, choice)
     val = RetrievalEvaluator(va.groups())(embed_table(routed, va))[cfg.train.primary]
     save_model(routed, cfg_r, out, "best")
     log.info("routed: val %s %.4f (joint model alone: see candidates)", cfg.train.primary, val)
-    return {"routed": True, "routes": choice.report, "val_routed_" + cfg.train.primary: val}
+    return {"routed": True, "routes": choice.report, "val_routed_" + cfg.train.primary: val,
+            "route_s": round(time.perf_counter() - t0, 1)}
 
 
 def _mrr_at_best(res: TrainResult) -> float:
