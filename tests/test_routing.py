@@ -55,7 +55,7 @@ def test_never_behind_per_direction_when_pairs_want_different_candidates(tmp_pat
     from crossalign.align.embed import embed_table
     from crossalign.align.embedder import Embedder
     from crossalign.align.io import load_run
-    from crossalign.config import routed_dim
+    from crossalign.index.identity import routed_dim
     from crossalign.evaluate.baselines import run_baselines
     from crossalign.evaluate.retrieval import retrieval_metrics
     from crossalign.evaluate.run_eval import evaluate_model

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
-__all__ = ["ConfigBase", "ConfigError", "ViewSpec", "TowerTuning", "HeadConfig", "ModelConfig", "routed_dim", "TrainConfig",
+__all__ = ["ConfigBase", "ConfigError", "ViewSpec", "TowerTuning", "HeadConfig", "ModelConfig", "TrainConfig",
            "AlignTrainConfig", "RunConfig", "load_config"]
 
 C = TypeVar("C", bound="ConfigBase")
@@ -165,9 +165,7 @@ class ModelConfig(ConfigBase):
     train_towers: list[str] = field(default_factory=list)  # pretrained towers fine-tuned end to end
     # Per trained tower: LoRA adapters or partial unfreezing (TowerTuning fields; applied by align/lora.py).
     tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Per-pair routing (set by train.route, not by hand): {"a|b": {"method": ..., ...}} for every pair
-    # of views; each pair is served in its own block of the output (align/routes.py). Empty: one space.
-    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"a|b": {"method": ..}}: set by train.route
 
     def __post_init__(self) -> None:
         self.views = [v if isinstance(v, ViewSpec) else ViewSpec.from_dict(v, f"model.views[{i}]")
@@ -189,11 +187,9 @@ class ModelConfig(ConfigBase):
             TowerTuning.from_dict(t, f"model.tower_tuning.{col}")  # validated now, not when the tower is built
         if self.dim < 2 or not 0 < self.temperature < 10:
             raise ValueError("dim >= 2 and 0 < temperature < 10")
-        for key, r in self.routes.items():
-            a, _, b = key.partition("|")
-            if a not in cols or b not in cols or a == b or not isinstance(r, Mapping) or "method" not in r:
-                raise ValueError(f"model.routes['{key}']: keys are 'a|b' of two view columns {cols}, "
-                                 "values {'method': ...}")
+        for key, r in self.routes.items():  # the methods are align/routes.py's to check
+            if len(set(key.split("|")) & set(cols)) != 2 or not isinstance(r, Mapping) or "method" not in r:
+                raise ValueError(f"model.routes['{key}']: 'a|b' of two views {cols} -> {{'method': ...}}")
 
     @property
     def columns(self) -> list[str]:
@@ -211,23 +207,6 @@ class ModelConfig(ConfigBase):
             out = [(a, b) for i, a in enumerate(cols) for b in cols[i + 1:]]
         return [(a, b, float(self.pair_weights.get(f"{a}-{b}", self.pair_weights.get(f"{b}-{a}", 1.0))))
                 for a, b in out]
-
-
-def routed_dim(model: Mapping[str, Any]) -> int:
-    """Output width of a run from its config.json `model` section: `dim`, or with per-pair routes one
-    block per pair of views (`dim` for the joint space, a closed form's `width`, ASIF's `anchors`;
-    align/routes.py)."""
-    dim, routes = int(model.get("dim", 0)), model.get("routes") or {}
-    if not routes:
-        return dim
-    cols = [v["column"] for v in model.get("views", [])]
-    keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
-
-    def width(r: Mapping[str, Any]) -> int:
-        m = r.get("method", "joint")
-        return dim if m == "joint" else int(r["anchors"]) if m == "asif" else int(r.get("width", dim))
-
-    return sum(width(routes.get(k) or {}) for k in keys)
 
 
 @dataclass
@@ -287,9 +266,7 @@ class AlignTrainConfig(TrainConfig):
     finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
     linear_path_lr: float = 0.1  # learning rate of the closed-form linear paths, relative to `lr`
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
-    # "auto": after the joint model is chosen, each pair of views keeps whichever of the joint space, that
-    # pair's own tuned closed form and ASIF scores best on validation (model.routes); "off": one space.
-    route: Literal["auto", "off"] = "auto"
+    route: Literal["auto", "off"] = "auto"  # auto: each pair of views kept by its best on validation (routing.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:

@@ -8,13 +8,13 @@ the joint space *and* gives each pair of views its own block of the output vecto
 
 where `route_ab(c)` is the unit vector of c in the space pair (a, b) is routed to: the joint model's
 embedding (`joint`), that pair's tuned closed form (`cca`, `kcca`, `ridge`, `procrustes`, `encoder`:
-a `LinearPath` as wide as its components, with a Nyström front for `kcca`) or ASIF relative representations (`asif`). Two
-views a != b share exactly one non-zero block, so <z(a), z(b)> = <route_ab(a), route_ab(b)> / (V - 1):
-retrieval a -> b ranks exactly as in that pair's own space, while every vector stays one unit vector
-of one space, so evaluation, the FAISS index, `serve` and ONNX export work unchanged. Cost: the
-output has one block per pair (`AlignmentModel.out_dim`: `dim` per joint pair, the closed form's
-components, or the number of ASIF anchors), and cosines between two views are
-scaled by 1 / (V - 1).
+a `LinearPath` as wide as its components, a Nyström front for `kcca`) or ASIF relative
+representations (`asif`). Two views a != b share exactly one non-zero block, so
+<z(a), z(b)> = <route_ab(a), route_ab(b)> / (V - 1): retrieval a -> b ranks exactly as in that pair's
+own space, while every vector stays one unit vector of one space, so evaluation, the FAISS index,
+`serve` and ONNX export work unchanged. Cost: one block per pair (`AlignmentModel.out_dim`: `dim` for
+a joint pair, the closed form's components, or the number of ASIF anchors), and cosines between two
+views are scaled by 1 / (V - 1) (same-view cosines average the view's blocks).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossalign.config import routed_dim
 from crossalign.saved import weights_file
 
 __all__ = ["RunIdentity", "run_identity", "IncompatibleRunError", "file_sha256", "WEIGHT_FILES"]
@@ -85,6 +84,23 @@ class RunIdentity:
 
 def _weights_file(run: Path) -> Path:
     return weights_file(run, "best")  # the file `load_run(run)` reads
+
+
+def routed_dim(model: dict[str, Any]) -> int:
+    """Output width of a run from its config.json `model` section: `dim`, or with per-pair routes one
+    block per pair of views (`dim` for the joint space, a closed form's `width`, ASIF's `anchors`;
+    align/routes.py)."""
+    dim, routes = int(model.get("dim", 0)), model.get("routes") or {}
+    if not routes:
+        return dim
+    cols = [v["column"] for v in model.get("views", [])]
+    keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
+
+    def width(r: dict[str, Any]) -> int:
+        m = r.get("method", "joint")
+        return dim if m == "joint" else int(r["anchors"]) if m == "asif" else int(r.get("width", dim))
+
+    return sum(width(routes.get(k) or {}) for k in keys)
 
 
 def run_identity(run: str | Path) -> RunIdentity:

@@ -89,7 +89,8 @@ def _closed_form(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable
     return route, mods, val
 
 
-def _asif(tr: FeatureTable, va: FeatureTable, a: str, b: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+def _asif(tr: FeatureTable, va: FeatureTable, a: str,
+          b: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     from crossalign.semi.asif import RelativeRep
 
     score = PairScorer(va.groups(), len(va))
