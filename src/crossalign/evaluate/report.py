@@ -87,25 +87,23 @@ def winner_line(train_result: dict[str, Any]) -> str:
 
 
 def routes_table(train_result: dict[str, Any], title: str = "") -> Table | None:
-    """Which candidate serves each pair of views (train.route) and every candidate's validation R@1
-    (mean of both directions); None when the run was not routed."""
+    """Which candidate serves each pair of views (train.route) and each candidate's validation R@1
+    (mean of both directions; the closed form named by its method); None when there are no routes."""
     routes = train_result.get("routes") or {}
     if not routes:
         return None
-    names = list(dict.fromkeys(m for r in routes.values() for m in r.get("val", {})))
-    routed = train_result.get("routed")
-    t = Table(title=title or ("per-pair routing on validation (R@1, both directions)" if routed else
-                              "per-pair candidates on validation: every pair kept the joint space"))
-    t.add_column("pair", no_wrap=True)
-    t.add_column("served by", no_wrap=True)
-    t.add_column("margin", justify="right", no_wrap=True)
-    for n in names:
-        t.add_column(n, justify="right", no_wrap=True)
+    t = Table(title=title or ("per-pair routing on validation (R@1, both directions)" if train_result.get("routed")
+                              else "per-pair candidates on validation: every pair kept the joint space"))
+    for name, just in (("pair", "left"), ("served by", "left"), ("margin", "right"), ("joint", "right"),
+                       ("own closed form", "right"), ("asif", "right")):
+        t.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
     for key, r in routes.items():
-        val, chosen = r.get("val", {}), r.get("chosen", "")
-        margin = r.get("margin")
-        t.add_row(key.replace("|", "<->"), chosen, "—" if margin is None else f"{margin:+.3f}",
-                  *[f"{val[n]['R@1']:.3f}" if n in val else "—" for n in names])
+        val, margin = r.get("val", {}), r.get("margin")
+        cf = next((m for m in val if m not in ("joint", "asif")), None)
+        t.add_row(key.replace("|", "<->"), r.get("chosen", ""), "—" if margin is None else f"{margin:+.3f}",
+                  f"{val['joint']['R@1']:.3f}" if "joint" in val else "—",
+                  f"{val[cf]['R@1']:.3f} {cf}" if cf else "—",
+                  f"{val['asif']['R@1']:.3f}" if "asif" in val else "—")
     return t
 
 
