@@ -155,3 +155,18 @@ def test_route_off_and_bad_routes(tmp_path: Path) -> None:
         Router(["a", "b"], {"a|b": {"method": "magic"}}, {"a": (3,), "b": (3,)}, 4)
     with pytest.raises(ValueError, match="fine-tuned"):
         Router(["a", "b"], {"a|b": {"method": "cca"}}, {"a": None, "b": (3,)}, 4)
+
+
+def test_routes_table_names_what_serves_each_pair(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossalign.evaluate.report import print_tables, routes_table, winner_line
+
+    res = {"winner": "fine_tuned", "candidates": {"fine_tuned": {"val_mean/R@1": 0.4}, "scratch": {"val_mean/R@1": 0.3}},
+           "routed": True, "val_routed_mean/R@1": 0.45,
+           "routes": {"text|text_zh": {"chosen": "cca", "margin": 0.08, "val": {
+               "joint": {"R@1": 0.60}, "cca": {"R@1": 0.68}, "asif": {"R@1": 0.55}}},
+               "image|text": {"chosen": "joint", "margin": 0.01, "val": {"joint": {"R@1": 0.41}}}}}
+    print_tables(routes_table(res))  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "text<->text_zh" in out and "0.680 cca" in out and "+0.080" in out and "image<->text" in out
+    assert "routed per pair (text<->text_zh: cca) -> val 0.450" in winner_line(res)
+    assert routes_table({"winner": "scratch"}) is None
