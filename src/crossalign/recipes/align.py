@@ -187,7 +187,9 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
 
     t0 = time.perf_counter()
     model, cfg_w = load_run(out)
-    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed)
+    # Two views started from their closed form already had it as a candidate: only ASIF is new there.
+    again = len(cfg.model.columns) > 2 or cfg.train.start == "scratch"
+    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again)
     if not choice.routes:
         return {"routed": False, "routes": choice.report, "route_s": round(time.perf_counter() - t0, 1)}
     routed, cfg_r = routed_model(model, cfg_w, choice)

@@ -108,9 +108,10 @@ def _asif(tr: FeatureTable, va: FeatureTable, a: str,
 
 
 def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: FeatureTable,
-                  seed: int = 0) -> RouteChoice:
+                  seed: int = 0, closed_forms: bool = True) -> RouteChoice:
     """Per pair of `model`'s views, the best of the joint space, the pair's closed form and ASIF on
-    validation (see the module docstring). `model` is the joint winner, in eval mode."""
+    validation (see the module docstring). `model` is the joint winner, in eval mode. `closed_forms`:
+    False when the joint start already was that pair's closed form (two views), so only ASIF is new."""
     out = RouteChoice()
     cols, groups = model.columns, va.groups()
     joint = embed_table(model, va)
@@ -122,7 +123,7 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
             cands: dict[str, dict[str, float]] = {"joint": _pair_score(joint[a], joint[b], groups, a, b)}
             fitted: dict[str, Any] = {}
             if inputs[a] is not None and inputs[b] is not None:
-                cf = _closed_form(cfg, model.specs, tr, va, a, b, seed)
+                cf = _closed_form(cfg, model.specs, tr, va, a, b, seed) if closed_forms else None
                 if cf is not None:
                     route, mods, val = cf
                     cands[route["method"]] = _pair_score(val[a], val[b], groups, a, b)
