@@ -73,6 +73,10 @@ def test_never_behind_per_direction_when_pairs_want_different_candidates(tmp_pat
     model, cfg = load_run(run)  # an ordinary run folder
     assert model.router is not None and model.out_dim == routed_dim(cfg.to_dict()["model"]) > cfg.model.dim
     assert run_identity(run).dim == model.out_dim  # what `index build` records
+    from crossalign.train.routing import joint_model  # what a resumed routed run is routed from
+
+    joint, jcfg = joint_model(model, cfg)
+    assert joint.router is None and jcfg.model.routes == {} and cfg.model.routes
     va = table.split("val")
     emb = embed_table(model, va)
     for key, r in routes.items():

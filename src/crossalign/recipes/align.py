@@ -183,14 +183,17 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
     from crossalign.align.embed import embed_table
     from crossalign.align.io import load_run
     from crossalign.evaluate.evaluators import RetrievalEvaluator
-    from crossalign.train.routing import choose_routes, routed_model
+    from crossalign.train.routing import choose_routes, joint_model, routed_model
 
     t0 = time.perf_counter()
-    model, cfg_w = load_run(out)
+    loaded = load_run(out)
+    model, cfg_w = joint_model(*loaded)  # a resumed run routed before is routed afresh
     # Two views started from their closed form already had it as a candidate: only ASIF is new there.
     again = len(cfg.model.columns) > 2 or cfg.train.start == "scratch"
     choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again)
     if not choice.routes:
+        if loaded[0] is not model:  # it was routed before; now every pair keeps the joint space
+            save_model(model, cfg_w, out, "best")
         return {"routed": False, "routes": choice.report, "route_s": round(time.perf_counter() - t0, 1)}
     routed, cfg_r = routed_model(model, cfg_w, choice)
     val = RetrievalEvaluator(va.groups())(embed_table(routed, va))[cfg.train.primary]

@@ -31,7 +31,7 @@ from crossalign.evaluate.closed_form import PairScorer
 from crossalign.evaluate.retrieval import retrieval_metrics
 from crossalign.train.start import apply_closed_form, fit_closed_form
 
-__all__ = ["choose_routes", "RouteChoice"]
+__all__ = ["choose_routes", "RouteChoice", "joint_model", "routed_model"]
 
 log = logging.getLogger(__name__)
 MAX_WIDTH = 512  # components a pair's closed form may keep (the baselines' PCA cap)
@@ -155,6 +155,17 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
             for c in (a, b):
                 out.state.update({f"router.paths.{key}.{c}.{n}": t for n, t in st["modules"][c].state_dict().items()})
     return out
+
+
+def joint_model(model: AlignmentModel, cfg: RunConfig) -> tuple[AlignmentModel, RunConfig]:
+    """A routed run's joint model alone (routes dropped): what a resumed, already routed run is routed from."""
+    if model.router is None:
+        return model, cfg
+    c = copy.deepcopy(cfg)
+    c.model.routes = {}
+    joint = AlignmentModel(c.model, model.specs, build_towers(c, model.specs))
+    joint.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("router.")}, strict=True)
+    return joint.eval(), c
 
 
 def routed_model(model: AlignmentModel, cfg: RunConfig, choice: RouteChoice) -> tuple[AlignmentModel, RunConfig]:
