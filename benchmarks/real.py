@@ -46,7 +46,7 @@ def untrained_e5(table, cols: list[str]) -> dict[str, float]:  # type: ignore[no
 
 
 def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None = None,
-            from_runs: bool = False) -> dict[str, object]:
+            from_runs: bool = False, only_seed: int | None = None) -> dict[str, object]:
     from crossalign.config import RunConfig
     from crossalign.datasets.registry import make_dataset
     from crossalign.cli.common import apply_cli_defaults
@@ -71,8 +71,11 @@ def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None
     table, _ = prepare_features(cfg, progress=True)
     t_feat = time.perf_counter() - t0
     per_seed: list[dict[str, dict[str, float]]] = []
+    routes: dict[str, object] = {}  # per seed: which candidate served each pair (train.route)
     for s in range(seeds):
         run = root / "runs" / f"{name}-seed{s}"
+        if only_seed is not None and s != only_seed:  # one seed per process (aggregate with --from-runs)
+            continue
         if from_runs:  # aggregate what earlier (possibly interrupted) calls left in each seed's folder
             if (run / "benchmark.json").exists():
                 per_seed.append(json.loads((run / "benchmark.json").read_text()))
@@ -82,6 +85,14 @@ def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None
         per_seed.append(benchmark(cfg, run, table=table, progress=False))
         print(f"  seed {s}: {time.perf_counter() - t:.0f} s, crossalign mean R@1 "
               f"{per_seed[-1]['crossalign'].get('mean/R@1', float('nan')):.3f}")
+    for s in range(seeds):
+        won = root / "runs" / f"{name}-seed{s}" / "train_results.json"
+        if won.exists():
+            r = next(iter(json.loads(won.read_text()).values()))
+            routes[str(s)] = {"winner": r.get("winner"), "routed": r.get("routed"), "route_s": r.get("route_s"),
+                              "pairs": {k: v["chosen"] for k, v in (r.get("routes") or {}).items()}}
+    if only_seed is not None:
+        return {}
     seeds = len(per_seed)
     dirs = directions(cols)
     methods = list(per_seed[0])
@@ -89,7 +100,7 @@ def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None
     mean = {m: _stats([statistics.fmean(r[m][f"{d}/R@1"] for d in dirs) for r in per_seed]) for m in methods}
     out: dict[str, object] = {"columns": cols, "encoders": choice, "n_test": len(table.split("test")),
                               "n_train": len(table.split("train")), "seeds": seeds, "directions": table_out,
-                              "mean": mean, "features_s": t_feat}
+                              "mean": mean, "features_s": t_feat, "routes": routes}
     if name == "cedict":
         raw = untrained_e5(table, cols)
         out["untrained_e5"] = {d: raw[f"{d}/R@1"] for d in dirs}
@@ -111,13 +122,15 @@ def print_table(name: str, res: dict[str, object]) -> None:
 
 
 def markdown(name: str, res: dict[str, object], methods: tuple[str, ...] = ("crossalign", "cca", "kcca", "ridge",
-                                                                              "procrustes")) -> str:
+                                                                              "procrustes", "asif")) -> str:
     """The README table of one set: every direction, mean ± sd over seeds (sd only where nonzero),
-    the best per row in bold, and each direction's gap to the best baseline."""
+    the best per row in bold, each direction's gap to the best baseline, and the test split's own
+    sampling sd of crossalign's R@1 (sqrt(p(1-p)/n): gaps below it are noise)."""
     dirs: dict[str, dict[str, dict[str, float]]] = res["directions"]  # type: ignore[assignment]
     have = [m for m in methods if m in next(iter(dirs.values()))]
     lines = [f"| {name} direction | " + " | ".join(f"**{m}**" if m == "crossalign" else m for m in have)
-             + " | gap to best baseline |", "|---" * (len(have) + 2) + "|"]
+             + " | gap to best baseline | test sd |", "|---" * (len(have) + 3) + "|"]
+    n = int(res["n_test"])  # type: ignore[call-overload]
     for d, by in list(dirs.items()) + [("mean", res["mean"])]:  # type: ignore[list-item]
         top = max(by[m]["mean"] for m in have)
         cells = []
@@ -125,7 +138,9 @@ def markdown(name: str, res: dict[str, object], methods: tuple[str, ...] = ("cro
             v = f"{by[m]['mean']:.3f}" + (f" ± {by[m]['sd']:.3f}" if by[m]["sd"] > 5e-4 else "")
             cells.append(f"**{v}**" if by[m]["mean"] >= top - 1e-9 else v)
         gap = by["crossalign"]["mean"] - max(by[m]["mean"] for m in have if m != "crossalign")
-        lines.append(f"| {d} | " + " | ".join(cells) + f" | {gap:+.3f} |")
+        p = by["crossalign"]["mean"]
+        sd = f"{(p * (1 - p) / n) ** 0.5:.3f}" if d != "mean" else "—"  # directions are correlated
+        lines.append(f"| {d} | " + " | ".join(cells) + f" | {gap:+.3f} | {sd} |")
     return "\n".join(lines)
 
 
@@ -139,6 +154,8 @@ def main() -> None:
     ap.add_argument("--n", action="append", default=[], metavar="SET=N",
                     help="rows of a set (a seeded subset), e.g. --n emoji=700; default: the builder's default")
     ap.add_argument("--markdown", action="store_true", help="print the README tables of OUT and exit")
+    ap.add_argument("--only-seed", type=int, default=None,
+                    help="train and benchmark this seed only, into ROOT/runs (then aggregate with --from-runs)")
     ap.add_argument("--from-runs", action="store_true",
                     help="no training: aggregate the seeds' benchmark.json already under ROOT/runs")
     a = ap.parse_args()
@@ -154,7 +171,9 @@ def main() -> None:
     for name in [s.strip() for s in a.sets.split(",") if s.strip()]:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}; known: {', '.join(SETS)}")
-        results[name] = run_set(name, a.seeds, a.epochs, a.root, sizes.get(name), a.from_runs)
+        results[name] = run_set(name, a.seeds, a.epochs, a.root, sizes.get(name), a.from_runs, a.only_seed)
+        if a.only_seed is not None:
+            continue
         print_table(name, results[name])  # type: ignore[arg-type]
         results[name]["load_average"] = list(os.getloadavg())  # type: ignore[index]  # shared machine
         commands[name] = f"python benchmarks/real.py --sets {name} --seeds {a.seeds}" + (

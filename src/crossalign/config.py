@@ -165,6 +165,7 @@ class ModelConfig(ConfigBase):
     train_towers: list[str] = field(default_factory=list)  # pretrained towers fine-tuned end to end
     # Per trained tower: LoRA adapters or partial unfreezing (TowerTuning fields; applied by align/lora.py).
     tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"a|b": {"method": ..}}: set by train.route
 
     def __post_init__(self) -> None:
         self.views = [v if isinstance(v, ViewSpec) else ViewSpec.from_dict(v, f"model.views[{i}]")
@@ -186,6 +187,9 @@ class ModelConfig(ConfigBase):
             TowerTuning.from_dict(t, f"model.tower_tuning.{col}")  # validated now, not when the tower is built
         if self.dim < 2 or not 0 < self.temperature < 10:
             raise ValueError("dim >= 2 and 0 < temperature < 10")
+        for key, r in self.routes.items():  # the methods are align/routes.py's to check
+            if len(set(key.split("|")) & set(cols)) != 2 or not isinstance(r, Mapping) or "method" not in r:
+                raise ValueError(f"model.routes['{key}']: 'a|b' of two views {cols} -> {{'method': ...}}")
 
     @property
     def columns(self) -> list[str]:
@@ -262,6 +266,7 @@ class AlignTrainConfig(TrainConfig):
     finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
     linear_path_lr: float = 0.1  # learning rate of the closed-form linear paths, relative to `lr`
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
+    route: Literal["auto", "off"] = "auto"  # auto: each pair of views kept by its best on validation (routing.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -269,6 +274,8 @@ class AlignTrainConfig(TrainConfig):
         super().__post_init__()
         if self.start not in ("auto", "closed_form", "scratch"):
             raise ValueError(f"train.start must be auto, closed_form or scratch, not {self.start!r}")
+        if self.route not in ("auto", "off"):
+            raise ValueError(f"train.route must be auto or off, not {self.route!r}")
 
 
 @dataclass

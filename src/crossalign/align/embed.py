@@ -53,6 +53,6 @@ def embed_table(model: AlignmentModel, table: FeatureTable, batch_size: int = 10
             x = src[s:s + bs]
             x = x if isinstance(x, list) else torch.from_numpy(np.asarray(x))
             parts.append(model.embed(col, x).float().numpy())
-        out[col] = np.concatenate(parts) if parts else np.zeros((0, model.cfg.dim), np.float32)
+        out[col] = np.concatenate(parts) if parts else np.zeros((0, model.out_dim), np.float32)
     model.train(was)
     return out

@@ -74,7 +74,7 @@ class Embedder:
             else:
                 z = self.model.embed(col, enc.encode(chunk))
             out.append(z.float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.cfg.dim), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.model.out_dim), np.float32)
 
     def embed(self, modality_or_column: str, values: Sequence[Any], base_dir: Path | None = None,
               batch_size: int = 32) -> np.ndarray:
@@ -87,4 +87,4 @@ class Embedder:
         out = []
         for s in range(0, len(feats), batch_size):
             out.append(self.model.embed(col, torch.from_numpy(np.asarray(feats[s:s + batch_size]))).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.cfg.dim), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.model.out_dim), np.float32)

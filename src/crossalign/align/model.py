@@ -11,6 +11,7 @@ from torch import nn
 
 from crossalign.align.heads import LinearPath, ProjectionHead
 from crossalign.align.objectives import check_objective
+from crossalign.align.routes import Router
 from crossalign.config import ModelConfig
 from crossalign.encoders import Encoder, EncoderSpec
 
@@ -51,6 +52,9 @@ class AlignmentModel(nn.Module):
                 if shape is not None:
                     k = cfg.head.kernel.get(col)
                     self.linear[col] = LinearPath(shape, cfg.dim, (int(k[0]), int(k[1])) if k else None)
+        # Per-pair routing (align/routes.py): each pair of views served in its own block of the output.
+        self.router = Router(cfg.columns, cfg.routes, {c: linear_input_shape(specs[c], c in self.towers)
+                                                       for c in cfg.columns}, cfg.dim) if cfg.routes else None
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),
                                         requires_grad=cfg.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias)))
@@ -58,6 +62,11 @@ class AlignmentModel(nn.Module):
     @property
     def columns(self) -> list[str]:
         return self.cfg.columns
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the vectors `embed` returns: `cfg.dim`, or the routed blocks' total width."""
+        return self.router.out_dim if self.router is not None else self.cfg.dim
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clamped so training cannot blow the temperature up (CLIP uses 100)."""
@@ -74,7 +83,7 @@ class AlignmentModel(nn.Module):
         path where it has one (which reads the tower's input for from-scratch towers, else `feats`).
         Every room that runs a tower itself (export, explain, fusion) projects through here."""
         return _project(self.heads[col], self.linear[col] if col in self.linear else None, self.reads_input(col),
-                        feats, inp)
+                        feats, inp, self.router, col)
 
     def reads_input(self, col: str) -> bool:
         """The view's linear path reads its tower's input (a from-scratch tower), not its features."""
@@ -162,17 +171,21 @@ class ViewHead(nn.Module):
         self.head = model.heads[col]
         self.linear = model.linear[col] if col in model.linear else None
         self.reads_input = model.reads_input(col)  # the linear path of a from-scratch tower reads its input
+        self.router = model.router
 
     def forward(self, feats: torch.Tensor, inp: torch.Tensor | None = None) -> torch.Tensor:
-        return _project(self.head, self.linear, self.reads_input, feats, inp)
+        return _project(self.head, self.linear, self.reads_input, feats, inp, self.router, self.col)
 
 
 def _project(head: ProjectionHead, lp: LinearPath | None, reads_input: bool, feats: torch.Tensor,
-             inp: Any) -> torch.Tensor:
-    """normalize(gate * head(feats) + linear(src)): the closed-form path and the head, summed."""
-    if lp is None:
-        return head(feats)
+             inp: Any, router: Router | None = None, col: str = "") -> torch.Tensor:
+    """normalize(gate * head(feats) + linear(src)): the closed-form path and the head, summed; then,
+    in a routed model, that joint vector placed among the view's per-pair blocks."""
     src = inp if (reads_input and inp is not None) else feats
-    if not lp.gate.requires_grad and float(lp.gate) == 0.0:  # a view held still at its closed form (hybrid)
-        return F.normalize(lp(src), dim=-1)
-    return F.normalize(lp.gate * head.project(feats) + lp(src), dim=-1)
+    if lp is None:
+        z = head(feats)
+    elif not lp.gate.requires_grad and float(lp.gate) == 0.0:  # a view held still at its closed form (hybrid)
+        z = F.normalize(lp(src), dim=-1)
+    else:
+        z = F.normalize(lp.gate * head.project(feats) + lp(src), dim=-1)
+    return z if router is None else router(col, z, src)

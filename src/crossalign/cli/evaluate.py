@@ -62,7 +62,7 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
     import json
 
     from crossalign.recipes.benchmark import benchmark, directions
-    from crossalign.evaluate.report import methods_table, print_tables, winner_line
+    from crossalign.evaluate.report import methods_table, print_tables, routes_table, winner_line
 
     cfg = config_from_args(config, data, modalities, None, epochs, seed=seed, encoders=encoder)
     from crossalign.cli import semi as _semi
@@ -72,6 +72,9 @@ def benchmark_cmd(config: Annotated[Optional[Path], typer.Argument(help="YAML co
     results = benchmark(cfg, out, seeds=seeds, methods=[m.strip() for m in methods.split(",")] if methods else None)
     wins = json.loads((out / "train_results.json").read_text())
     caption = "; ".join(f"seed {s}: {winner_line(r)}" for s, r in wins.items())
+    for s, r in wins.items():  # which candidate serves each pair (train.route), per seed
+        if (rt := routes_table(r, f"seed {s}: per-pair routing on validation")) is not None and r.get("routed"):
+            print_tables(rt)
     print_tables(methods_table(results, directions(cfg.model.columns), caption=caption))
     typer.echo(f"wrote {out / 'benchmark.json'} (choices: {out / 'baselines.json'})")
 

@@ -40,7 +40,7 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     from crossalign.align.io import load_run
     from crossalign.evaluate.plots import plot_run
     from crossalign.evaluate.prompts import load_prompts
-    from crossalign.evaluate.report import print_tables, retrieval_table, view_table, winner_line
+    from crossalign.evaluate.report import print_tables, retrieval_table, routes_table, view_table, winner_line
     from crossalign.evaluate.run_eval import evaluate_run
     from crossalign.recipes.align import train
     from crossalign.train.distributed import init_from_env, is_launched
@@ -64,7 +64,10 @@ def train_cmd(config: ConfigArg = None, data: DataOpt = None, modalities: ModOpt
     if init_from_env().rank != 0:
         return
     typer.echo(f"run: {run}  best val {cfg.train.primary} = {res.best_metric:.4f} at epoch {res.best_epoch}")
-    typer.echo(winner_line(json.loads((run / "train_result.json").read_text())))
+    won = json.loads((run / "train_result.json").read_text())
+    typer.echo(winner_line(won))
+    if (rt := routes_table(won)) is not None:
+        print_tables(rt)
     if evaluate:
         ev = evaluate_run(run, split="test", prompts=load_prompts(prompt, prompt_map))
         plot_run(run, ev.embeddings, ev.table, load_run(run)[0].specs)

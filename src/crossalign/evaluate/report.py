@@ -8,7 +8,8 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["retrieval_table", "view_table", "methods_table", "print_tables", "fmt", "winner_line"]
+__all__ = ["retrieval_table", "view_table", "methods_table", "print_tables", "fmt", "winner_line",
+           "routes_table"]
 
 
 def fmt(m: dict[str, float], key: str) -> str:
@@ -76,7 +77,34 @@ def winner_line(train_result: dict[str, Any]) -> str:
         tail = f", {c[w][key] - others[runner]:+.3f} over {runner}"
     cf = train_result.get("closed_form") or {}
     how = f"; closed form: {cf['method']} {cf['params']}" if cf else ""
-    return f"crossalign = {w} (val {key.removeprefix('val_')} {c[w][key]:.3f}{tail}){how}"
+    routed = ""
+    if train_result.get("routed"):
+        served = [f"{k.replace('|', '<->')}: {r['chosen']}" for k, r in (train_result.get("routes") or {}).items()
+                  if r.get("chosen") != "joint"]
+        v = next((x for k, x in train_result.items() if k.startswith("val_routed_")), None)
+        routed = f"; routed per pair ({', '.join(served)}) -> val {v:.3f}" if v is not None else ""
+    return f"crossalign = {w} (val {key.removeprefix('val_')} {c[w][key]:.3f}{tail}){how}{routed}"
+
+
+def routes_table(train_result: dict[str, Any], title: str = "") -> Table | None:
+    """Which candidate serves each pair of views (train.route) and each candidate's validation R@1
+    (mean of both directions; the closed form named by its method); None when there are no routes."""
+    routes = train_result.get("routes") or {}
+    if not routes:
+        return None
+    t = Table(title=title or ("per-pair routing on validation (R@1, both directions)" if train_result.get("routed")
+                              else "per-pair candidates on validation: every pair kept the joint space"))
+    for name, just in (("pair", "left"), ("served by", "left"), ("margin", "right"), ("joint", "right"),
+                       ("own closed form", "right"), ("asif", "right")):
+        t.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    for key, r in routes.items():
+        val, margin = r.get("val", {}), r.get("margin")
+        cf = next((m for m in val if m not in ("joint", "asif")), None)
+        t.add_row(key.replace("|", "<->"), r.get("chosen", ""), "—" if margin is None else f"{margin:+.3f}",
+                  f"{val['joint']['R@1']:.3f}" if "joint" in val else "—",
+                  f"{val[cf]['R@1']:.3f} {cf}" if cf else "—",
+                  f"{val['asif']['R@1']:.3f}" if "asif" in val else "—")
+    return t
 
 
 def print_tables(*tables: Table) -> None:

@@ -37,7 +37,7 @@ def _st(run: Path, out: Path, columns: list[str] | None, which: str, opts: dict[
         raise ValueError("a sentence-transformers folder holds one view: pass one --views column")
     card = {"license": opts.get("license", "apache-2.0"), "model_name": f"crossalign {run.resolve().name} ({cols[0]})"}
     export_sentence_transformers(model, cols[0], out, card)
-    return {"column": cols[0], "dim": model.cfg.dim, "note": "SentenceTransformer(DIR).encode(texts) equals "
+    return {"column": cols[0], "dim": model.out_dim, "note": "SentenceTransformer(DIR).encode(texts) equals "
             "crossalign's Embedder(run).embed(column, texts)"}
 
 

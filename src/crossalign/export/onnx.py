@@ -92,7 +92,7 @@ def export_onnx(model: AlignmentModel, out: Path, columns: list[str] | None = No
             progress(f"exporting view '{plan.column}' ({plan.kind}) ...")
         if plan.kind == "text-tower":  # the tokenizer travels with the file that needs its ids
             tower_of(model, plan.column).tokenizer.save_pretrained(str(out / plan.meta["tokenizer"]))  # type: ignore[union-attr]
-        info = export_view(plan, out / f"{plan.column}.onnx", {"dim": model.cfg.dim, **(meta or {})})
+        info = export_view(plan, out / f"{plan.column}.onnx", {"dim": model.out_dim, **(meta or {})})
         log.info("exported %s (%s), onnxruntime parity %.1e", info["file"], plan.kind, info["parity_max_abs_diff"])
         infos.append(info)
     return infos

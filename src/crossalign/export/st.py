@@ -30,6 +30,9 @@ __all__ = ["export_sentence_transformers", "head_modules", "st_supported"]
 def st_supported(model: AlignmentModel, col: str) -> str | None:
     """None when view `col` can be a sentence-transformers folder, else the reason it cannot."""
     spec = model.specs[col]
+    if model.router is not None:
+        return (f"the run routes each pair of views to its own block (model.routes, train.route); a "
+                "sentence-transformers pipeline cannot hold the blocks: export it with --format onnx")
     if col in model.linear and model.linear[col].kernel is not None:
         return (f"view '{col}' holds a kernel (Nyström RBF) closed form that train.start picked; "
                 "sentence-transformers has no module for RBF features: export it with --format onnx")

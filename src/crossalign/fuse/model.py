@@ -33,7 +33,7 @@ class StreamEncoder(nn.Module):
                  dropout: float, normalize_tokens: bool):
         super().__init__()
         self.col = col
-        dim = align.cfg.dim
+        dim = align.out_dim
         self.glob = nn.Linear(dim, d)
         self.n_tok = int(token_shape[0]) if token_shape else 0
         self.normalize_tokens = normalize_tokens

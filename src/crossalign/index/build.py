@@ -118,7 +118,7 @@ def embed_manifest(
             z = embedder.embed_features(col, table.features[col])
         vecs.append(z)
         items.extend(_item(manifest, i, col, modality) for i in rows)
-    dim = embedder.model.cfg.dim
+    dim = embedder.model.out_dim
     return (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), items, problems
 
 
@@ -156,7 +156,7 @@ def build_index(
     x, items, problems = embed_manifest(embedder, m, cols, batch_size, progress)
     if not items:
         raise ValueError(f"{m.path}: no readable values in column(s) {', '.join(cols)}")
-    with VectorIndex.create(out, embedder.model.cfg.dim, params, ident, overwrite=overwrite) as ix:
+    with VectorIndex.create(out, embedder.model.out_dim, params, ident, overwrite=overwrite) as ix:
         ix.add(x, items)
         gen = ix.commit()
     return BuildReport(Path(out), len(items), _count(items), problems, gen)

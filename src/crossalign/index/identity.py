@@ -86,6 +86,23 @@ def _weights_file(run: Path) -> Path:
     return weights_file(run, "best")  # the file `load_run(run)` reads
 
 
+def routed_dim(model: dict[str, Any]) -> int:
+    """Output width of a run from its config.json `model` section: `dim`, or with per-pair routes one
+    block per pair of views (`dim` for the joint space, a closed form's `width`, ASIF's `anchors`;
+    align/routes.py)."""
+    dim, routes = int(model.get("dim", 0)), model.get("routes") or {}
+    if not routes:
+        return dim
+    cols = [v["column"] for v in model.get("views", [])]
+    keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
+
+    def width(r: dict[str, Any]) -> int:
+        m = r.get("method", "joint")
+        return dim if m == "joint" else int(r["anchors"]) if m == "asif" else int(r.get("width", dim))
+
+    return sum(width(routes.get(k) or {}) for k in keys)
+
+
 def run_identity(run: str | Path) -> RunIdentity:
     run = Path(run).expanduser().resolve()
     if not (run / "config.json").exists() or not (run / "encoders.json").exists():
@@ -98,5 +115,5 @@ def run_identity(run: str | Path) -> RunIdentity:
     encoders_hash = hashlib.sha256(_canonical(encoders).encode()).hexdigest()
     weights_hash = file_sha256(_weights_file(run))
     run_id = hashlib.sha256(f"{config_hash}{encoders_hash}{weights_hash}".encode()).hexdigest()[:16]
-    dim = int(cfg.get("model", {}).get("dim", 0))
+    dim = routed_dim(cfg.get("model", {}))  # a routed run's vectors hold one block per pair of views
     return RunIdentity(run_id, config_hash, encoders_hash, weights_hash, dim, encoders, str(run))

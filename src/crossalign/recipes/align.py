@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -162,18 +163,45 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
         best_cf[1].train.out, best_cf[1].train.epochs, best_cf[1].train.patience = str(out), cfg.train.epochs, cfg.train.patience
         save_model(best_cf[2], best_cf[1], out, "best")
     result.best_metric = cands[winner]
+    routing = _route(cfg, out, tr, va) if cfg.train.route == "auto" and (out / "best.safetensors").exists() else {}
     if (out / "best.safetensors").exists():
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
     others = [v for k, v in cands.items() if k != winner]
     t = cfg.train
     (out / "train_result.json").write_text(json.dumps(
-        {"winner": winner, "margin": cands[winner] - max(others) if others else None,
+        {"winner": winner, **routing, "margin": cands[winner] - max(others) if others else None,
          "candidates": {k: {"val_" + t.primary: v, "val_mean/MRR": ties[k]} for k, v in cands.items()},
          "closed_form": cf_info,
          "small_data": small, "best_epoch": result.best_epoch if winner != "closed_form" else -1, "best_" + t.primary: cands[winner],
          "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
          "train_rows": len(tr), "val_rows": len(va)}, indent=2))
     return out, result
+
+
+def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dict[str, Any]:
+    """`train.route: auto`: each pair of views keeps the best on validation of the joint winner, its own
+    closed form and ASIF (train/routing.py); a routed winner replaces `best`. Returns what to record."""
+    from crossalign.align.embed import embed_table
+    from crossalign.align.io import load_run
+    from crossalign.evaluate.evaluators import RetrievalEvaluator
+    from crossalign.train.routing import choose_routes, joint_model, routed_model
+
+    t0 = time.perf_counter()
+    loaded = load_run(out)
+    model, cfg_w = joint_model(*loaded)  # a resumed run routed before is routed afresh
+    # Two views started from their closed form already had it as a candidate: only ASIF is new there.
+    again = len(cfg.model.columns) > 2 or cfg.train.start == "scratch"
+    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again)
+    if not choice.routes:
+        if loaded[0] is not model:  # it was routed before; now every pair keeps the joint space
+            save_model(model, cfg_w, out, "best")
+        return {"routed": False, "routes": choice.report, "route_s": round(time.perf_counter() - t0, 1)}
+    routed, cfg_r = routed_model(model, cfg_w, choice)
+    val = RetrievalEvaluator(va.groups())(embed_table(routed, va))[cfg.train.primary]
+    save_model(routed, cfg_r, out, "best")
+    log.info("routed: val %s %.4f (joint model alone: see candidates)", cfg.train.primary, val)
+    return {"routed": True, "routes": choice.report, "val_routed_" + cfg.train.primary: val,
+            "route_s": round(time.perf_counter() - t0, 1)}
 
 
 def _mrr_at_best(res: TrainResult) -> float:

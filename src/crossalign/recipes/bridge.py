@@ -75,7 +75,7 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     va = va[:cfg.val_rows]
     train_ex, train_emb = build_examples(table, tr, cfg.train_columns, cfg)
     val_ex, val_emb = build_examples(table, va, cfg.train_columns[:1], cfg)
-    bridge = Bridge.new(cfg, embedder.model.cfg.dim, lm=lm, embedder=embedder)
+    bridge = Bridge.new(cfg, embedder.model.out_dim, lm=lm, embedder=embedder)
     results: dict[str, TrainResult] = {}
     t0 = time.time()
     train_targets, slot_stats = None, {}

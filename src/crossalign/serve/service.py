@@ -99,7 +99,7 @@ class Service:
         parts = await asyncio.gather(
             *(self._embed_column(col, [items[i][1] for i in idx]) for col, idx in order.items())
         )
-        out = np.zeros((len(items), self.embedder.model.cfg.dim), np.float32)
+        out = np.zeros((len(items), self.embedder.model.out_dim), np.float32)
         for (col, idx), z in zip(order.items(), parts):
             out[idx] = z
         return out

@@ -93,7 +93,7 @@ def router(service: "Service") -> APIRouter:
             raise APIError(400, "input: empty list", "input", "empty_input")
         if len(values) > s.max_inputs:
             raise APIError(400, f"input: {len(values)} items, at most {s.max_inputs} per request", "input")
-        dim = service.embedder.model.cfg.dim
+        dim = service.embedder.model.out_dim
         if req.dimensions is not None and req.dimensions != dim:
             raise APIError(
                 400,

@@ -26,7 +26,7 @@ def router(service: "Service") -> APIRouter:
             "status": "ok",
             "model": service.model_id,
             "run_id": service.identity.run_id,
-            "dim": service.embedder.model.cfg.dim,
+            "dim": service.embedder.model.out_dim,
             "views": service.embedder.modalities,
             "index": None
             if ix is None
