@@ -138,7 +138,8 @@ def main() -> None:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         rows = _over_seeds([r | {"seed": p["seed"]} for p in parts for r in p["rows"]])
         gw = {k: v for p in parts for k, v in p["gw"].items()}
-        _write(rows, gw, args, parts[0]["views"], time.time() - sum(p["seconds"] for p in parts))
+        _write(rows, gw, args, parts[0]["views"], time.time() - sum(p["seconds"] for p in parts),
+               {"parts": [{k: p.get(k) for k in ("command", "seconds", "uptime", "note")} for p in parts]})
         return
 
     from crossalign.align.io import load_run
@@ -261,7 +262,8 @@ def _collect(args: Any) -> None:
     _write(rows, gw, args, cols, t0)
 
 
-def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list[str], t0: float) -> None:
+def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list[str], t0: float,
+           extra: dict[str, Any] | None = None) -> None:
     rows = sorted(rows, key=lambda r: r["fraction"])
     all_methods = list(dict.fromkeys(m for r in rows for m in r["results"]))
     print("\nmean test R@1 (image, text, audio; 6 directions)")
@@ -292,7 +294,7 @@ def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list
     res = {"command": "python benchmarks/label_efficiency.py " + " ".join(
                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
            "views": cols, "epochs": args.epochs, "seed": args.seed, "rows": rows, "gw": gw, "targets": targets,
-           "seconds": round(time.time() - t0, 1), "uptime": load}
+           "seconds": round(time.time() - t0, 1), "uptime": load, **(extra or {})}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
