@@ -8,7 +8,8 @@ and, with no pairs at all, Gromov-Wasserstein matching of text <-> audio on `--g
 items (true pairs recovered, then after the Procrustes map). Prints a table, writes JSON and a
 learning-curve PNG.
 
-    python benchmarks/label_efficiency.py --data runs/le/data --out benchmarks/results/label_efficiency.json
+    python benchmarks/label_efficiency.py --start closed_form --epochs 2 --semi-start 0 --refresh 1 --seed S --out s<S>.json
+    python benchmarks/label_efficiency.py --merge s0.json s1.json s2.json   # mean ± sd over seeds
 """
 
 from __future__ import annotations
