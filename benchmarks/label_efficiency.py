@@ -8,7 +8,8 @@ and, with no pairs at all, Gromov-Wasserstein matching of text <-> audio on `--g
 items (true pairs recovered, then after the Procrustes map). Prints a table, writes JSON and a
 learning-curve PNG.
 
-    python benchmarks/label_efficiency.py --data runs/le/data --out benchmarks/results/label_efficiency.json
+    python benchmarks/label_efficiency.py --start closed_form --epochs 2 --semi-start 0 --refresh 1 --seed S --out s<S>.json
+    python benchmarks/label_efficiency.py --merge s0.json s1.json s2.json   # mean ± sd over seeds
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ VIEWS = [{"column": "image", "encoder": "image:efficientnet-lite0", "options": {
 BASELINES = ["cca", "procrustes", "ridge", "asif"]
 
 
-def _config(data: Path, out: Path, epochs: int, seed: int) -> Any:
+def _config(data: Path, out: Path, epochs: int, seed: int, start: str = "auto") -> Any:
     from crossalign.config import RunConfig
 
     return RunConfig.from_dict({
@@ -38,7 +39,7 @@ def _config(data: Path, out: Path, epochs: int, seed: int) -> Any:
         "model": {"views": copy.deepcopy(VIEWS), "dim": 256,
                   "head": {"kind": "mlp", "hidden": 512, "token_dim": 32, "dropout": 0.1}},
         "train": {"data": str(data), "out": str(out), "epochs": epochs, "batch_size": 128, "lr": 1e-3,
-                  "patience": 0, "seed": seed, "progress": False}})
+                  "patience": 0, "seed": seed, "progress": False, "start": start}})
 
 
 def _gw_table(data: Path, audio_encoder: str) -> Any:
@@ -115,6 +116,10 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.1,1,0.01,0.05,0.25", help="run in this order (10 %% and 100 %% first)")
     ap.add_argument("--methods", default="none,pseudo-pairs,self-training")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--start", default="auto", choices=["auto", "closed_form", "scratch"],
+                    help="train.start of every run (closed_form: no scratch candidate; it never won here)")
+    ap.add_argument("--semi-start", type=int, default=1, help="first epoch that uses unpaired items")
+    ap.add_argument("--refresh", type=int, default=2, help="epochs between pseudo-target refreshes")
     ap.add_argument("--gw-items", type=int, default=1000)
     ap.add_argument("--gw-seeds", type=int, default=10, help="also run seeded GW with this many pairs (0: skip)")
     ap.add_argument("--gw-audio", default="audio:whisper-asr",
@@ -132,9 +137,10 @@ def main() -> None:
         return _collect(args)
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
-        rows = [r for p in parts for r in p["rows"]]
+        rows = _over_seeds([r | {"seed": p["seed"]} for p in parts for r in p["rows"]])
         gw = {k: v for p in parts for k, v in p["gw"].items()}
-        _write(rows, gw, args, parts[0]["views"], time.time() - sum(p["seconds"] for p in parts))
+        _write(rows, gw, args, parts[0]["views"], time.time() - sum(p["seconds"] for p in parts),
+               {"parts": [{k: p.get(k) for k in ("command", "seconds", "uptime", "note")} for p in parts]})
         return
 
     from crossalign.align.io import load_run
@@ -170,8 +176,10 @@ def main() -> None:
         for m in methods if f < 1 else ["none"]:
             name = "crossalign" if m == "none" else f"crossalign+{m}"
             t = time.time()
-            cfg = _config(data, work / f"f{f:g}-{m}", args.epochs, args.seed)
-            run, _ = train_semi(cfg, SemiConfig(method=m, paired_fraction=f), data=sd, resume=False, progress=False)
+            cfg = _config(data, work / f"f{f:g}-{m}", args.epochs, args.seed, args.start)
+            semi = SemiConfig(method=m, paired_fraction=f, start=args.semi_start, refresh=args.refresh)
+            run, _ = train_semi(cfg, semi, data=sd, resume=False, progress=False)
+            row.setdefault("winner", {})[name] = json.loads((run / "train_result.json").read_text())["winner"]
             model, _ = load_run(run)
             test = sd.table.split("test")  # retrieval only: the probes and hard negatives are not needed here
             met = RetrievalEvaluator(test.groups())(embed_table(model, test))
@@ -188,6 +196,28 @@ def main() -> None:
         print(f"  {100 * f:5.1f} % pairs: " + "  ".join(f"{b} {row['results'][b]:.3f}" for b in BASELINES), flush=True)
         rows.append(row)
         _write(rows, gw, args, cols, t0)  # after every fraction: a cut-short run still leaves its figures
+
+
+def _over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the same fraction from runs with different seeds -> one row: mean results, their sd
+    (ddof 1) and each seed's figures."""
+    import numpy as np
+
+    by: dict[float, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["fraction"], []).append(r)
+    out = []
+    for f, rs in by.items():
+        if len(rs) == 1:
+            out.append(rs[0])
+            continue
+        names = [m for m in rs[0]["results"] if all(m in r["results"] for r in rs)]
+        vals = {m: [r["results"][m] for r in rs] for m in names}
+        out.append({"fraction": f, "pairs": rs[0]["pairs"], "seeds": [r.get("seed") for r in rs],
+                    "results": {m: float(np.mean(v)) for m, v in vals.items()},
+                    "sd": {m: float(np.std(v, ddof=1)) for m, v in vals.items()},
+                    "per_seed": rs})
+    return out
 
 
 def _collect(args: Any) -> None:
@@ -233,15 +263,18 @@ def _collect(args: Any) -> None:
     _write(rows, gw, args, cols, t0)
 
 
-def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list[str], t0: float) -> None:
+def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list[str], t0: float,
+           extra: dict[str, Any] | None = None) -> None:
     rows = sorted(rows, key=lambda r: r["fraction"])
     all_methods = list(dict.fromkeys(m for r in rows for m in r["results"]))
     print("\nmean test R@1 (image, text, audio; 6 directions)")
     print("| pairs | " + " | ".join(all_methods) + " |")
     print("|---|" + "---|" * len(all_methods))
     for r in rows:
-        print(f"| {100 * r['fraction']:g} % ({r['pairs']}) | "
-              + " | ".join(f"{r['results'][m]:.3f}" if m in r["results"] else "—" for m in all_methods) + " |")
+        sd = r.get("sd", {})
+        print(f"| {100 * r['fraction']:g} % ({r['pairs']}) | " + " | ".join(
+            (f"{r['results'][m]:.3f}" + (f" ± {sd[m]:.3f}" if m in sd else "")) if m in r["results"] else "—"
+            for m in all_methods) + " |")
     full = next((r["results"]["crossalign"] for r in rows if r["fraction"] >= 1), None)
     ten = next((r for r in rows if abs(r["fraction"] - 0.1) < 1e-9), None)
     zero = {k: v["gw_recovered"] for k, v in gw.items() if k.startswith("zero_pairs")}
@@ -261,8 +294,8 @@ def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list
     load = subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
     res = {"command": "python benchmarks/label_efficiency.py " + " ".join(
                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-           "views": cols, "epochs": args.epochs, "rows": rows, "gw": gw, "targets": targets,
-           "seconds": round(time.time() - t0, 1), "uptime": load}
+           "views": cols, "epochs": args.epochs, "seed": args.seed, "rows": rows, "gw": gw, "targets": targets,
+           "seconds": round(time.time() - t0, 1), "uptime": load, **(extra or {})}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

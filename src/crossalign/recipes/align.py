@@ -8,8 +8,9 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from crossalign.align.distributed import DistContext
@@ -49,7 +50,8 @@ def prepare_features(cfg: RunConfig, progress: bool = True) -> tuple[FeatureTabl
 def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
           table: FeatureTable | None = None, stop_after: int | None = None,
           dist: DistContext | None = None, log: Sequence[str] | None = None,
-          task_factory: Callable[..., Task] | None = None) -> tuple[Path, TrainResult]:
+          task_factory: Callable[..., Task] | None = None,
+          norm_extra: Mapping[str, np.ndarray] | None = None) -> tuple[Path, TrainResult]:
     """Train the candidates `cfg.train.start` names and keep the best on validation in `out`:
     the closed form as-is, heads fine-tuned from it (in `out/candidates/fine_tuned`), heads trained
     from scratch (in `out` itself, so its checkpoints and resume work as they always did).
@@ -57,7 +59,9 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
     `log`: experiment logger specs (train/loggers.py), e.g. ["jsonl", "tensorboard"]; they follow the
     first candidate that trains (scratch, or fine-tuned when scratch is off). metrics.jsonl is
     written either way. `task_factory(model, cfg, train_table, val_table, dist) -> Task` replaces
-    `AlignmentTask` in the candidates that train (semi-supervised training uses it)."""
+    `AlignmentTask` in the candidates that train (semi-supervised training uses it). `norm_extra`:
+    more items per view (unpaired ones) that the input standardisation is fitted on beside the
+    train rows, before the closed form is fitted in it."""
     check_objective(cfg.model)  # before any encoding: an unknown objective fails in a second
     ctx = dist or init_from_env()  # joins torchrun's process group when launched by it
     run_dir = Path(cfg.train.out)
@@ -68,7 +72,7 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
             logger = build_logger(log, run_dir, params=cfg.to_dict(),
                                   fresh=not (resume and (run_dir / "last_state.pt").exists()))
         out, result = _train(cfg, resume=resume, progress=progress, table=table, stop_after=stop_after, dist=ctx,
-                             logger=logger, make_task=task_factory or AlignmentTask)
+                             logger=logger, make_task=task_factory or AlignmentTask, norm_extra=norm_extra)
     except BaseException:
         if logger is not None:
             logger.close()
@@ -80,7 +84,8 @@ def train(cfg: RunConfig, *, resume: bool = True, progress: bool | None = None,
 
 def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: FeatureTable | None,
            stop_after: int | None, dist: DistContext | None, logger: Any,
-           make_task: Callable[..., Any] = AlignmentTask) -> tuple[Path, TrainResult]:
+           make_task: Callable[..., Any] = AlignmentTask,
+           norm_extra: Mapping[str, np.ndarray] | None = None) -> tuple[Path, TrainResult]:
     progress = cfg.train.progress if progress is None else progress
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +113,7 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
     ties: dict[str, float] = {}  # validation mean MRR: small validation splits tie on R@1
     result = TrainResult(-1, float("nan"), 0)
     if start in ("auto", "scratch"):
-        model = _build(cfg, specs, tr)
+        model = _build(cfg, specs, tr, norm_extra)
         result = _fit(make_task(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after,
                       logger)
         if stop_after is not None and result.epochs_run < cfg.train.epochs and not result.stopped_early:
@@ -120,15 +125,15 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
     if start != "scratch":
         cfg_cf = copy.deepcopy(cfg)
         cfg_cf.model.head.linear_path = True
-        model_cf = _build(cfg_cf, specs, tr)
+        model_cf = _build(cfg_cf, specs, tr, norm_extra)
         cf = fit_closed_form(model_cf, tr, va, seed=cfg.train.seed)
         if cf is not None and cf.kernel_shapes():  # a kernel solution: linear paths with a Nyström front
             cfg_cf.model.head.kernel = cf.kernel_shapes()
-            model_cf = _build(cfg_cf, specs, tr)
+            model_cf = _build(cfg_cf, specs, tr, norm_extra)
         if cf is None:
             log.warning("no closed-form start (a view reads raw inputs): trained from scratch only")
             if not cands:
-                model = _build(cfg, specs, tr)
+                model = _build(cfg, specs, tr, norm_extra)
                 result = _fit(make_task(model, cfg, tr, va, ctx), cfg, out, len(tr), resume, progress, stop_after)
                 cands["scratch"] = result.best_metric
                 ties["scratch"] = _mrr_at_best(result)
@@ -208,13 +213,16 @@ def _mrr_at_best(res: TrainResult) -> float:
     return float(next((r.get("val/mean/MRR", 0.0) for r in res.history if r.get("epoch") == res.best_epoch), 0.0))
 
 
-def _build(cfg: RunConfig, specs: dict[str, Any], tr: FeatureTable) -> AlignmentModel:
+def _build(cfg: RunConfig, specs: dict[str, Any], tr: FeatureTable,
+           extra: Mapping[str, np.ndarray] | None = None) -> AlignmentModel:
     """A fresh model, seeded: every candidate starts from the random numbers a plain run would."""
     set_seed(cfg.train.seed)
     towers = build_towers(cfg, specs)
     model = AlignmentModel(cfg.model, specs, towers)
-    model.fit_normalizers({c: torch.from_numpy(tr.features[c]) for c in cfg.model.columns
-                           if c not in towers or c in model.linear or specs[c].tune_last})
+    extra = extra or {}
+    model.fit_normalizers({c: torch.from_numpy(np.concatenate([tr.features[c], extra[c]]) if len(extra.get(c, ()))
+                                               else tr.features[c])
+                           for c in cfg.model.columns if c not in towers or c in model.linear or specs[c].tune_last})
     return model
 
 

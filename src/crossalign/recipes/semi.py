@@ -60,10 +60,14 @@ def train_semi(cfg: RunConfig, semi: SemiConfig, *, data: SemiData | None = None
                          "`crossalign align-unpaired` for no pairs at all)")
 
     def factory(model, c, tr, va, dist):  # type: ignore[no-untyped-def]
-        return SemiAlignmentTask(model, c, tr, va, dist, unpaired=data.unpaired, semi=semi)
+        return SemiAlignmentTask(model, c, tr, va, dist, unpaired=data.unpaired, semi=semi, fit_inputs=False)
 
+    # Unpaired items join the input standardisation of every candidate before its closed form is fitted
+    # (`none` keeps the pairs-only statistics: the honest pairs-only baseline).
+    uses = data.unpaired.total() > 0 and (semi.method != "none" or semi.unimodal > 0)
+    extra = {c: x for c, x in data.unpaired.features.items() if len(x)} if uses else None
     run, res = train(cfg, table=data.table, task_factory=factory, resume=resume, progress=progress,
-                     stop_after=stop_after)
+                     stop_after=stop_after, norm_extra=extra)
     info: dict[str, Any] = semi.to_dict() | {"paired_rows": n_pairs, "unpaired_items": data.unpaired.counts()}
     atomic_write_json(Path(run) / "semi.json", info)
     write_contract(run, RUN_KIND, RUN_FORMAT, ["semi.json"])

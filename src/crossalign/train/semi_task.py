@@ -42,7 +42,7 @@ class SemiAlignmentTask:
     greater_is_better = True
 
     def __init__(self, model: AlignmentModel, cfg: RunConfig, train: FeatureTable, val: FeatureTable,
-                 dist: DistContext = SINGLE, *, unpaired: Unpaired, semi: SemiConfig):
+                 dist: DistContext = SINGLE, *, unpaired: Unpaired, semi: SemiConfig, fit_inputs: bool = True):
         tuned = [c for c in cfg.model.train_towers if c in model.towers and not model.specs[c].caches_inputs]
         if tuned and unpaired.total():
             raise ValueError(f"unpaired items need cached features; fine-tuned pretrained towers {tuned} are not supported")
@@ -60,7 +60,9 @@ class SemiAlignmentTask:
         # pairs for as many steps as the semi-supervised methods do (a fair pairs-only baseline).
         self.active = self.U > 0
         self.uses_unpaired = self.active and (semi.method != "none" or semi.unimodal > 0)
-        if self.uses_unpaired:  # input statistics may use every item of a view, paired or not
+        # Input statistics may use every item of a view, paired or not. `train_semi` fits them before the
+        # closed form (fit_inputs=False here): refitting after it would move the inputs under the fitted map.
+        if self.uses_unpaired and fit_inputs:
             model.fit_normalizers({c: torch.cat([self.base.feats[c], self.ufeats.get(c, self.base.feats[c][:0])])
                                    for c in model.columns if c not in model.towers})
         self.state: dict[str, torch.Tensor] = {}
