@@ -59,5 +59,7 @@ def tiny_run(scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from crossalign.recipes.align import train
 
     out = tmp_path_factory.mktemp("run")
-    run, _ = train(small_config(scenes_small, out), resume=False, progress=False)
+    # One shared space (train.route off): the rooms that use this run test the single-space model;
+    # routed runs (one output block per pair) are tested in tests/test_routing.py.
+    run, _ = train(small_config(scenes_small, out, route="off"), resume=False, progress=False)
     return run
