@@ -103,7 +103,7 @@ def test_never_behind_per_direction_when_pairs_want_different_candidates(tmp_pat
     # The serving path: raw arrays through the Embedder give the same vectors as the table.
     te = table.split("test")
     got = Embedder.from_run(run).model.embed("d", torch.from_numpy(te.features["d"][:5]))
-    assert_close_scaled(got, torch.from_numpy(embed_table(model, te)["d"][:5]), rtol=1e-5)
+    assert_close_scaled(got, torch.from_numpy(embed_table(model, te)["d"][:5]), rtol=1e-4)  # float32: another summation order in the batched table path
     from crossalign.export.onnx import export_onnx  # ONNX holds every block (onnxruntime parity)
 
     info = export_onnx(model, tmp_path / "onnx", columns=["c", "d"])

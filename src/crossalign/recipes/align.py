@@ -192,6 +192,10 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
     from crossalign.train.routing import choose_routes, joint_model, routed_model
 
     t0 = time.perf_counter()
+    tuned_tops = [v.column for v in cfg.model.views if (v.options or {}).get("tune_last")]
+    if tuned_tops:  # the pairs' closed forms are fitted on frozen features, not on a tuned top's inputs
+        log.info("routing skipped: views %s tune their top blocks (tune_last)", tuned_tops)
+        return {"routed": False, "routes": {}, "route_skipped": f"tune_last on {tuned_tops}"}
     loaded = load_run(out)
     model, cfg_w = joint_model(*loaded)  # a resumed run routed before is routed afresh
     # Two views started from their closed form already had it as a candidate: only ASIF is new there.
