@@ -60,10 +60,12 @@ def test_occlusion_delta_is_the_difference_of_two_direct_similarities() -> None:
         zi = F.normalize(align.embed("image", feats["image"]), dim=-1)
         for i in range(4):
             full = float(F.normalize(align.embed("text", feats["text"][i:i + 1]), dim=-1)[0] @ zi[i])
-            assert s_full[i] == pytest.approx(full, rel=1e-5, abs=1e-6)
+            # cosines of unit vectors are at most 1 in size: 1e-4 of that scale absorbs float32 batched vs
+            # single-row summation order on any CPU
+            assert s_full[i] == pytest.approx(full, abs=1e-4)
             for j in range(W):
                 deleted = float(F.normalize(align.embed("text", feats[evidence_key("text")][i, j:j + 1]), dim=-1)[0] @ zi[i])
-                assert float(delta[i, j]) == pytest.approx(deleted - full, rel=1e-4, abs=1e-5)
+                assert float(delta[i, j]) == pytest.approx(deleted - full, abs=1e-4)
     # a word-deleted text equal to the full text changes nothing
     same = feats["text"].unsqueeze(1).expand(-1, W, -1)
     with torch.no_grad():
