@@ -180,3 +180,15 @@ def test_clear_errors(emb: Embedder) -> None:
         explain_side(emb, "text", "a red circle", np.ones(32), method="shap")
     with pytest.raises(ValueError, match="empty"):
         explain_side(emb, "text", "   ", np.ones(32))
+
+
+def test_ig_on_image_pixels_through_the_declared_gradient_path(emb: Embedder) -> None:
+    """Integrated gradients on an image go through the tower's declared `gradient_input` ("pixels":
+    `from_pixels`), at the tower's own input size (before, explanations named a method the tower
+    did not have)."""
+    enc = emb._encoder("image")  # noqa: SLF001
+    assert enc.gradient_input == "pixels"
+    img = render([SceneObject("circle", "red", "large", (1, 1))], random.Random(3))
+    side = explain_side(emb, "image", img, emb.embed_raw("image", [img])[0], method="ig", grid=3)
+    assert side.method == "ig" and side.completeness_gap is not None and np.isfinite(side.completeness_gap)
+    assert len(side.values) == 9 and all(np.isfinite(side.values))

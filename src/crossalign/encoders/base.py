@@ -101,6 +101,17 @@ class Encoder(nn.Module):
 
     spec: EncoderSpec
     tuning_targets: TuningTargets | None = None  # where LoRA / unfreezing acts; None: not tunable
+    # What explanations may differentiate through (None: no torch gradient path, use occlusion):
+    # "tokens": a Hugging Face text tower (`tokenizer`, `model`, `max_length`, `tokens`, `words`,
+    # `normalize`), gradients on its input word embeddings; "pixels": `from_pixels(x)` maps a
+    # (B, 3, H, W) float batch to this encoder's features with gradients.
+    gradient_input: str | None = None
+
+    @property
+    def smooth_gradients(self) -> bool:
+        """False where the features jump with the input (histograms): integrated gradients' path gap
+        then cannot shrink with more steps, so explanations do not escalate them."""
+        return True
 
     def __init__(self) -> None:
         super().__init__()

@@ -101,6 +101,12 @@ class EfficientNetEncoder(Encoder):
             self.map_shape = tuple(no_grad_eval(self, self._lower_map, probe).shape[1:])  # (C, h, w)
         self.spec = EncoderSpec(name="image:efficientnet-lite0", modality="image", version="lite0-imagenet/1",
                                 output_shape=shape, trainable=True, options=opts)
+        # A tuned top reads cached activations, not pixels: explanations fall back to occlusion there.
+        self.gradient_input = None if self.tune_last else "pixels"
+
+    @property
+    def smooth_gradients(self) -> bool:
+        return not self.color  # the hue histogram jumps between bins
 
     def train(self, mode: bool = True) -> EfficientNetEncoder:
         super().train(mode)

@@ -23,6 +23,7 @@ def minilm_path() -> str:
 
 class HFTextEncoder(Encoder):
     tuning_targets = HF_LAYERS
+    gradient_input = "tokens"
 
     """Any Hugging Face AutoModel text tower with mean pooling over real tokens.
 

@@ -75,22 +75,18 @@ def _tower(embedder: Embedder, col: str) -> Any:
 
 
 def _text_hf(embedder: Embedder, col: str) -> Any:
-    from crossalign.encoders.minilm import HFTextEncoder
-
     enc = _tower(embedder, col)
-    return enc if isinstance(enc, HFTextEncoder) else None
+    return enc if getattr(enc, "gradient_input", None) == "tokens" else None
 
 
 def _signal_forward(embedder: Embedder, col: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """(B, ...) pixels or sensor arrays -> (B, dim) embeddings with gradients, or None."""
-    from crossalign.encoders.efficientnet import EfficientNetEncoder
-
     model, spec = embedder.model, embedder.model.specs[col]
     enc = _tower(embedder, col)
     if spec.from_scratch and col in model.towers:
         return lambda x: model.embed(col, x)
-    if isinstance(enc, EfficientNetEncoder):
-        return lambda x: model.project(col, enc.forward_pixels(x))  # head + closed-form path, as `embed`
+    if getattr(enc, "gradient_input", None) == "pixels":
+        return lambda x: model.project(col, enc.from_pixels(x))  # head + closed-form path, as `embed`
     return None
 
 
@@ -242,12 +238,10 @@ def integrated_gradients(
         raise ValueError(f"unknown ig baseline '{baseline}' ({', '.join(TEXT_BASELINES)})")
     if why is not None:
         raise ValueError(f"ig: {why}")
-    from crossalign.encoders.efficientnet import EfficientNetEncoder
-
     run = _ig_text if _text_hf(embedder, col) is not None else _ig_signal
     # More steps cannot close a gap that comes from a discontinuity (the image tower's hue histogram
     # jumps between bins): no escalation there, the gap is reported as it is.
-    if isinstance(_tower(embedder, col), EfficientNetEncoder) and getattr(_tower(embedder, col), "color", False):
+    if not getattr(_tower(embedder, col), "smooth_gradients", True):
         max_steps = steps
     with torch.enable_grad():
         while True:
