@@ -188,16 +188,10 @@ def tune_random(a: ViewData, b: ViewData, score: PairScorer, seed: int = 0, **_:
 def tune_asif(a: ViewData, b: ViewData, score: PairScorer, **_: Any) -> Fitted:
     """ASIF relative representations (Norelli et al. 2023): the train pairs are the anchors; the
     sparsity k and the power p are chosen on validation, like every other baseline's settings."""
-    from crossalign.semi.asif import RelativeRep
+    from crossalign.semi.asif import asif_grid
 
-    best: tuple[float, dict[str, Any], Any] = (-1.0, {}, None)
-    for k in (16, 64, 256):
-        for p in (1.0, 4.0, 8.0):
-            ra, rb = RelativeRep(a.raw_tr, k, p), RelativeRep(b.raw_tr, k, p)
-            sc = score(ra(a.raw_va), rb(b.raw_va))
-            if sc > best[0]:
-                best = (sc, {"k": min(k, len(a.raw_tr)), "p": p}, (ra, rb))
-    return Fitted(best[0], best[1], best[2], linear=False)
+    sc, params, reps = asif_grid((a.raw_tr, b.raw_tr), (a.raw_va, b.raw_va), score)
+    return Fitted(sc, params, reps, linear=False)
 
 
 TUNERS: dict[str, Callable[..., Fitted | None]] = {

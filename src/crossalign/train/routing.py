@@ -35,7 +35,6 @@ __all__ = ["choose_routes", "RouteChoice", "joint_model", "routed_model"]
 
 log = logging.getLogger(__name__)
 MAX_WIDTH = 512  # components a pair's closed form may keep (the baselines' PCA cap)
-ASIF_GRID = ((16, 64, 256), (1.0, 4.0, 8.0))  # (k, p): the `asif` baseline's grid
 
 
 class RouteChoice:
@@ -71,11 +70,11 @@ def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable,
 
 @torch.no_grad()
 def _closed_form(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable, va: FeatureTable, a: str, b: str,
-                 seed: int) -> tuple[dict[str, Any], dict[str, torch.nn.Module], dict[str, np.ndarray]] | None:
+                 seed: int, cache: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.nn.Module], dict[str, np.ndarray]] | None:
     # As wide as the pair's closed form wants (the benchmark's baselines are not cut to the joint `dim`:
     # a kernel CCA cut from 8 to 6 components lost 3 points of R@1 on a synthetic pair).
     model = _pair_model(cfg, specs, tr, a, b, MAX_WIDTH)
-    cf = fit_closed_form(model, tr, va, seed=seed)
+    cf = fit_closed_form(model, tr, va, seed=seed, cache=cache)
     if cf is None:
         return None
     width = max(2, max(m.weight().shape[1] for m in cf.maps.values()))
@@ -89,22 +88,15 @@ def _closed_form(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable
     return route, mods, val
 
 
-def _asif(tr: FeatureTable, va: FeatureTable, a: str,
-          b: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
-    from crossalign.semi.asif import RelativeRep
+def _asif(tr: FeatureTable, va: FeatureTable, a: str, b: str,
+          cache: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    from crossalign.semi.asif import asif_grid
 
-    score = PairScorer(va.groups(), len(va))
-    best: tuple[float, Any, Any] = (-1.0, None, None)
-    for k in ASIF_GRID[0]:
-        for p in ASIF_GRID[1]:
-            ra, rb = RelativeRep(np.asarray(tr.features[a]), k, p), RelativeRep(np.asarray(tr.features[b]), k, p)
-            s = score(ra(np.asarray(va.features[a])), rb(np.asarray(va.features[b])))
-            if s > best[0]:
-                best = (s, (k, p), (ra, rb))
-    (k, p), (ra, rb) = best[1], best[2]
-    route = {"method": "asif", "k": int(min(k, len(tr))), "p": float(p), "anchors": len(tr)}
-    banks = {a: ra, b: rb}
-    return route, banks, {a: ra(np.asarray(va.features[a])), b: rb(np.asarray(va.features[b]))}
+    _, params, (ra, rb) = asif_grid((np.asarray(tr.features[a]), np.asarray(tr.features[b])),
+                                    (np.asarray(va.features[a]), np.asarray(va.features[b])),
+                                    PairScorer(va.groups(), len(va)), (cache, a, b))
+    route = {"method": "asif", "k": int(params["k"]), "p": float(params["p"]), "anchors": len(tr)}
+    return route, {a: ra, b: rb}, {a: ra.relative(cache[a][1]), b: rb.relative(cache[b][1])}
 
 
 def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: FeatureTable,
@@ -117,18 +109,20 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
     joint = embed_table(model, va)
     inputs = {c: linear_input_shape(model.specs[c], c in model.towers) for c in cols}
     states: dict[str, dict[str, Any]] = {}
+    asif_cache: dict[str, Any] = {}  # per view: its anchors and validation cosines, shared by its pairs
+    view_cache: dict[str, Any] = {}  # per view: its PCA basis and Nyström features (one standardisation)
     for i, a in enumerate(cols):
         for b in cols[i + 1:]:
             key = route_key(a, b)
             cands: dict[str, dict[str, float]] = {"joint": _pair_score(joint[a], joint[b], groups, a, b)}
             fitted: dict[str, Any] = {}
             if inputs[a] is not None and inputs[b] is not None:
-                cf = _closed_form(cfg, model.specs, tr, va, a, b, seed) if closed_forms else None
+                cf = _closed_form(cfg, model.specs, tr, va, a, b, seed, view_cache) if closed_forms else None
                 if cf is not None:
                     route, mods, val = cf
                     cands[route["method"]] = _pair_score(val[a], val[b], groups, a, b)
                     fitted[route["method"]] = (route, mods)
-                route, banks, val = _asif(tr, va, a, b)
+                route, banks, val = _asif(tr, va, a, b, asif_cache)
                 cands["asif"] = _pair_score(val[a], val[b], groups, a, b)
                 fitted["asif"] = (route, banks)
             win = max(cands, key=lambda m: (cands[m]["R@1"], cands[m]["MRR"]))  # ties keep joint (first)

@@ -58,17 +58,25 @@ def hybrid_split(cols: list[str], from_scratch: list[str]) -> tuple[list[str], l
 
 
 def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, max_k: int = 512,
-                    seed: int = 0, kernel: bool = True) -> ClosedForm | None:
+                    seed: int = 0, kernel: bool = True, cache: dict[str, ViewData] | None = None) -> ClosedForm | None:
     """The best closed form on validation, in the linear paths' standardised inputs; None when a view
     has no linear path (a fine-tuned pretrained tower reads raw inputs). `kernel`: also try Nyström
-    RBF solutions (landmarks drawn with `seed`, as the kcca baseline draws them)."""
+    RBF solutions (landmarks drawn with `seed`, as the kcca baseline draws them). `cache`: each view's
+    PCA basis and Nyström features, shared by calls whose models standardise that view alike (routing
+    fits one closed form per pair; a view sits in V - 1 pairs)."""
     cols = model.columns
     if any(c not in model.linear for c in cols) or len(cols) < 2:
         return None
     fixed, scratch = hybrid_split(cols, [c for c in cols if model.specs[c].from_scratch])
     k = max_k if len(fixed) == 2 else min(max_k, 256)  # the joint eigenproblem grows with every view
-    views = {c: ViewData.fit(_standardised(model, tr, c), _standardised(model, va, c), k, standardize=False)
-             for c in fixed}
+    views: dict[str, ViewData] = {}
+    for c in fixed:
+        key = f"{c}@{k}"
+        if cache is None or key not in cache:
+            v = ViewData.fit(_standardised(model, tr, c), _standardised(model, va, c), k, standardize=False)
+            cache = {} if cache is None else cache
+            cache[key] = v
+        views[c] = cache[key]
     score = PairScorer(va.groups(), len(va))
     dim = model.cfg.dim
     if len(fixed) == 2:
