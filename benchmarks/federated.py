@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="centralised and single-site epochs")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=512, help="scenes head width")
+    ap.add_argument("--start", choices=["closed_form", "scratch", "auto"], default="closed_form",
+                    help="the federation's start (auto: both, the better on the sites' pooled val R@1)")
     ap.add_argument("--scratch", action="store_true", help="also federate from scratch (no closed-form start)")
     ap.add_argument("--joint", action="store_true", help="also the closed form over every view, gates 0, all "
                     "fine-tuned (the design before the hybrid start)")
@@ -141,6 +143,8 @@ def main() -> None:
                     "(run the stages in separate invocations with the same settings)")
     ap.add_argument("--reuse-central", action="store_true", help="evaluate the centralised run folder this script "
                     "trained earlier under --work when its config is the same, instead of training it again")
+    ap.add_argument("--central-from", default=None, help="take the centralised result from an earlier results "
+                    "file of this script (same set, n, epochs, splits) instead of training it (--stages without central)")
     ap.add_argument("--work", default="/tmp/crossalign-fed-bench")
     ap.add_argument("--out", default="benchmarks/results/federated.json")
     args = ap.parse_args()
@@ -168,13 +172,13 @@ def main() -> None:
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
                            "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
-                           "load_before": _uptime()}
+                           "start": args.start, "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())
         differ = [k for k in ("set", "sites", "alpha", "rounds", "local_epochs", "epochs", "batch_size", "n", "hidden",
-                                "hybrid_rounds")
+                                "hybrid_rounds", "start")
                   if k in res and old.get(k) != res[k]]
         if differ:
             ap.error(f"--merge: {args.out} was run with other settings ({differ})")
@@ -196,7 +200,7 @@ def main() -> None:
     fed = FederationConfig(run=copy.deepcopy(cfg), sites=args.sites, partition=f"dirichlet:{args.alpha}",
                            partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
                            rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
-                           timeout=3600)
+                           start=args.start, timeout=3600)
     m = ensure_splits(load_manifest(data), cfg.train.seed)
     parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]
@@ -212,6 +216,12 @@ def main() -> None:
 
     if "central" in stages:
         res.update(_central(args, cfg, work, cols))
+        save()
+    elif args.central_from:
+        old = json.loads(Path(args.central_from).read_text())
+        if any(old.get(k) != res.get(k) for k in ("set", "n", "epochs", "batch_size", "hidden", "sites", "alpha")):
+            ap.error(f"--central-from: {args.central_from} was run on another set or settings")
+        res.update({"central": old["central"], "central_train_s": old["central_train_s"], "central_from": args.central_from})
         save()
 
     if args.joint:  # the closed form over every view (radar from its raw input), gates 0, everything fine-tuned
