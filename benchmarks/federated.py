@@ -89,7 +89,8 @@ def _federate(fed: Any, out: Path, cols: list[str]) -> dict[str, Any]:
             "val_by_round": vals, "first_round": first,
             "rounds_to_90pct": next(i + first for i, v in enumerate(vals) if v >= 0.9 * final),
             "bytes_per_round": sum(r["bytes_sent"] + r["bytes_received"] for r in rec.rounds) / len(rec.rounds),
-            "closed_form": cf, "round_s": sum(r["seconds"] for r in rec.rounds) / len(rec.rounds),
+            "closed_form": cf, "candidates": rec.candidates, "winner": rec.winner,
+            "round_s": sum(r["seconds"] for r in rec.rounds) / len(rec.rounds),
             "failures": rec.failures, "best_round": rec.best_round, "wall_s": wall, "privacy": rec.privacy,
             "median_update_norm": norms[len(norms) // 2] if norms else None}
 
@@ -295,7 +296,12 @@ def table(res: dict[str, Any]) -> str:
     hr = res.get("hybrid_rounds") or max(1, round(0.6 * res["rounds"]))
     phase = (f"; fitted views held still {'every round' if hr >= res['rounds'] else f'rounds 1-{hr}, then all fine-tuned'}"
              if cf and cf.get("hybrid_scratch_views") else "")
-    rows.append((f"federated: closed-form start + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs"
+    how = {"scratch": "from scratch", "closed_form": "closed-form start"}
+    start = how.get(res.get("start", "closed_form"), "")
+    if fed.get("winner"):  # start auto: both federations ran, the better on the sites' val is kept
+        start = (f"start auto (winner {fed['winner']}; best val " + ", ".join(
+            f"{k} {c['best_val_R@1']:.3f}" for k, c in fed["candidates"].items()) + ")")
+    rows.append((f"federated: {start} + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs"
                  f"{phase} (best round {fed['best_round']})", fed))
     if "fed_joint" in res:
         rows.append(("federated: closed form over every view (gates 0), all fine-tuned "

@@ -123,7 +123,8 @@ def test_config_validation() -> None:
     assert not FederationConfig(run=run, start="scratch").run.model.head.linear_path
     auto = FederationConfig(run=run, start="auto", rounds=3)  # both starts; each candidate as if named alone
     assert not auto.run.model.head.linear_path
-    assert auto.candidate("closed_form").run.model.head.linear_path and auto.candidate("closed_form").start == "closed_form"
+    cf = auto.candidate("closed_form")
+    assert cf.run.model.head.linear_path and cf.start == "closed_form"
     assert not auto.candidate("scratch").run.model.head.linear_path and auto.candidate("scratch").rounds == 3
     with pytest.raises(ValueError, match="closed_form or scratch"):
         auto.candidate("auto")

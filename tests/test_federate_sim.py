@@ -333,7 +333,8 @@ def test_start_auto_keeps_the_start_with_the_better_site_val(pairs: Path, flwr_h
     assert rec.winner == max(cands, key=lambda k: (cands[k]["best_val_R@1"], k == "scratch"))
     saved = json.loads((out / "federation.json").read_text())
     assert saved["winner"] == rec.winner and saved["config"]["start"] == "auto"
-    best, kept = load_file(str(out / "best.safetensors")), load_file(str(out / "candidates" / rec.winner / "best.safetensors"))
+    best = load_file(str(out / "best.safetensors"))
+    kept = load_file(str(out / "candidates" / rec.winner / "best.safetensors"))
     assert best.keys() == kept.keys() and all(torch.equal(best[k], kept[k]) for k in best)
     assert json.loads((out / "train_result.json").read_text())["winner"] == rec.winner
     assert evaluate_run(out, split="test").metrics["text->sensor/R@1"] > 0.2
