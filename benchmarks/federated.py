@@ -8,6 +8,8 @@ vocabulary), both views everywhere. Same model config, same splits, pooled test 
 - single site: `train()` on one site's rows and views, scored on its own directions;
 - federated (Flower simulation engine): closed-form start from the sites' statistics, then FedAvg
   rounds; the same from scratch (`--scratch`, the earlier design); with client-level DP noise.
+  `--start scratch|auto` sets the main federation's start; `--central-from FILE` takes the centralised
+  result of an earlier run of this script (same set and splits) instead of training it again.
 Prints a table and writes JSON (with the load average: the machine is shared).
 
     python benchmarks/federated.py --set scenes --n 1500 --rounds 10 --local-epochs 2 --epochs 10
