@@ -8,6 +8,8 @@ vocabulary), both views everywhere. Same model config, same splits, pooled test 
 - single site: `train()` on one site's rows and views, scored on its own directions;
 - federated (Flower simulation engine): closed-form start from the sites' statistics, then FedAvg
   rounds; the same from scratch (`--scratch`, the earlier design); with client-level DP noise.
+  `--start scratch|auto` sets the main federation's start; `--central-from FILE` takes the centralised
+  result of an earlier run of this script (same set and splits) instead of training it again.
 Prints a table and writes JSON (with the load average: the machine is shared).
 
     python benchmarks/federated.py --set scenes --n 1500 --rounds 10 --local-epochs 2 --epochs 10
@@ -89,7 +91,8 @@ def _federate(fed: Any, out: Path, cols: list[str]) -> dict[str, Any]:
             "val_by_round": vals, "first_round": first,
             "rounds_to_90pct": next(i + first for i, v in enumerate(vals) if v >= 0.9 * final),
             "bytes_per_round": sum(r["bytes_sent"] + r["bytes_received"] for r in rec.rounds) / len(rec.rounds),
-            "closed_form": cf, "round_s": sum(r["seconds"] for r in rec.rounds) / len(rec.rounds),
+            "closed_form": cf, "candidates": rec.candidates, "winner": rec.winner,
+            "round_s": sum(r["seconds"] for r in rec.rounds) / len(rec.rounds),
             "failures": rec.failures, "best_round": rec.best_round, "wall_s": wall, "privacy": rec.privacy,
             "median_update_norm": norms[len(norms) // 2] if norms else None}
 
@@ -128,6 +131,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="centralised and single-site epochs")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=512, help="scenes head width")
+    ap.add_argument("--start", choices=["closed_form", "scratch", "auto"], default="closed_form",
+                    help="the federation's start (auto: both, the better on the sites' pooled val R@1)")
     ap.add_argument("--scratch", action="store_true", help="also federate from scratch (no closed-form start)")
     ap.add_argument("--joint", action="store_true", help="also the closed form over every view, gates 0, all "
                     "fine-tuned (the design before the hybrid start)")
@@ -141,6 +146,8 @@ def main() -> None:
                     "(run the stages in separate invocations with the same settings)")
     ap.add_argument("--reuse-central", action="store_true", help="evaluate the centralised run folder this script "
                     "trained earlier under --work when its config is the same, instead of training it again")
+    ap.add_argument("--central-from", default=None, help="take the centralised result from an earlier results "
+                    "file of this script (same set, n, epochs, splits) instead of training it (--stages without central)")
     ap.add_argument("--work", default="/tmp/crossalign-fed-bench")
     ap.add_argument("--out", default="benchmarks/results/federated.json")
     args = ap.parse_args()
@@ -168,13 +175,13 @@ def main() -> None:
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
                            "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
-                           "load_before": _uptime()}
+                           "start": args.start, "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())
         differ = [k for k in ("set", "sites", "alpha", "rounds", "local_epochs", "epochs", "batch_size", "n", "hidden",
-                                "hybrid_rounds")
+                                "hybrid_rounds", "start")
                   if k in res and old.get(k) != res[k]]
         if differ:
             ap.error(f"--merge: {args.out} was run with other settings ({differ})")
@@ -196,7 +203,7 @@ def main() -> None:
     fed = FederationConfig(run=copy.deepcopy(cfg), sites=args.sites, partition=f"dirichlet:{args.alpha}",
                            partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
                            rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
-                           timeout=3600)
+                           start=args.start, timeout=3600)
     m = ensure_splits(load_manifest(data), cfg.train.seed)
     parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]
@@ -212,6 +219,12 @@ def main() -> None:
 
     if "central" in stages:
         res.update(_central(args, cfg, work, cols))
+        save()
+    elif args.central_from:
+        old = json.loads(Path(args.central_from).read_text())
+        if any(old.get(k) != res.get(k) for k in ("set", "n", "epochs", "batch_size", "hidden", "sites", "alpha")):
+            ap.error(f"--central-from: {args.central_from} was run on another set or settings")
+        res.update({"central": old["central"], "central_train_s": old["central_train_s"], "central_from": args.central_from})
         save()
 
     if args.joint:  # the closed form over every view (radar from its raw input), gates 0, everything fine-tuned
@@ -285,7 +298,12 @@ def table(res: dict[str, Any]) -> str:
     hr = res.get("hybrid_rounds") or max(1, round(0.6 * res["rounds"]))
     phase = (f"; fitted views held still {'every round' if hr >= res['rounds'] else f'rounds 1-{hr}, then all fine-tuned'}"
              if cf and cf.get("hybrid_scratch_views") else "")
-    rows.append((f"federated: closed-form start + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs"
+    how = {"scratch": "from scratch", "closed_form": "closed-form start"}
+    start = how.get(res.get("start", "closed_form"), "")
+    if fed.get("winner"):  # start auto: both federations ran, the better on the sites' val is kept
+        start = (f"start auto (winner {fed['winner']}; best val " + ", ".join(
+            f"{k} {c['best_val_R@1']:.3f}" for k, c in fed["candidates"].items()) + ")")
+    rows.append((f"federated: {start} + FedAvg {res['rounds']} rounds x {res['local_epochs']} local epochs"
                  f"{phase} (best round {fed['best_round']})", fed))
     if "fed_joint" in res:
         rows.append(("federated: closed form over every view (gates 0), all fine-tuned "

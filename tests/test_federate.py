@@ -121,6 +121,15 @@ def test_config_validation() -> None:
     # the closed-form start needs linear paths: its own copy of the config has them, the caller's is unchanged
     assert FederationConfig(run=run).run.model.head.linear_path and not run.model.head.linear_path
     assert not FederationConfig(run=run, start="scratch").run.model.head.linear_path
+    auto = FederationConfig(run=run, start="auto", rounds=3)  # both starts; each candidate as if named alone
+    assert not auto.run.model.head.linear_path
+    cf = auto.candidate("closed_form")
+    assert cf.run.model.head.linear_path and cf.start == "closed_form"
+    assert not auto.candidate("scratch").run.model.head.linear_path and auto.candidate("scratch").rounds == 3
+    with pytest.raises(ValueError, match="closed_form or scratch"):
+        auto.candidate("auto")
+    with pytest.raises(ValueError, match="start scratch"):
+        FederationConfig(run=run, start="auto", dp_clip=1.0, dp_noise=1.0)
     with pytest.raises(ValueError, match="hybrid_rounds"):
         FederationConfig(run=run, hybrid_rounds=0)
     assert [FederationConfig(run=run, rounds=r).held_rounds() for r in (1, 2, 5, 10)] == [1, 1, 3, 6]

@@ -310,3 +310,31 @@ def test_hybrid_start_trains_only_the_from_scratch_tower_into_the_fixed_closed_f
     assert vals[1] > vals[0] + 0.1, vals  # round 0: a random sensor head; round 1 trains it in
     m = evaluate_run(tmp_path / "hy", split="test").metrics
     assert m["text->caption/R@1"] > 0.5 and m["text->sensor/R@1"] > 0.3, m
+
+
+def test_start_auto_keeps_the_start_with_the_better_site_val(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:
+    """`start: auto`: a federation from scratch and one from the closed form, each a run folder under
+    candidates/; the better best-round val R@1 over the sites becomes the run folder itself."""
+    from crossalign.evaluate.run_eval import evaluate_run
+    from crossalign.federate.config import FederationConfig
+    from crossalign.federate.runner import run_federation
+
+    out = tmp_path / "auto"
+    run = pair_run_config(pairs, out, lr=1e-3)
+    fed = FederationConfig(run=run, sites=2, rounds=1, local_epochs=1, partition="iid", timeout=600, start="auto")
+    rec = run_federation(fed, out)
+    assert rec.status == "completed" and rec.failures == 0, rec.error
+    cands = rec.candidates
+    assert cands is not None and set(cands) == {"scratch", "closed_form"}
+    for name, c in cands.items():
+        saved = json.loads((out / "candidates" / name / "federation.json").read_text())
+        assert saved["status"] == "completed" and saved["best_val_R@1"] == c["best_val_R@1"]
+        assert saved["config"]["start"] == name and c["bytes"] > 0
+    assert rec.winner == max(cands, key=lambda k: (cands[k]["best_val_R@1"], k == "scratch"))
+    saved = json.loads((out / "federation.json").read_text())
+    assert saved["winner"] == rec.winner and saved["config"]["start"] == "auto"
+    best = load_file(str(out / "best.safetensors"))
+    kept = load_file(str(out / "candidates" / rec.winner / "best.safetensors"))
+    assert best.keys() == kept.keys() and all(torch.equal(best[k], kept[k]) for k in best)
+    assert json.loads((out / "train_result.json").read_text())["winner"] == rec.winner
+    assert evaluate_run(out, split="test").metrics["text->sensor/R@1"] > 0.2

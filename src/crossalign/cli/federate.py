@@ -21,7 +21,7 @@ def federate_cmd(
     partition_key: Annotated[str | None, Opt(help="what dirichlet is non-IID over: label or group")] = None,
     site_modalities: Annotated[str | None, Opt(help="views per site, e.g. '0=image,text;1=text,audio'")] = None,
     start: Annotated[str | None, Opt(help="closed_form (pooled multi-view CCA from the sites' statistics, "
-                                       "then rounds; default) | scratch")] = None,
+                                       "then rounds; default) | scratch | auto (both, the better on the sites' val)")] = None,
     hybrid: Annotated[bool | None, Opt("--hybrid/--no-hybrid", help="closed_form with from-scratch towers: fit "
                                        "the other views and train only those towers into that fixed space "
                                        "(default) | fit every view and fine-tune everything")] = None,

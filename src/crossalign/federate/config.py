@@ -17,7 +17,7 @@ from crossalign.config import ConfigBase, RunConfig
 __all__ = ["STARTS", "STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
-STARTS = ("closed_form", "scratch")
+STARTS = ("closed_form", "scratch", "auto")
 
 
 def parse_partition(spec: str) -> tuple[str, str | float | None]:
@@ -59,7 +59,9 @@ class FederationConfig(ConfigBase):
     partition: str = "iid"  # iid | dirichlet:ALPHA | column:NAME
     partition_key: str = "label"  # what dirichlet is non-IID over (label or group)
     site_modalities: dict[int, list[str]] = field(default_factory=dict)  # site -> its views (default: all)
-    start: str = "closed_form"  # closed_form: pooled multi-view CCA from site statistics, then rounds | scratch
+    # closed_form: pooled multi-view CCA from site statistics, then rounds | scratch | auto: both federations,
+    # the better on the sites' pooled val R@1 (as `train.start: auto` centrally; twice the rounds)
+    start: str = "closed_form"
     # closed_form with from-scratch towers (and >= 2 other views): the closed form fits the other views, which
     # stay fixed, and the rounds train only the from-scratch towers into that space (as centrally); False: it
     # fits every view (gates 0) and the rounds fine-tune everything
@@ -121,6 +123,12 @@ class FederationConfig(ConfigBase):
     @property
     def dp(self) -> bool:
         return self.dp_clip > 0 and self.dp_noise > 0
+
+    def candidate(self, start: str) -> FederationConfig:
+        """`start: auto`: this federation with one concrete start (closed_form adds the linear paths)."""
+        if start not in ("closed_form", "scratch"):
+            raise ValueError(f"a start candidate is closed_form or scratch, not {start!r}")
+        return FederationConfig.from_dict({**self.to_dict(), "start": start}, "federation")
 
     def views_of(self, site: int) -> list[str]:
         return list(self.site_modalities.get(site, self.run.model.columns))

@@ -26,7 +26,10 @@ class FederationRecord:
     statistics: dict[str, Any] | None = None  # the one-off standardisation round
     closed_form: dict[str, Any] | None = None  # the federated closed-form start (round 0)
     best_round: int | None = None
+    best_val: float | None = None  # the best round's val R@1 over the sites (round 0: the closed form)
     seconds: float = 0.0
+    candidates: dict[str, Any] | None = None  # start auto: each start's best val R@1, rounds, time, bytes
+    winner: str | None = None  # start auto: the start kept
 
     def round(self, rnd: int) -> dict[str, Any]:
         for r in self.rounds:
@@ -47,7 +50,8 @@ class FederationRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "crossalign-federation", "format": 1, "status": self.status, "error": self.error,
                 "rounds_completed": sum(1 for r in self.rounds if r.get("status") == "ok"),
-                "failures": self.failures, "best_round": self.best_round, "seconds": round(self.seconds, 3),
+                "failures": self.failures, "best_round": self.best_round, "best_val_R@1": self.best_val,
+                "seconds": round(self.seconds, 3), "candidates": self.candidates, "winner": self.winner,
                 "privacy": self.privacy, "statistics": self.statistics, "closed_form": self.closed_form, "config": self.config,
                 "rounds": self.rounds}
 

@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from crossalign.align.io import build_towers, save_model
+from crossalign.align.io import build_towers, load_run, save_model
 from crossalign.align.model import AlignmentModel
 from crossalign.data.features import build_view_encoder
 from crossalign.federate.closed_form import pick, pooled_bases, solve_candidates, stage_arrays
@@ -171,6 +171,52 @@ def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: 
 
 def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
                on_receive: Callable[[int, str, Message], None] | None = None) -> FederationRecord:
+    """One federation into the run folder `out`; `start: auto` runs both starts and keeps the better."""
+    if fed.start == "auto":
+        return _run_auto(grid, fed, Path(out), on_receive)
+    return _run_one(grid, fed, out, on_receive)
+
+
+def _run_auto(grid: Grid, fed: FederationConfig, out: Path,
+              on_receive: Callable[[int, str, Message], None] | None) -> FederationRecord:
+    """As `train.start: auto` centrally: a federation from scratch and one from the closed form (hybrid
+    with from-scratch towers), each a run folder under `out/candidates/`; the better best-round val R@1
+    (the sites' pooled val rows, weighted by their count) is saved again as `out` itself. Ties keep
+    scratch, the earlier, as centrally. A candidate that fails fails the federation."""
+    t0 = time.time()
+    recs: dict[str, FederationRecord] = {}
+    for name in ("scratch", "closed_form"):
+        recs[name] = rec = _run_one(grid, fed.candidate(name), out / "candidates" / name, on_receive)
+        if rec.status != "completed":
+            rec.error = f"start candidate {name}: {rec.error}"
+            rec.seconds = time.time() - t0
+            rec.save(out)
+            return rec
+    val = {k: (r.best_val if r.best_val is not None else float("-inf")) for k, r in recs.items()}
+    winner = max(val, key=lambda k: val[k])  # max keeps the first of equals: scratch
+    rec = recs[winner]
+    rec.candidates = {k: {"best_val_R@1": r.best_val, "best_round": r.best_round, "seconds": round(r.seconds, 3),
+                          "failures": r.failures, "folder": f"candidates/{k}",
+                          "bytes": sum(x["bytes_sent"] + x["bytes_received"] for x in r.rounds)
+                          + sum((r.closed_form or {}).get(b, 0) for b in ("bytes_sent", "bytes_received"))}
+                      for k, r in recs.items()}
+    rec.winner, rec.config, rec.seconds = winner, fed.to_dict(), time.time() - t0
+    wfed = fed.candidate(winner)
+    wfed.run.train.out = str(out)
+    for name in ("best", "model", "last"):  # the winner's run folder, saved as `out` (its config names `out`)
+        if (out / "candidates" / winner / f"{name}.safetensors").exists():
+            save_model(load_run(out / "candidates" / winner, name)[0], wfed.run, out, name)
+    res = json.loads((out / "candidates" / winner / "train_result.json").read_text())
+    (out / "train_result.json").write_text(json.dumps({**res, "start": "auto", "winner": winner,
+                                                       "candidates": rec.candidates}, indent=2))
+    log.info("start auto: %s wins on the sites' val R@1 (%s)", winner,
+             ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+    rec.save(out)
+    return rec
+
+
+def _run_one(grid: Grid, fed: FederationConfig, out: str | Path,
+             on_receive: Callable[[int, str, Message], None] | None = None) -> FederationRecord:
     out = Path(out)
     t0 = time.time()
     fed.run.train.out = str(out)
@@ -200,6 +246,7 @@ def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
         record.status, record.error, last = "failed", f"{type(e).__name__}: {e}", None
     record.seconds = time.time() - t0
     if strategy.best is not None:
+        record.best_val = strategy.best[0]
         load_exchanged(model, strategy.best[2])
         save_model(model, fed.run, out, "best")
         save_model(model, fed.run, out, "model")
