@@ -46,6 +46,9 @@ class BridgeConfig(ConfigBase):
     lora_epochs: int = 1
     lora_lr: float = 5e-4
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # > 0 (slots + LoRA): freeze the projector after its attribute pre-training, run the LM's bottom
+    # `cache_layers` layers once per example and train LoRA on the layers above only (bridge/cached.py)
+    cache_layers: int = 0
     val_rows: int = 24  # validation rows for the per-epoch teacher-forced loss (kept small: CPU)
     max_new_tokens: int = 48
     autocast_bf16: bool = True  # bf16 autocast for the frozen LM on CPU (about 2x faster where supported)
@@ -67,6 +70,11 @@ class BridgeConfig(ConfigBase):
             raise ValueError("lora_r >= 0")
         if self.lora_stage not in ("after", "joint"):
             raise ValueError(f"lora_stage must be after or joint, not {self.lora_stage!r}")
+        if self.cache_layers < 0:
+            raise ValueError("cache_layers >= 0")
+        if self.cache_layers and (self.projector != "slots" or not self.lora_r):
+            raise ValueError("cache_layers needs projector 'slots' (its heads train without the LM) and lora_r > 0 "
+                             "(the adapters on the layers above are what trains)")
         if not self.train_columns:
             raise ValueError("train_columns needs at least one view column")
 

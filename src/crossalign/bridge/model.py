@@ -88,8 +88,17 @@ class Bridge:
             return
         from peft import LoraConfig, get_peft_model
 
+        k = self.cfg.cache_layers
+        top: dict[str, Any] = {}
+        if k:  # adapters only above the cached bottom layers (their outputs must not change)
+            from crossalign.bridge.cached import num_layers
+
+            n = num_layers(self.lm.model)
+            if k >= n:
+                raise ValueError(f"cache_layers {k} leaves no layer to train: {self.cfg.lm} has {n}")
+            top = {"layers_to_transform": list(range(k, n)), "layers_pattern": "layers"}
         pc = LoraConfig(r=self.cfg.lora_r or 8, lora_alpha=self.cfg.lora_alpha, lora_dropout=0.0,
-                        target_modules=list(self.cfg.lora_targets), bias="none")
+                        target_modules=list(self.cfg.lora_targets), bias="none", **top)
         self.lm.model = get_peft_model(self.lm.model, pc)
         self.lora = True
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ChatFormat", "build_batch", "prefix_loss", "greedy_decode"]
+__all__ = ["ChatFormat", "build_batch", "prefix_loss", "answer_loss", "greedy_decode"]
 
 _MARK = "<<<crossalign-prefix>>>"
 
@@ -98,6 +98,11 @@ def prefix_loss(lm: nn.Module, x: torch.Tensor, mask: torch.Tensor, pos: torch.T
     `per_example`: the mean over each example's answer tokens, then over examples, so a
     two-token answer weighs as much as a 25-token caption (a token mean lets captions drown QA)."""
     h = lm.get_decoder()(inputs_embeds=x, attention_mask=mask, position_ids=pos).last_hidden_state  # (B, T, H)
+    return answer_loss(lm, h, labels, per_example)
+
+
+def answer_loss(lm: nn.Module, h: torch.Tensor, labels: torch.Tensor, per_example: bool = False) -> torch.Tensor:
+    """`prefix_loss` from the decoder's final (normed) hidden states h (B, T, H)."""
     tgt = labels[:, 1:]  # position t predicts token t+1
     sel = tgt != -100
     logits = lm.get_output_embeddings()(h[:, :-1][sel])  # (n_answer_tokens, V)
@@ -105,8 +110,8 @@ def prefix_loss(lm: nn.Module, x: torch.Tensor, mask: torch.Tensor, pos: torch.T
         return F.cross_entropy(logits.float(), tgt[sel])
     tok = F.cross_entropy(logits.float(), tgt[sel], reduction="none")  # (n_answer_tokens,)
     row = sel.nonzero()[:, 0]  # the example each answer token belongs to
-    n = torch.bincount(row, minlength=x.shape[0]).clamp(min=1)
-    per_row = torch.zeros(x.shape[0], dtype=tok.dtype).index_add_(0, row, tok) / n  # (B,)
+    n = torch.bincount(row, minlength=h.shape[0]).clamp(min=1)
+    per_row = torch.zeros(h.shape[0], dtype=tok.dtype).index_add_(0, row, tok) / n  # (B,)
     return per_row[sel.any(1)].mean()
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from crossalign.bridge.cached import CachedInputs, run_layers
 from crossalign.bridge.model import Bridge
 from crossalign.bridge.prompts import Example
+from crossalign.bridge.sequence import answer_loss, build_batch
 
 __all__ = ["BridgeTask"]
 
@@ -33,6 +35,16 @@ class BridgeTask:
         self.targets = torch.from_numpy(train_targets) if has_aux and train_targets is not None else None
         self.aux_weight = aux_weight
         self.bar = bar  # per-step progress: an epoch of LM steps on CPU takes minutes
+        # cache_layers > 0: the projector is frozen and the LM's bottom layers run once per example
+        # (bridge/cached.py); steps train the LoRA'd layers above from those activations.
+        self.k = bridge.cfg.cache_layers
+        self.cache: dict[str, CachedInputs] = {}
+        if self.k:
+            for p in bridge.projector.parameters():
+                p.requires_grad_(False)
+            self.targets = None  # no gradient reaches the slot heads: no attribute loss either
+            self.cache = {"train": self._build_cache(train, self.train_emb, progress=bar is not None),
+                          "val": self._build_cache(val, self.val_emb, progress=False)}
         # The trainer clips and optimises `model`'s parameters through `param_groups`; the LM itself
         # is frozen apart from LoRA adapters, which live inside it.
         self.model = torch.nn.ModuleDict({"projector": bridge.projector, "lm": bridge.lm.model})
@@ -40,21 +52,55 @@ class BridgeTask:
     def num_train(self) -> int:
         return len(self.train)
 
+    def _build_cache(self, exs: list[Example], emb: torch.Tensor, progress: bool) -> CachedInputs:
+        b, fmt = self.bridge, self.bridge.fmt
+        b.projector.eval()  # the frozen prefix, without dropout, as generation will see it
+        embed = b.lm.model.get_input_embeddings()
+        lens = [sum(map(len, fmt.prompt(e.prompt))) + len(fmt.answer(e.prompt, e.answer)) for e in exs]
+        order = sorted(range(len(exs)), key=lens.__getitem__)  # similar lengths together: little padding
+
+        def make(idx: list[int]) -> Any:
+            return lambda: build_batch(embed, fmt, b.prefix(emb[[exs[i].row for i in idx]]),
+                                       [exs[i].prompt for i in idx], [exs[i].answer for i in idx])
+
+        batches = [(order[s:s + 32], make(order[s:s + 32])) for s in range(0, len(order), 32)]
+        bar = None
+        if progress:
+            from crossalign.progress import progress_bar
+
+            bar = progress_bar(total=len(exs), desc=f"bridge: LM layers 0-{self.k} once", unit="ex")
+        dtype = torch.bfloat16 if b.cfg.autocast_bf16 else torch.float32
+        with b.autocast():
+            cache = CachedInputs(self.k, dtype).build(b.lm.model, batches, len(exs), bar)
+        if bar is not None:
+            bar.close()
+        return cache
+
     def param_groups(self) -> list[dict[str, Any]]:
+        if self.k:  # frozen projector: only the adapters train
+            return [{"params": self.bridge.lora_parameters(), **({"lr": self.lora_lr} if self.lora_lr else {})}]
         groups: list[dict[str, Any]] = [{"params": list(self.bridge.projector.parameters())}]
         lora = self.bridge.lora_parameters()
         if lora:
             groups.append({"params": lora, **({"lr": self.lora_lr} if self.lora_lr else {})})
         return groups
 
-    def _loss(self, exs: list[Example], emb: torch.Tensor) -> torch.Tensor:
-        z = emb[torch.tensor([e.row for e in exs])]  # (B, dim)
-        return self.bridge.loss(z, [e.prompt for e in exs], [e.answer for e in exs])
+    def _loss(self, split: str, idx: list[int]) -> torch.Tensor:
+        exs, emb = (self.train, self.train_emb) if split == "train" else (self.val, self.val_emb)
+        if not self.k:
+            z = emb[torch.tensor([exs[i].row for i in idx])]  # (B, dim)
+            return self.bridge.loss(z, [exs[i].prompt for i in idx], [exs[i].answer for i in idx])
+        x, mask, pos, lab = self.cache[split].batch(idx)  # (B, T, H) after the bottom k layers
+        lm = self.bridge.lm.model
+        with self.bridge.autocast():
+            h = run_layers(lm, x, mask, pos, self.k, None, final_norm=True)
+            return answer_loss(lm, h, lab, per_example=self.bridge.cfg.loss_per_example)
 
     def training_forward(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         self.bridge.lm.model.eval()  # frozen LM: no dropout even while the projector trains
-        exs = [self.train[int(i)] for i in idx]
-        loss = lm_loss = self._loss(exs, self.train_emb)
+        ids = [int(i) for i in idx]
+        exs = [self.train[i] for i in ids]
+        loss = lm_loss = self._loss("train", ids)
         stats = {"caption_share": sum(e.kind == "caption" for e in exs) / len(exs)}
         if self.targets is not None:
             rows = torch.tensor([e.row for e in exs])
@@ -70,11 +116,10 @@ class BridgeTask:
     def validate(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for kind in ("caption", "qa"):
-            exs = [e for e in self.val if e.kind == kind]
-            if exs:
-                losses = [float(self._loss(exs[s:s + 16], self.val_emb)) * len(exs[s:s + 16])
-                          for s in range(0, len(exs), 16)]
-                out[f"{kind}_loss"] = sum(losses) / len(exs)
+            ids = [i for i, e in enumerate(self.val) if e.kind == kind]
+            if ids:
+                losses = [float(self._loss("val", ids[s:s + 16])) * len(ids[s:s + 16]) for s in range(0, len(ids), 16)]
+                out[f"{kind}_loss"] = sum(losses) / len(ids)
         out["mean_loss"] = float(np.mean(list(out.values()))) if out else float("nan")
         return out
 

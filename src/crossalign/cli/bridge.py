@@ -37,6 +37,9 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
           lora_lr: Annotated[float, typer.Option(help="learning rate of the LoRA adapters")] = 5e-4,
           val_rows: Annotated[int, typer.Option(help="validation rows for the per-epoch LM loss (CPU time)")] = 24,
           lora_stage: Annotated[str, typer.Option(help="after: projector first, then LoRA; joint: together")] = "after",
+          lora_targets: Annotated[str, typer.Option(help="LM modules that get adapters, comma-separated")] = "q_proj,v_proj",
+          cache_layers: Annotated[int, typer.Option(help="slots + LoRA: frozen projector, LM layers below this run "
+                                                         "once per example; only the layers above train")] = 0,
           seed: Annotated[int, typer.Option()] = 0,
           log: LogOpt = None) -> None:
     """Train the prefix projector (LM frozen) on cached aligned embeddings; optional LoRA stage."""
@@ -48,6 +51,7 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
                        tasks=[t.strip() for t in tasks.split(",") if t.strip()], max_rows=max_rows,
                        free_tokens=free_tokens, slot_epochs=slot_epochs, aux_weight=aux_weight, qa_per_row=qa_per_row,
                        lora_r=lora_r, lora_epochs=lora_epochs, lora_stage=lora_stage, lora_lr=lora_lr, val_rows=val_rows,  # type: ignore[arg-type]
+                       lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()], cache_layers=cache_layers,
                        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed})
     folder, res = train_bridge(run, data, out or run / "bridge", cfg, log=log_specs(log))
     typer.echo(f"bridge saved to {folder} " + json.dumps({k: round(r.best_metric, 4) for k, r in res.items()}))

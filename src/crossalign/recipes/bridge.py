@@ -91,7 +91,7 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     t = cfg.train
     # lora_stage "joint": adapters train with the projector from the first step (the backward runs
     # through the LM anyway, so they add little to a step); "after": projector first, then LoRA.
-    joint = bool(cfg.lora_r) and cfg.lora_stage == "joint"
+    joint = bool(cfg.lora_r) and (cfg.lora_stage == "joint" or cfg.cache_layers > 0)
     stages = [("stage1", t.epochs, t.lr)] + ([("stage2", cfg.lora_epochs, t.lr)] if cfg.lora_r and not joint else [])
     for name, epochs, lr in stages:
         if name == "stage2" or joint:
