@@ -1,9 +1,9 @@
 """Per-pair routing with and without score-level mixtures, on the same trained joint models, per
 direction against every tuned baseline of the same benchmark (test R@1, mean over the runs given).
 
-Each RUN is a run folder written by `crossalign benchmark` (its `benchmark.json` and `baselines.json`
-one level up). The run's joint model (routes dropped if it was routed) is routed afresh: once among
-single candidates (`train.route: single`) and once with mixtures (`train.route: auto`), from the same
+Each RUN is a run folder written by `crossalign benchmark` (its `benchmark.json` one level up) or
+`crossalign demo` (`benchmark.json` inside). The run's joint model (routes dropped if it was routed) is
+routed afresh: once among single candidates (`train.route: single`) and once with mixtures (`train.route: auto`), from the same
 fitted candidates, so the two differ only by the mixtures. The test split is read only to score.
 
     python benchmarks/route_mix.py runs/bench-emoji/seed*/run --out benchmarks/results/route_mix_emoji.json
@@ -24,9 +24,9 @@ ap.add_argument("--name", default="", help="label of the data set in the output"
 ap.add_argument("--out", type=Path, required=True)
 a = ap.parse_args()
 
-from crossalign.align.io import load_run  # noqa: E402
-from crossalign.evaluate.run_eval import evaluate_model, load_table  # noqa: E402
-from crossalign.train.routing import RouteChoice, choose_routes, joint_model, routed_model  # noqa: E402
+from crossalign.align.io import load_run
+from crossalign.evaluate.run_eval import evaluate_model, load_table
+from crossalign.train.routing import RouteChoice, choose_routes, joint_model, routed_model
 
 MODES = ("joint", "single", "mix")
 per_run: list[dict] = []
@@ -45,7 +45,8 @@ for run in a.runs:
         m = evaluate_model(model, c, table, "test", evaluators=("retrieval",)).metrics
         test[mode] = {k.removesuffix("/R@1"): v for k, v in m.items() if k.endswith("/R@1") and "->" in k
                       and not k.startswith("mean")}
-    bench = json.loads((run.parent / "benchmark.json").read_text())
+    found = [p for p in (run / "benchmark.json", run.parent / "benchmark.json") if p.exists()]
+    bench = json.loads(found[0].read_text())
     base = {meth: {d: bench[meth][f"{d}/R@1"] for d in test["mix"] if f"{d}/R@1" in bench[meth]}
             for meth in bench if meth not in ("crossalign", "random")}
     per_run.append({"run": str(run), "route_s": round(route_s, 1), "test": test, "baselines": base,
@@ -67,7 +68,8 @@ for d in dirs:
     rows[d] = {**{m: mean[m] for m in MODES}, "sd": sd, **base, "best_baseline": best, "best": base[best],
                "gap_single": mean["single"] - base[best], "gap_mix": mean["mix"] - base[best],
                "test_sd": (mean["mix"] * (1 - mean["mix"]) / n) ** 0.5}
-hdr = f"{'direction':>18} | " + " | ".join(f"{m:>6}" for m in MODES + tuple(methods)) + " | best      | gap single | gap mix"
+hdr = (f"{'direction':>18} | " + " | ".join(f"{m:>6}" for m in MODES + tuple(methods))
+       + " | best      | gap single | gap mix")
 print(f"\n{a.name or a.runs[0]}: {len(per_run)} runs, test R@1 (mean over runs)\n{hdr}")
 for d, r in rows.items():
     print(f"{d:>18} | " + " | ".join(f"{r[m]:6.3f}" for m in MODES + tuple(methods))

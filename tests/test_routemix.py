@@ -68,13 +68,14 @@ def test_planted_mixture_beats_every_single_candidate_and_is_served(tmp_path: Pa
     model, rcfg = routed_model(joint, cfg, choice)
     save_model(model, rcfg, tmp_path / "run", "best")
     model, rcfg = load_run(tmp_path / "run")  # an ordinary run folder, read back strictly
-    assert model.out_dim == routed_dim(rcfg.to_dict()["model"]) == sum(int(r["width"]) if "width" in r
-                                                                        else int(r.get("anchors", 8)) for _, r, _ in parts)
+    widths = [int(r["width"]) if "width" in r else int(r.get("anchors", 8)) for _, r, _ in parts]
+    assert model.out_dim == routed_dim(rcfg.to_dict()["model"]) == sum(widths)
     emb = embed_table(model, va)
     for c in "ab":
         assert_close_scaled(torch.from_numpy(emb[c]).norm(dim=1), torch.ones(len(va)), rtol=1e-5)
     for q, d in (("a", "b"), ("b", "a")):
-        assert retrieval_metrics(emb[q], emb[d], va.groups())["R@1"] == pytest.approx(rep["val"][rep["chosen"]][f"{q}->{d}"])
+        got = retrieval_metrics(emb[q], emb[d], va.groups())["R@1"]
+        assert got == pytest.approx(rep["val"][rep["chosen"]][f"{q}->{d}"])
     # cos(block_a, block_b) = sum_i w_i cos_i: each part's own unit vectors, from the served modules
     r = model.router
     x = {c: torch.from_numpy(va.features[c]) for c in "ab"}
@@ -90,9 +91,9 @@ def test_planted_mixture_beats_every_single_candidate_and_is_served(tmp_path: Pa
 
 def test_single_route_mode_and_bad_mixtures() -> None:
     """`mix=False` (train.route: single) keeps one candidate per pair; malformed mixtures are refused."""
+    from crossalign.align.model import AlignmentModel
     from crossalign.align.routes import Router
     from crossalign.config import RunConfig
-    from crossalign.align.model import AlignmentModel
     from crossalign.train.routing import choose_routes
 
     table = _planted(400)
@@ -105,7 +106,7 @@ def test_single_route_mode_and_bad_mixtures() -> None:
     choice = choose_routes(joint.eval(), cfg, tr, va, mix=False)
     assert choice.routes["a|b"]["method"] != "mix" and not any("+" in m for m in choice.report["a|b"]["val"])
     shapes = {"a": (3,), "b": (3,)}
-    for parts, bad in (([{"weight": 0.5, "method": "cca"}, {"weight": 0.25, "method": "asif", "anchors": 4}], "sum to 1"),
+    for parts, bad in (([{"weight": 0.5, "method": "cca"}, {"weight": 0.25, "method": "asif"}], "sum to 1"),
                        ([{"weight": 0.5, "method": "cca"}, {"weight": 0.5, "method": "cca"}], "distinct"),
                        ([{"weight": 1.0, "method": "mix", "parts": []}], "distinct"),
                        ([], "parts")):
@@ -152,7 +153,7 @@ def test_mixed_route_is_served_over_http(tiny_run: Path, tmp_path: Path) -> None
     with torch.no_grad():
         z = {c: routed.embed(c, x[c]) for c in x}
         j = {c: joint.embed(c, x[c]) for c in x}
-        want = sum(w * (r._single("image", p, k, j["image"], x["image"]) @ r._single("text", p, k, j["text"], x["text"]).T)
+        want = sum(w * r._single("image", p, k, j["image"], x["image"]) @ r._single("text", p, k, j["text"], x["text"]).T
                    for w, p, k in route_parts("image|text", route)) / 3
     assert_close_scaled(z["image"] @ z["text"].T, want, rtol=1e-5)
     assert_close_scaled(z["image"].norm(dim=1), torch.ones(len(va)), rtol=1e-5)

@@ -185,7 +185,8 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
 
 def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dict[str, Any]:
     """`train.route: auto|single`: each pair of views keeps the best on validation of the joint winner, its
-    own closed forms, ASIF and (auto) their mixtures (train/routing.py); a routed winner replaces `best`. Returns what to record."""
+    own closed forms, ASIF and (auto) their mixtures (train/routing.py); a routed winner replaces `best`.
+    Returns what to record."""
     from crossalign.align.embed import embed_table
     from crossalign.align.io import load_run
     from crossalign.evaluate.evaluators import RetrievalEvaluator

@@ -38,7 +38,7 @@ class ClosedForm:
     maps: dict[str, LinearMap | AffineMap | KernelMap] = field(repr=False, default_factory=dict)
     scratch: list[str] = field(default_factory=list)  # hybrid: views left to their from-scratch towers
     # two views: every tuned closed form by method (the winner included), for per-pair routing to reuse
-    alternatives: dict[str, "ClosedForm"] = field(repr=False, default_factory=dict)
+    alternatives: dict[str, ClosedForm] = field(repr=False, default_factory=dict)
 
     def kernel_shapes(self) -> dict[str, list[int]]:
         """{column: [p, m]} of the views whose map is a Nyström kernel map (for `model.head.kernel`)."""
