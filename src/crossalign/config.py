@@ -266,9 +266,7 @@ class AlignTrainConfig(TrainConfig):
     finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
     linear_path_lr: float = 0.1  # learning rate of the closed-form linear paths, relative to `lr`
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
-    # auto: each pair of views served by its best on validation, a single candidate or a mixture of the
-    # best few (train/routing.py); single: single candidates only (narrower vectors); off: one joint space
-    route: Literal["auto", "single", "off"] = "auto"
+    route: Literal["auto", "single", "off"] = "auto"  # per pair: best candidate or mixture | no mixtures | off
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
