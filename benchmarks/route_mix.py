@@ -49,7 +49,8 @@ for run in a.runs:
     bench = json.loads(found[0].read_text())
     base = {meth: {d: bench[meth][f"{d}/R@1"] for d in test["mix"] if f"{d}/R@1" in bench[meth]}
             for meth in bench if meth not in ("crossalign", "random")}
-    per_run.append({"run": str(run), "route_s": round(route_s, 1), "test": test, "baselines": base,
+    per_run.append({"run": str(run), "route_s": round(route_s, 1), "mix_s": round(mixed.mix_s, 1), "test": test,
+                    "baselines": base,
                     "n_test": len(table.split("test")),
                     "routes": {k: {"single": single.report[k]["chosen"], "mix": r["chosen"], "val": r["val"]}
                                for k, r in mixed.report.items()}})

@@ -212,7 +212,7 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
     save_model(routed, cfg_r, out, "best")
     log.info("routed: val %s %.4f (joint model alone: see candidates)", cfg.train.primary, val)
     return {"routed": True, "routes": choice.report, "val_routed_" + cfg.train.primary: val,
-            "route_s": round(time.perf_counter() - t0, 1)}
+            "route_s": round(time.perf_counter() - t0, 1), "route_mix_s": round(choice.mix_s, 1)}
 
 
 def _mrr_at_best(res: TrainResult) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ class RouteChoice:
         self.routes: dict[str, dict[str, Any]] = {}
         self.state: dict[str, torch.Tensor] = {}
         self.report: dict[str, Any] = {}
+        self.mix_s = 0.0  # seconds spent scoring mixtures (the candidates' fits are the rest)
 
 
 def _pair_score(za: np.ndarray, zb: np.ndarray, groups: np.ndarray | None, a: str, b: str) -> dict[str, float]:
@@ -158,7 +160,10 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
                 route, banks, val = _asif(tr, va, a, b)
                 vals["asif"], fitted["asif"] = val, (route, banks)
             cands = {m: _pair_score(v[a], v[b], groups, a, b) for m, v in vals.items()}
-            _select(out, key, cands, _mixtures(cands, vals, groups, a, b) if mix else {}, fitted)
+            t0 = time.perf_counter()
+            mixes = _mixtures(cands, vals, groups, a, b) if mix else {}
+            out.mix_s += time.perf_counter() - t0
+            _select(out, key, cands, mixes, fitted)
             if single is not None:
                 _select(single, key, cands, {}, fitted)
     for choice in (out, single):
