@@ -266,7 +266,7 @@ class AlignTrainConfig(TrainConfig):
     finetune_epochs: int = 0  # epochs of the candidate fine-tuned from the closed form (0: half of `epochs`)
     linear_path_lr: float = 0.1  # learning rate of the closed-form linear paths, relative to `lr`
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
-    route: Literal["auto", "off"] = "auto"  # auto: each pair of views kept by its best on validation (routing.py)
+    route: Literal["auto", "single", "off"] = "auto"  # per pair: best candidate or mixture | no mixtures | off
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -274,8 +274,8 @@ class AlignTrainConfig(TrainConfig):
         super().__post_init__()
         if self.start not in ("auto", "closed_form", "scratch"):
             raise ValueError(f"train.start must be auto, closed_form or scratch, not {self.start!r}")
-        if self.route not in ("auto", "off"):
-            raise ValueError(f"train.route must be auto or off, not {self.route!r}")
+        if self.route not in ("auto", "single", "off"):
+            raise ValueError(f"train.route must be auto, single or off, not {self.route!r}")
 
 
 @dataclass

@@ -15,6 +15,11 @@ own space, while every vector stays one unit vector of one space, so evaluation,
 `serve` and ONNX export work unchanged. Cost: one block per pair (`AlignmentModel.out_dim`: `dim` for
 a joint pair, the closed form's components, or the number of ASIF anchors), and cosines between two
 views are scaled by 1 / (V - 1) (same-view cosines average the view's blocks).
+
+A pair may also be routed to a *mixture* (`{"method": "mix", "parts": [{"weight": w1, "method": ...},
+...]}`, weights summing to 1): its block is sqrt(w1) u1 (+) sqrt(w2) u2 (+) ... of the parts' unit
+vectors, still a unit vector, so <block_a, block_b> = sum_i w_i cos_i(a, b): a convex combination of
+the parts' similarity matrices, as wide as the parts together.
 """
 
 from __future__ import annotations
@@ -27,13 +32,31 @@ from torch import nn
 
 from crossalign.align.heads import LinearPath
 
-__all__ = ["AnchorBank", "Router", "route_key", "CLOSED_FORMS"]
+__all__ = ["AnchorBank", "Router", "route_key", "route_parts", "CLOSED_FORMS", "MIX"]
 
 CLOSED_FORMS = ("cca", "kcca", "ridge", "procrustes", "encoder")  # held by a LinearPath
+MIX = "mix"
 
 
 def route_key(a: str, b: str) -> str:
     return f"{a}|{b}"
+
+
+def route_parts(key: str, r: dict) -> list[tuple[float, dict, str]]:
+    """[(weight, single route, module key)] of one pair's route: a mixture's parts (module key
+    `a|b@method`), or the route itself with weight 1 (module key `a|b`, as runs saved before mixtures)."""
+    if r.get("method") != MIX:
+        return [(1.0, r, key)]
+    parts = r.get("parts")
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) and "method" in p for p in parts):
+        raise ValueError(f"model.routes['{key}']: a mix needs 'parts', a list of routes with a 'method' each")
+    methods = [p["method"] for p in parts]
+    weights = [float(p.get("weight", -1)) for p in parts]
+    if MIX in methods or len(set(methods)) != len(methods):
+        raise ValueError(f"model.routes['{key}']: a mix's parts are distinct single methods, not {methods}")
+    if min(weights) <= 0 or abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"model.routes['{key}']: a mix's weights are > 0 and sum to 1, not {weights}")
+    return [(w, p, f"{key}@{p['method']}") for w, p in zip(weights, parts)]
 
 
 class AnchorBank(nn.Module):
@@ -72,47 +95,57 @@ class Router(nn.Module):
         self.anchors = nn.ModuleDict()
         self.widths: list[int] = []
         for a, b in self.pairs:
-            key, r = route_key(a, b), self.routes[route_key(a, b)]
-            method = r["method"]
-            if method != "joint" and (in_shapes.get(a) is None or in_shapes.get(b) is None):
-                raise ValueError(f"model.routes['{key}']: {method} needs both views' inputs (a fine-tuned "
-                                 "pretrained tower reads raw items); only 'joint' fits this pair")
-            if method == "joint":
-                self.widths.append(dim)
-            elif method in CLOSED_FORMS:
-                kern, width = r.get("kernel") or {}, int(r.get("width", dim))  # as many components as it kept
-                self.paths[key] = nn.ModuleDict({c: LinearPath(in_shapes[c], width,  # type: ignore[arg-type]
-                                                               tuple(kern[c]) if c in kern else None)
-                                                 for c in (a, b)})
-                self.widths.append(width)
-            elif method == "asif":
-                n = int(r["anchors"])
-                for c in (a, b):
-                    if c not in self.anchors:
-                        self.anchors[c] = AnchorBank(in_shapes[c], n)  # type: ignore[arg-type]
-                    elif self.anchors[c].anchors.shape[0] != n:
-                        raise ValueError(f"model.routes['{key}']: {n} anchors, another ASIF route of '{c}' has "
-                                         f"{self.anchors[c].anchors.shape[0]}")
-                self.widths.append(n)
-            else:
-                raise ValueError(f"model.routes['{key}']: unknown method {method!r}; known: joint, asif, "
-                                 + ", ".join(CLOSED_FORMS))
+            key = route_key(a, b)
+            self.widths.append(sum(self._build(a, b, key, r, mkey, in_shapes, dim)
+                                   for _, r, mkey in route_parts(key, self.routes[key])))
         for p in self.parameters():  # fixed solutions chosen on validation: nothing here trains
             p.requires_grad_(False)
         self.count = {c: sum(c in p for p in self.pairs) for c in columns}
+
+    def _build(self, a: str, b: str, key: str, r: dict, mkey: str, in_shapes: dict[str, tuple[int, ...] | None],
+               dim: int) -> int:
+        """The modules of one single route (a whole pair's, or one part of a mixture); returns its width."""
+        method = r["method"]
+        if method != "joint" and (in_shapes.get(a) is None or in_shapes.get(b) is None):
+            raise ValueError(f"model.routes['{key}']: {method} needs both views' inputs (a fine-tuned "
+                             "pretrained tower reads raw items); only 'joint' fits this pair")
+        if method == "joint":
+            return dim
+        if method in CLOSED_FORMS:
+            kern, width = r.get("kernel") or {}, int(r.get("width", dim))  # as many components as it kept
+            self.paths[mkey] = nn.ModuleDict({c: LinearPath(in_shapes[c], width,  # type: ignore[arg-type]
+                                                            tuple(kern[c]) if c in kern else None) for c in (a, b)})
+            return width
+        if method == "asif":
+            n = int(r["anchors"])
+            for c in (a, b):
+                if c not in self.anchors:
+                    self.anchors[c] = AnchorBank(in_shapes[c], n)  # type: ignore[arg-type]
+                elif self.anchors[c].anchors.shape[0] != n:
+                    raise ValueError(f"model.routes['{key}']: {n} anchors, another ASIF route of '{c}' has "
+                                     f"{self.anchors[c].anchors.shape[0]}")
+            return n
+        raise ValueError(f"model.routes['{key}']: unknown method {method!r}; known: joint, asif, {MIX}, "
+                         + ", ".join(CLOSED_FORMS))
 
     @property
     def out_dim(self) -> int:
         return sum(self.widths)
 
     def block(self, col: str, key: str, joint: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-        """The unit vector of `col` in the space pair `key` is routed to: (B, width)."""
-        r = self.routes[key]
+        """The unit vector of `col` in the space pair `key` is routed to: (B, width). A mixture
+        concatenates its parts' unit vectors, each scaled by sqrt(weight)."""
+        parts = route_parts(key, self.routes[key])
+        if len(parts) == 1:
+            return self._single(col, parts[0][1], parts[0][2], joint, src)
+        return torch.cat([self._single(col, r, mkey, joint, src) * math.sqrt(w) for w, r, mkey in parts], 1)
+
+    def _single(self, col: str, r: dict, mkey: str, joint: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         if r["method"] == "joint":
             return joint
         if r["method"] == "asif":
             return self.anchors[col](src, int(r["k"]), float(r["p"]))
-        return F.normalize(self.paths[key][col](src), dim=-1)
+        return F.normalize(self.paths[mkey][col](src), dim=-1)
 
     def forward(self, col: str, joint: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """(B, dim) joint embedding + the view's input -> (B, out_dim) unit vectors."""

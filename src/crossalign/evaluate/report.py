@@ -87,27 +87,42 @@ def winner_line(train_result: dict[str, Any]) -> str:
 
 
 def routes_table(train_result: dict[str, Any], title: str = "") -> Table | None:
-    """Which candidate serves each pair of views (train.route) and each candidate's validation R@1
-    (mean of both directions; the closed form named by its method); None when there are no routes."""
+    """Which candidate serves each pair of views (train.route; a mixture as `kcca.75+asif.25`) and the
+    validation R@1 (mean of both directions) of the joint space, the best closed form (named), ASIF and
+    the best mixture; every score is in train_result.json. None when there are no routes."""
     routes = train_result.get("routes") or {}
     if not routes:
         return None
     t = Table(title=title or ("per-pair routing on validation (R@1, both directions)" if train_result.get("routed")
                               else "per-pair candidates on validation: every pair kept the joint space"))
     for name, just in (("pair", "left"), ("served by", "left"), ("margin", "right"), ("joint", "right"),
-                       ("own closed form", "right"), ("asif", "right")):
+                       ("closed form", "right"), ("asif", "right"), ("mix", "right")):
         t.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
+
+    def best(names: list[str], named: bool) -> str:
+        if not names:
+            return "—"
+        m = max(names, key=lambda n: val[n]["R@1"])
+        return f"{val[m]['R@1']:.3f} {m}" if named else f"{val[m]['R@1']:.3f}"
+
+    def short(name: str) -> str:  # "kcca*0.50+asif*0.50" -> "kcca.5+asif.5": the table fits 80 columns
+        return "+".join(p.replace("*0.", ".").rstrip("0") for p in name.split("+")) if "+" in name else name
+
     for key, r in routes.items():
         val, margin = r.get("val", {}), r.get("margin")
-        cf = next((m for m in val if m not in ("joint", "asif")), None)
-        t.add_row(key.replace("|", "<->"), r.get("chosen", ""), "—" if margin is None else f"{margin:+.3f}",
-                  f"{val['joint']['R@1']:.3f}" if "joint" in val else "—",
-                  f"{val[cf]['R@1']:.3f} {cf}" if cf else "—",
-                  f"{val['asif']['R@1']:.3f}" if "asif" in val else "—")
+        mixes = [m for m in val if "+" in m]
+        cfs = [m for m in val if m not in ("joint", "asif") and m not in mixes]
+        t.add_row(key.replace("|", "<->"), short(r.get("chosen", "")), "—" if margin is None else f"{margin:+.3f}",
+                  best([m for m in val if m == "joint"], False), best(cfs, True),
+                  best([m for m in val if m == "asif"], False), best(mixes, False))
     return t
 
 
 def print_tables(*tables: Table) -> None:
-    con = Console(width=max(Console().width, 60))
+    con = Console()
+    width = max(con.width, 60)
+    if not con.is_terminal:  # a log or a pipe has no edge: print every table at its natural width, uncut
+        width = max([width] + [con.measure(t, options=con.options.update_width(1000)).maximum for t in tables])
+    con = Console(width=width)
     for t in tables:
         con.print(t, overflow="ignore", crop=False)

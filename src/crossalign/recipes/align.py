@@ -168,7 +168,7 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
         best_cf[1].train.out, best_cf[1].train.epochs, best_cf[1].train.patience = str(out), cfg.train.epochs, cfg.train.patience
         save_model(best_cf[2], best_cf[1], out, "best")
     result.best_metric = cands[winner]
-    routing = _route(cfg, out, tr, va) if cfg.train.route == "auto" and (out / "best.safetensors").exists() else {}
+    routing = _route(cfg, out, tr, va) if cfg.train.route != "off" and (out / "best.safetensors").exists() else {}
     if (out / "best.safetensors").exists():
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
     others = [v for k, v in cands.items() if k != winner]
@@ -184,8 +184,9 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
 
 
 def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dict[str, Any]:
-    """`train.route: auto`: each pair of views keeps the best on validation of the joint winner, its own
-    closed form and ASIF (train/routing.py); a routed winner replaces `best`. Returns what to record."""
+    """`train.route: auto|single`: each pair of views keeps the best on validation of the joint winner, its
+    own closed forms, ASIF and (auto) their mixtures (train/routing.py); a routed winner replaces `best`.
+    Returns what to record."""
     from crossalign.align.embed import embed_table
     from crossalign.align.io import load_run
     from crossalign.evaluate.evaluators import RetrievalEvaluator
@@ -200,7 +201,8 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
     model, cfg_w = joint_model(*loaded)  # a resumed run routed before is routed afresh
     # Two views started from their closed form already had it as a candidate: only ASIF is new there.
     again = len(cfg.model.columns) > 2 or cfg.train.start == "scratch"
-    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again)
+    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again,
+                           mix=cfg.train.route == "auto")
     if not choice.routes:
         if loaded[0] is not model:  # it was routed before; now every pair keeps the joint space
             save_model(model, cfg_w, out, "best")
@@ -210,7 +212,7 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
     save_model(routed, cfg_r, out, "best")
     log.info("routed: val %s %.4f (joint model alone: see candidates)", cfg.train.primary, val)
     return {"routed": True, "routes": choice.report, "val_routed_" + cfg.train.primary: val,
-            "route_s": round(time.perf_counter() - t0, 1)}
+            "route_s": round(time.perf_counter() - t0, 1), "route_mix_s": round(choice.mix_s, 1)}
 
 
 def _mrr_at_best(res: TrainResult) -> float:

@@ -5,15 +5,21 @@ Candidates per pair (a, b): the joint model's own space (`joint`); the pair's ow
 train against validation exactly as the two-view `train.start` candidate and the `crossalign benchmark`
 baselines are (the best of CCA, kernel CCA, ridge, Procrustes and, where both columns share an encoder,
 its own space); and ASIF relative representations (k, p chosen on validation like the `asif`
-baseline). Each is scored on validation by R@1 averaged over a->b and b->a (MRR breaking ties, the
-joint space winning full ties). The test split is never read. When every pair keeps `joint` the model is
-unchanged; otherwise the winners become `model.routes` and fixed blocks of the model (align/routes.py).
+baseline). Every closed form the tuners fitted is a candidate (CCA, kernel CCA, ridge, Procrustes, the
+shared encoder space), not only the pair's best one. With `train.route: auto` the best `MIX_TOP` single
+candidates are also mixed at score level: the block sqrt(w1) u1 (+) sqrt(w2) u2 (+) ... gives the
+similarity sum_i w_i cos_i, the weights on a grid of quarters (align/routes.py). Each candidate and
+mixture is scored on validation by R@1 averaged over a->b and b->a; ties go to the simpler route (fewer
+parts, then MRR, then the earlier candidate: joint first). The test split is never read. When every
+pair keeps `joint` the model is unchanged; otherwise the winners become `model.routes` and fixed blocks
+of the model.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from crossalign.align.embed import embed_table
 from crossalign.align.io import build_towers
 from crossalign.align.model import AlignmentModel, linear_input_shape
-from crossalign.align.routes import route_key
+from crossalign.align.routes import MIX, route_key, route_parts
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
 from crossalign.encoders import EncoderSpec
@@ -35,6 +41,7 @@ __all__ = ["choose_routes", "RouteChoice", "joint_model", "routed_model"]
 
 log = logging.getLogger(__name__)
 MAX_WIDTH = 512  # components a pair's closed form may keep (the baselines' PCA cap)
+MIX_TOP, MIX_STEPS = 3, 4  # mixtures of the best 3 single candidates, weights in quarters
 
 
 class RouteChoice:
@@ -45,6 +52,7 @@ class RouteChoice:
         self.routes: dict[str, dict[str, Any]] = {}
         self.state: dict[str, torch.Tensor] = {}
         self.report: dict[str, Any] = {}
+        self.mix_s = 0.0  # seconds spent scoring mixtures (the candidates' fits are the rest)
 
 
 def _pair_score(za: np.ndarray, zb: np.ndarray, groups: np.ndarray | None, a: str, b: str) -> dict[str, float]:
@@ -69,23 +77,27 @@ def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable,
 
 
 @torch.no_grad()
-def _closed_form(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable, va: FeatureTable, a: str, b: str,
-                 seed: int, cache: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.nn.Module], dict[str, np.ndarray]] | None:
+def _closed_forms(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable, va: FeatureTable, a: str, b: str,
+                  seed: int, cache: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[str, torch.nn.Module], dict[str, np.ndarray]]]:
+    """Every closed form the tuners fitted for the pair: {method: (route, linear paths, val unit vectors)}."""
     # As wide as the pair's closed form wants (the benchmark's baselines are not cut to the joint `dim`:
     # a kernel CCA cut from 8 to 6 components lost 3 points of R@1 on a synthetic pair).
     model = _pair_model(cfg, specs, tr, a, b, MAX_WIDTH)
-    cf = fit_closed_form(model, tr, va, seed=seed, cache=cache)
-    if cf is None:
-        return None
-    width = max(2, max(m.weight().shape[1] for m in cf.maps.values()))
-    model = _pair_model(cfg, specs, tr, a, b, width, cf.kernel_shapes())
-    apply_closed_form(model, cf)
-    route: dict[str, Any] = {"method": cf.method, "width": width, "params": cf.params}
-    if cf.kernel_shapes():
-        route["kernel"] = cf.kernel_shapes()
-    mods = {k: model.linear[k] for k in (a, b)}
-    val = {k: F.normalize(mods[k](torch.from_numpy(np.asarray(va.features[k]))), dim=-1).numpy() for k in (a, b)}
-    return route, mods, val
+    best = fit_closed_form(model, tr, va, seed=seed, cache=cache)
+    if best is None:
+        return {}
+    out = {}
+    for cf in (best.alternatives or {best.method: best}).values():
+        width = max(2, max(m.weight().shape[1] for m in cf.maps.values()))
+        model = _pair_model(cfg, specs, tr, a, b, width, cf.kernel_shapes())
+        apply_closed_form(model, cf)
+        route: dict[str, Any] = {"method": cf.method, "width": width, "params": cf.params}
+        if cf.kernel_shapes():
+            route["kernel"] = cf.kernel_shapes()
+        mods = {k: model.linear[k] for k in (a, b)}
+        val = {k: F.normalize(mods[k](torch.from_numpy(np.asarray(va.features[k]))), dim=-1).numpy() for k in (a, b)}
+        out[cf.method] = (route, mods, val)
+    return out
 
 
 def _asif(tr: FeatureTable, va: FeatureTable, a: str, b: str,
@@ -99,56 +111,98 @@ def _asif(tr: FeatureTable, va: FeatureTable, a: str, b: str,
     return route, {a: ra, b: rb}, {a: ra.relative(cache[a][1]), b: rb.relative(cache[b][1])}
 
 
+def _weights(n: int) -> list[tuple[int, ...]]:
+    """Integer weights (in 1/MIX_STEPS) for n candidates summing to MIX_STEPS, at least two non-zero."""
+    grid = [w for w in np.ndindex(*(MIX_STEPS + 1,) * n) if sum(w) == MIX_STEPS]
+    return [tuple(int(x) for x in w) for w in grid if sum(x > 0 for x in w) >= 2]
+
+
+def _mixtures(cands: dict[str, dict[str, float]], vals: dict[str, dict[str, np.ndarray]], groups: np.ndarray | None,
+              a: str, b: str) -> dict[str, tuple[list[tuple[str, float]], dict[str, float]]]:
+    """Score-level mixtures of the best MIX_TOP single candidates on validation: {name: (parts, scores)}."""
+    top = sorted(vals, key=lambda m: (cands[m]["R@1"], cands[m]["MRR"]), reverse=True)[:MIX_TOP]
+    out = {}
+    for w in _weights(len(top)) if len(top) > 1 else []:
+        parts = [(m, x / MIX_STEPS) for m, x in zip(top, w) if x]
+        z = {c: np.concatenate([vals[m][c] * np.sqrt(x) for m, x in parts], 1) for c in (a, b)}  # unit rows
+        out["+".join(f"{m}*{x:.2f}" for m, x in parts)] = (parts, _pair_score(z[a], z[b], groups, a, b))
+    return out
+
+
 def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: FeatureTable,
-                  seed: int = 0, closed_forms: bool = True) -> RouteChoice:
-    """Per pair of `model`'s views, the best of the joint space, the pair's closed form and ASIF on
-    validation (see the module docstring). `model` is the joint winner, in eval mode. `closed_forms`:
-    False when the joint start already was that pair's closed form (two views), so only ASIF is new."""
+                  seed: int = 0, closed_forms: bool = True, mix: bool = True,
+                  single: RouteChoice | None = None) -> RouteChoice:
+    """Per pair of `model`'s views, the best on validation of the joint space, the pair's closed forms,
+    ASIF and (`mix`) their mixtures (see the module docstring). `model` is the joint winner, in eval
+    mode. `closed_forms`: False when the joint start already was that pair's closed form (two views).
+    `single`: also filled with the choice among single candidates, from the same fits (benchmarks)."""
     out = RouteChoice()
     cols, groups = model.columns, va.groups()
     joint = embed_table(model, va)
     inputs = {c: linear_input_shape(model.specs[c], c in model.towers) for c in cols}
-    states: dict[str, dict[str, Any]] = {}
     asif_cache: dict[str, Any] = {}  # per view: its anchors and validation cosines, shared by its pairs
     view_cache: dict[str, Any] = {}  # per view: its PCA basis and Nyström features (one standardisation)
     for i, a in enumerate(cols):
         for b in cols[i + 1:]:
             key = route_key(a, b)
-            cands: dict[str, dict[str, float]] = {"joint": _pair_score(joint[a], joint[b], groups, a, b)}
-            fitted: dict[str, Any] = {}
+            vals = {"joint": {c: joint[c] for c in (a, b)}}
+            fitted: dict[str, Any] = {"joint": ({"method": "joint"}, {})}
             if inputs[a] is not None and inputs[b] is not None:
-                cf = _closed_form(cfg, model.specs, tr, va, a, b, seed, view_cache) if closed_forms else None
-                if cf is not None:
-                    route, mods, val = cf
-                    cands[route["method"]] = _pair_score(val[a], val[b], groups, a, b)
-                    fitted[route["method"]] = (route, mods)
+                for m, (route, mods, val) in (_closed_forms(cfg, model.specs, tr, va, a, b, seed, view_cache)
+                                              if closed_forms else {}).items():
+                    vals[m], fitted[m] = val, (route, mods)
                 route, banks, val = _asif(tr, va, a, b, asif_cache)
-                cands["asif"] = _pair_score(val[a], val[b], groups, a, b)
-                fitted["asif"] = (route, banks)
-            win = max(cands, key=lambda m: (cands[m]["R@1"], cands[m]["MRR"]))  # ties keep joint (first)
-            runner = max((m for m in cands if m != win), key=lambda m: cands[m]["R@1"], default=None)
-            out.report[key] = {"chosen": win, "margin": cands[win]["R@1"] - cands[runner]["R@1"] if runner else None,
-                               "val": cands}
-            out.routes[key] = {"method": "joint"} if win == "joint" else {
-                k: v for k, v in fitted[win][0].items()}
-            if win != "joint":
-                states[key] = {"route": fitted[win][0], "modules": fitted[win][1]}
-            log.info("route %s: %s (val R@1 %.3f, joint %.3f)", key, win, cands[win]["R@1"], cands["joint"]["R@1"])
-    if not states:
-        out.routes = {}
-        return out
-    for key, st in states.items():
-        a, _, b = key.partition("|")
-        if st["route"]["method"] == "asif":
-            for c in (a, b):
-                rr = st["modules"][c]
-                out.state.update({f"router.anchors.{c}.mu": torch.from_numpy(rr.mu).float(),
-                                  f"router.anchors.{c}.sd": torch.from_numpy(rr.sd).float(),
-                                  f"router.anchors.{c}.anchors": torch.from_numpy(rr.anchors).float()})
-        else:
-            for c in (a, b):
-                out.state.update({f"router.paths.{key}.{c}.{n}": t for n, t in st["modules"][c].state_dict().items()})
+                vals["asif"], fitted["asif"] = val, (route, banks)
+            cands = {m: _pair_score(v[a], v[b], groups, a, b) for m, v in vals.items()}
+            t0 = time.perf_counter()
+            mixes = _mixtures(cands, vals, groups, a, b) if mix else {}
+            out.mix_s += time.perf_counter() - t0
+            _select(out, key, cands, mixes, fitted)
+            if single is not None:
+                _select(single, key, cands, {}, fitted)
+    for choice in (out, single):
+        if choice is not None and all(r["method"] == "joint" for r in choice.routes.values()):
+            choice.routes = {}
     return out
+
+
+def _select(out: RouteChoice, key: str, cands: dict[str, dict[str, float]],
+            mixes: dict[str, tuple[list[tuple[str, float]], dict[str, float]]], fitted: dict[str, Any]) -> None:
+    """The pair's winner into `out`: best R@1, ties to fewer parts, then MRR, then the earlier candidate."""
+    order = list(cands) + list(mixes)  # singles first (joint first), then mixtures
+    scores = cands | {n: s for n, (_, s) in mixes.items()}
+    win = max(order, key=lambda m: (scores[m]["R@1"], -m.count("+"), scores[m]["MRR"], -order.index(m)))
+    runner = max((scores[m]["R@1"] for m in cands if m != win), default=None)
+    if win in mixes:
+        parts = mixes[win][0]
+        route = {"method": MIX, "parts": [{"weight": x, **fitted[m][0]} for m, x in parts]}
+        mods = {m: fitted[m][1] for m, _ in parts}
+    else:
+        route, mods = fitted[win][0], {win: fitted[win][1]}
+    # margin: over the best other *single* candidate (a mixture's gain over every one of its parts)
+    out.report[key] = {"chosen": win, "margin": scores[win]["R@1"] - runner if runner is not None else None,
+                       "val": scores, "route": route}
+    out.routes[key] = route
+    if win != "joint":
+        out.state.update(_route_state(key, route, mods))
+    log.info("route %s: %s (val R@1 %.3f, joint %.3f)", key, win, scores[win]["R@1"], cands["joint"]["R@1"])
+
+
+def _route_state(key: str, route: dict[str, Any], mods: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The router's weights for one pair's route (`mods`: each part's fitted modules, by method)."""
+    a, _, b = key.partition("|")
+    state: dict[str, torch.Tensor] = {}
+    for _, r, mkey in route_parts(key, route):
+        if r["method"] == "asif":
+            for c in (a, b):
+                rr = mods[r["method"]][c]
+                state.update({f"router.anchors.{c}.mu": torch.from_numpy(rr.mu).float(),
+                              f"router.anchors.{c}.sd": torch.from_numpy(rr.sd).float(),
+                              f"router.anchors.{c}.anchors": torch.from_numpy(rr.anchors).float()})
+        elif r["method"] != "joint":
+            for c in (a, b):
+                state.update({f"router.paths.{mkey}.{c}.{n}": t for n, t in mods[r["method"]][c].state_dict().items()})
+    return state
 
 
 def joint_model(model: AlignmentModel, cfg: RunConfig) -> tuple[AlignmentModel, RunConfig]:

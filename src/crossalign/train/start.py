@@ -37,6 +37,8 @@ class ClosedForm:
     val_score: float  # the tuner's validation score (mean R@1 over the fitted pairs + MRR tie-break)
     maps: dict[str, LinearMap | AffineMap | KernelMap] = field(repr=False, default_factory=dict)
     scratch: list[str] = field(default_factory=list)  # hybrid: views left to their from-scratch towers
+    # two views: every tuned closed form by method (the winner included), for per-pair routing to reuse
+    alternatives: dict[str, ClosedForm] = field(repr=False, default_factory=dict)
 
     def kernel_shapes(self) -> dict[str, list[int]]:
         """{column: [p, m]} of the views whose map is a Nyström kernel map (for `model.head.kernel`)."""
@@ -90,7 +92,9 @@ def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, m
             fits["encoder"] = shared
         name = max(fits, key=lambda n: fits[n].score)  # ties keep the earlier (linear) one
         f = fits[name]
-        cf = ClosedForm(name, f.params, f.score, {a: f.maps[0], b: f.maps[1]})  # type: ignore[dict-item]
+        alts = {n: ClosedForm(n, g.params, g.score, {a: g.maps[0], b: g.maps[1]})  # type: ignore[dict-item]
+                for n, g in fits.items()}
+        cf = ClosedForm(name, f.params, f.score, dict(alts[name].maps), alternatives=alts)
     else:
         # No kernel here: a multi-view CCA on Nyström features lost to the linear one on emoji
         # (val 0.328 vs 0.340, test 0.320 vs 0.357) at ~3x the time (docs/nobehind.md).
