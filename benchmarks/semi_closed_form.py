@@ -6,7 +6,11 @@ split and head), the closed form `train.start` fits on the pairs, scored on val 
   - refit-after: the same fit, then the statistics refitted on paired + unpaired items (what
     semi-supervised runs did before the fix: a map fed inputs it was not fitted on);
   - all-items: statistics on paired + unpaired items, then the fit (what `train_semi` does now);
-  - all-items+basis: also the PCA basis of each view on all its items.
+  - all-items+basis: also the PCA basis of each view on all its items, whitened by its diagonal
+    (the all-items variances: SemiCCA with the unpaired covariance; worse);
+  - semi-candidate: what `train` now does with unpaired items: `fit_closed_form(..., extra=unpaired)`
+    adds a multi-view CCA whose PCA bases come from all items but whose whitening and cross-covariances
+    come from the pairs (full matrices), kept when validation prefers it over the pairs-basis fit.
 
     python benchmarks/semi_closed_form.py --data runs/demo/data --fraction 0.1 --seeds 0,1,2
 """
@@ -26,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import label_efficiency as le  # noqa: E402
 
-VARIANTS = ["pairs-only", "refit-after", "all-items", "all-items+basis"]
+VARIANTS = ["pairs-only", "refit-after", "all-items", "all-items+basis", "semi-candidate"]
 
 
 def _one(data: Path, fraction: float, seed: int, variant: str) -> dict[str, Any]:
@@ -46,7 +50,7 @@ def _one(data: Path, fraction: float, seed: int, variant: str) -> dict[str, Any]
     tr, va, te = (sd.table.split(s) for s in ("train", "val", "test"))
     specs = {v.column: _spec_for(v, sd.table) for v in cfg.model.views}
     u = sd.unpaired.features
-    model = _build(cfg, specs, tr, u if variant.startswith("all-items") else None)
+    model = _build(cfg, specs, tr, None if variant in ("pairs-only", "refit-after") else u)
     allf = {c: torch.from_numpy(np.concatenate([tr.features[c], u[c]])) for c in cfg.model.columns}
     orig = st.ViewData.fit
     if variant == "all-items+basis":  # each view's PCA basis from all its items (found by its width)
@@ -59,7 +63,7 @@ def _one(data: Path, fraction: float, seed: int, variant: str) -> dict[str, Any]
                             train.reshape(len(train), -1), val.reshape(len(val), -1), spec_key)
         st.ViewData.fit = fit  # type: ignore[method-assign]
     try:
-        cf = st.fit_closed_form(model, tr, va, seed=seed)
+        cf = st.fit_closed_form(model, tr, va, seed=seed, extra=u if variant == "semi-candidate" else None)
     finally:
         st.ViewData.fit = orig  # type: ignore[method-assign]
     assert cf is not None

@@ -68,7 +68,7 @@ def test_semi_closed_form_is_fitted_in_the_unpaired_standardisation(scenes_small
         allx = np.concatenate([tr.features[c], data.unpaired.features[c]]).astype(np.float32)
         assert_close_scaled(model.linear[c].norm.mean.flatten(), torch.from_numpy(allx.mean(0)).flatten(),
                             rtol=1e-5, msg=c)
-    cf = fit_closed_form(model, tr, va, seed=cfg.train.seed)
+    cf = fit_closed_form(model, tr, va, seed=cfg.train.seed, extra=data.unpaired.features)
     assert cf is not None and cf.method == got["closed_form"]["method"] and cf.params == got["closed_form"]["params"]
     apply_closed_form(model, cf)
     v = AlignmentTask(model, cfg_cf, tr, va).validate()

@@ -40,8 +40,10 @@ class ViewData:
 
     @classmethod
     def fit(cls, train: np.ndarray, val: np.ndarray, max_k: int = 512, spec_key: tuple[Any, ...] = (),
-            standardize: bool = True) -> "ViewData":
-        b = pca_basis(train, max_k, standardize)
+            standardize: bool = True, basis_from: np.ndarray | None = None) -> "ViewData":
+        """`basis_from`: the items the PCA basis is fitted on (default the train rows; e.g. paired +
+        unpaired items). Then the train scores' covariance is not diagonal in it (see `mcca_solve`)."""
+        b = pca_basis(train if basis_from is None else basis_from, max_k, standardize)
         return cls(b, b.scores(train).astype(np.float64), b.scores(val).astype(np.float64),
                    train.reshape(len(train), -1), val.reshape(len(val), -1), spec_key)
 

@@ -126,7 +126,7 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
         cfg_cf = copy.deepcopy(cfg)
         cfg_cf.model.head.linear_path = True
         model_cf = _build(cfg_cf, specs, tr, norm_extra)
-        cf = fit_closed_form(model_cf, tr, va, seed=cfg.train.seed)
+        cf = fit_closed_form(model_cf, tr, va, seed=cfg.train.seed, extra=norm_extra)
         if cf is not None and cf.kernel_shapes():  # a kernel solution: linear paths with a Nyström front
             cfg_cf.model.head.kernel = cf.kernel_shapes()
             model_cf = _build(cfg_cf, specs, tr, norm_extra)

@@ -15,7 +15,7 @@ towers learn into their space.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -46,8 +46,9 @@ class ClosedForm:
 
 
 @torch.no_grad()
-def _standardised(model: AlignmentModel, table: FeatureTable, col: str) -> np.ndarray:
-    x = model.linear_source(col, torch.from_numpy(np.asarray(table.features[col])))  # a tuned top: its outputs
+def _standardised(model: AlignmentModel, table: FeatureTable | np.ndarray, col: str) -> np.ndarray:
+    feats = table if isinstance(table, np.ndarray) else table.features[col]
+    x = model.linear_source(col, torch.from_numpy(np.asarray(feats)))  # a tuned top: its outputs
     return model.linear[col].norm(x).flatten(1).numpy()
 
 
@@ -60,12 +61,15 @@ def hybrid_split(cols: list[str], from_scratch: list[str]) -> tuple[list[str], l
 
 
 def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, max_k: int = 512,
-                    seed: int = 0, kernel: bool = True, cache: dict[str, ViewData] | None = None) -> ClosedForm | None:
+                    seed: int = 0, kernel: bool = True, extra: Mapping[str, np.ndarray] | None = None,
+                    cache: dict[str, ViewData] | None = None) -> ClosedForm | None:
     """The best closed form on validation, in the linear paths' standardised inputs; None when a view
     has no linear path (a fine-tuned pretrained tower reads raw inputs). `kernel`: also try Nyström
-    RBF solutions (landmarks drawn with `seed`, as the kcca baseline draws them). `cache`: each view's
-    PCA basis and Nyström features, shared by calls whose models standardise that view alike (routing
-    fits one closed form per pair; a view sits in V - 1 pairs)."""
+    RBF solutions (landmarks drawn with `seed`, as the kcca baseline draws them). `extra`: unpaired
+    items per view (features as in the tables): one more candidate, a (multi-view) CCA whose PCA
+    bases are fitted on the paired + unpaired items of each view (see `_semi_mcca`). `cache`: each
+    view's PCA basis and Nyström features, shared by calls whose models standardise that view alike
+    (routing fits one closed form per pair; a view sits in V - 1 pairs)."""
     cols = model.columns
     if any(c not in model.linear for c in cols) or len(cols) < 2:
         return None
@@ -99,7 +103,26 @@ def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, m
         # No kernel here: a multi-view CCA on Nyström features lost to the linear one on emoji
         # (val 0.328 vs 0.340, test 0.320 vs 0.357) at ~3x the time (docs/nobehind.md).
         cf = _tune_mcca(views, fixed, score, dim)
+    semi = _semi_mcca(model, tr, va, extra, fixed, k, score, dim) if extra else None
+    if semi is not None and semi.val_score > cf.val_score:  # ties keep the pairs-only fit
+        cf = semi
     cf.scratch = scratch
+    return cf
+
+
+def _semi_mcca(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, extra: Mapping[str, np.ndarray],
+               cols: list[str], k: int, score: PairScorer, dim: int) -> ClosedForm | None:
+    """Semi-supervised CCA: each view's PCA basis (which axes the fit may use, up to k) from its paired
+    and unpaired items; the within-view covariances that whiten, and the cross-covariances, from the
+    pairs alone (full matrices in that basis). Whitening with the all-items covariance instead (classic
+    SemiCCA mixing) scored lower on validation at every weight tried on scenes (docs/semi.md)."""
+    if not all(len(extra.get(c, ())) for c in cols):
+        return None
+    views = {c: ViewData.fit(x := _standardised(model, tr, c), _standardised(model, va, c), k, standardize=False,
+                             basis_from=np.concatenate([x, _standardised(model, np.asarray(extra[c]), c)]))
+             for c in cols}
+    cf = _tune_mcca(views, cols, score, dim, full=True)
+    cf.params["basis"] = "paired+unpaired"
     return cf
 
 
@@ -122,16 +145,20 @@ def _shared_space(model: AlignmentModel, views: dict[str, ViewData], tr: Feature
                   (maps[a], maps[b]))
 
 
-def _tune_mcca(views: dict[str, ViewData], cols: list[str], score: PairScorer, dim: int) -> ClosedForm:
+def _tune_mcca(views: dict[str, ViewData], cols: list[str], score: PairScorer, dim: int,
+               full: bool = False) -> ClosedForm:
+    """`full`: whiten with the train scores' full covariance (a basis not fitted on the train rows)."""
     n = len(views[cols[0]].tr)
     cross = {(i, j): views[a].tr.T @ views[b].tr / n for i, a in enumerate(cols) for j, b in enumerate(cols) if i < j}
+    own = {c: views[c].tr.T @ views[c].tr / n if full else views[c].basis.var for c in cols}  # (K, K) or (K,)
     pairs = list(cross)
     best: list[Any] = [-1.0, {}, None]
 
     def point(k: int, reg: float) -> None:
         ks = [min(k, views[c].k) for c in cols]
         sub = {(i, j): c[:ks[i], :ks[j]] for (i, j), c in cross.items()}
-        proj, w = mcca_solve(sub, [views[c].basis.var[:ks[i]] for i, c in enumerate(cols)], reg, min(dim, sum(ks)))
+        var = [own[c][:ks[i], :ks[i]] if full else own[c][:ks[i]] for i, c in enumerate(cols)]
+        proj, w = mcca_solve(sub, var, reg, min(dim, sum(ks)))
         z = [views[c].va[:, :ks[i]] @ proj[i] for i, c in enumerate(cols)]
         for nc in dims_grid(len(w), lo=16):
             for pw in POWERS:
