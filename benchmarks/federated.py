@@ -70,6 +70,7 @@ def _config(args: argparse.Namespace, data: Path) -> Any:
         apply_cli_defaults(cfg.model.views, recorded_encoders(load_manifest(data)))
     cfg.train.data, cfg.train.epochs, cfg.train.batch_size = str(data), args.epochs, args.batch_size
     cfg.train.patience, cfg.train.progress = 0, False
+    cfg.train.seed = args.seed  # the site partition, the model's initialisation and the batch order
     return cfg
 
 
@@ -148,6 +149,8 @@ def main() -> None:
                     "trained earlier under --work when its config is the same, instead of training it again")
     ap.add_argument("--central-from", default=None, help="take the centralised result from an earlier results "
                     "file of this script (same set, n, epochs, splits) instead of training it (--stages without central)")
+    ap.add_argument("--seed", type=int, default=0, help="partition, initialisation and batch order (the data and "
+                    "its splits stay those of seed 0); use another --work per seed")
     ap.add_argument("--work", default="/tmp/crossalign-fed-bench")
     ap.add_argument("--out", default="benchmarks/results/federated.json")
     args = ap.parse_args()
@@ -175,14 +178,14 @@ def main() -> None:
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
                            "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
-                           "start": args.start, "load_before": _uptime()}
+                           "start": args.start, "seed": args.seed, "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())
         differ = [k for k in ("set", "sites", "alpha", "rounds", "local_epochs", "epochs", "batch_size", "n", "hidden",
-                                "hybrid_rounds", "start")
-                  if k in res and old.get(k) != res[k]]
+                                "hybrid_rounds", "start", "seed")
+                  if k in res and old.get(k, 0 if k == "seed" else None) != res[k]]  # files before --seed: 0
         if differ:
             ap.error(f"--merge: {args.out} was run with other settings ({differ})")
         res = {**old, **res, "load_before": old.get("load_before"), "load_before_merge": res["load_before"]}
@@ -222,7 +225,8 @@ def main() -> None:
         save()
     elif args.central_from:
         old = json.loads(Path(args.central_from).read_text())
-        if any(old.get(k) != res.get(k) for k in ("set", "n", "epochs", "batch_size", "hidden", "sites", "alpha")):
+        if any(old.get(k, 0 if k == "seed" else None) != res.get(k)
+               for k in ("set", "n", "epochs", "batch_size", "hidden", "sites", "alpha", "seed")):
             ap.error(f"--central-from: {args.central_from} was run on another set or settings")
         res.update({"central": old["central"], "central_train_s": old["central_train_s"], "central_from": args.central_from})
         save()
