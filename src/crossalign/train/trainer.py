@@ -163,12 +163,7 @@ class Trainer:
             g.setdefault("lr", self.lr)
             g.setdefault("weight_decay", self.wd)
             g["base_lr"] = g["lr"]
-        # Fused: on CPU torch defaults to a per-tensor loop, 5x slower per step on the demo's heads for the
-        # same update (benchmarks/optimizer_step.py); foreach where a device has no fused kernel.
-        try:
-            opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.wd, fused=True)
-        except RuntimeError:
-            opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.wd, foreach=True)
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.wd)
         total = self._steps_per_epoch() * self.epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(self.warmup * total)))
         return groups, opt, sched
