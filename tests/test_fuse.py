@@ -169,6 +169,27 @@ def test_tagging_without_text_modality_uses_word_slots() -> None:
     assert m(d.feats, d.word_mask).logits.shape == (3, W, 3)
 
 
+def test_tokens_take_the_closed_form_linear_path_like_pooled_inputs() -> None:
+    """A run whose winner holds a closed form (a linear path beside the head): each word goes through
+    the same projection as a pooled input (head + linear path), not through the head alone."""
+    from crossalign.fuse.model import StreamEncoder
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(views=[ViewSpec("text"), ViewSpec("image")], dim=8, head=HeadConfig(hidden=16, linear_path=True))
+    align = AlignmentModel(cfg, {c: SPECS[c] for c in ("text", "image")}).eval()
+    with torch.no_grad():
+        align.linear["text"].gate.fill_(0.3)
+        align.linear["text"].linear.weight.normal_()
+    enc = StreamEncoder("text", align, (W, 12), d=16, dropout=0.0, normalize_tokens=False)
+    assert enc.tok_aligned is not None
+    x = torch.randn(3, W, 12)
+    got = enc.aligned_tokens(align, x)  # (3, W, 8)
+    want = torch.stack([align.embed("text", x[:, t]) for t in range(W)], 1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+    head_only = align.heads["text"](x.reshape(-1, 12)).view(3, W, -1)
+    assert (got - head_only).abs().max() > 0.1  # the linear path counts
+
+
 def _prep(kind: str, n: int = 48) -> PreparedTask:
     full = _data(n, kind)
     idx = torch.arange(n)

@@ -54,6 +54,12 @@ class StreamEncoder(nn.Module):
         """Token standardisation statistics from training tokens (B, T, D) with mask (B, T)."""
         self.std.fit(tokens[mask].float())
 
+    def aligned_tokens(self, align: AlignmentModel, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens -> (B, T, dim): each token through the view's projection as a pooled input
+        would go (head plus, where the run has one, its closed-form linear path)."""
+        src = F.normalize(x, dim=-1) if self.normalize_tokens else x
+        return align.project(self.col, src.reshape(-1, x.shape[-1])).view(x.shape[0], x.shape[1], -1)
+
     def forward(self, align: AlignmentModel, pooled: torch.Tensor, tokens: torch.Tensor | None,
                 mask: torch.Tensor | None, present: torch.Tensor) -> Stream:
         z = align.embed(self.col, pooled)  # (B, dim)
@@ -64,9 +70,7 @@ class StreamEncoder(nn.Module):
             x = tokens.float()
             h = self.tok(self.std(x))  # (B, T, d)
             if self.tok_aligned is not None:
-                src = F.normalize(x, dim=-1) if self.normalize_tokens else x
-                za = align.heads[self.col](src.reshape(-1, x.shape[-1])).view(b, x.shape[1], -1)  # (B, T, dim)
-                h = h + self.tok_aligned(za)
+                h = h + self.tok_aligned(self.aligned_tokens(align, x))
             parts.append(h)
             valid.append(mask if mask is not None else torch.ones(b, self.n_tok, dtype=torch.bool, device=z.device))
         t = torch.cat(parts, 1) + self.pos[: sum(p.shape[1] for p in parts)]  # (B, 1 + T, d)
