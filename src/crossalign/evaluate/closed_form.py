@@ -175,11 +175,17 @@ def cca_solve(c: np.ndarray, var_a: np.ndarray, var_b: np.ndarray, reg: float) -
 
 
 def _whitener(v: np.ndarray, reg: float) -> np.ndarray:
-    """(k, k) inverse square root of a ridged covariance: diag(var) given as (k,), or a full (k, k)."""
+    """Inverse square root of a ridged covariance: (k,) for diag(var) given as (k,) (the common case:
+    a view's own PCA basis), else the (k, k) matrix for a full (k, k) covariance."""
     if v.ndim == 1:
-        return np.diag(1.0 / np.sqrt(v + reg * v.mean()))
+        return 1.0 / np.sqrt(v + reg * v.mean())
     w, u = np.linalg.eigh(v + reg * np.trace(v) / len(v) * np.eye(len(v)))
     return (u / np.sqrt(np.clip(w, 1e-12 * max(float(w.max()), 1e-30), None))) @ u.T
+
+
+def _whiten(d: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """d @ x for a whitener from `_whitener` (a (k,) diagonal scales rows; no (k, k) product)."""
+    return d[:, None] * x if d.ndim == 1 else d @ x
 
 
 def mcca_solve(cross: dict[tuple[int, int], np.ndarray], var: list[np.ndarray], reg: float,
@@ -189,16 +195,16 @@ def mcca_solve(cross: dict[tuple[int, int], np.ndarray], var: list[np.ndarray], 
     diagonal). With two views it is exactly `cca_solve`. `var[i]`: view i's covariance in its basis,
     its diagonal (k,) when the basis is the view's own PCA on these rows, else the full (k, k)
     matrix (a basis fitted on more items than the pairs). Returns per-view projections and weights."""
-    d = [_whitener(v, reg) for v in var]  # (k_i, k_i) each
+    d = [_whitener(v, reg) for v in var]  # (k_i,) or (k_i, k_i) each
     off = np.cumsum([0] + [len(v) for v in var])
     m = np.zeros((off[-1], off[-1]))
     for (i, j), cij in cross.items():
-        blk = d[i] @ cij @ d[j]
+        blk = _whiten(d[j], _whiten(d[i], cij).T).T  # d_i C_ij d_j (whiteners are symmetric)
         m[off[i]:off[i + 1], off[j]:off[j + 1]] = blk
         m[off[j]:off[j + 1], off[i]:off[i + 1]] = blk.T
     w, v = np.linalg.eigh(m)
     w, v = w[::-1][:c], v[:, ::-1][:, :c]
-    return [d[i] @ v[off[i]:off[i + 1]] for i in range(len(var))], np.clip(w, 1e-6, None)
+    return [_whiten(d[i], v[off[i]:off[i + 1]]) for i in range(len(var))], np.clip(w, 1e-6, None)
 
 
 class PairScorer:

@@ -75,14 +75,12 @@ def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, m
         return None
     fixed, scratch = hybrid_split(cols, [c for c in cols if model.specs[c].from_scratch])
     k = max_k if len(fixed) == 2 else min(max_k, 256)  # the joint eigenproblem grows with every view
-    views: dict[str, ViewData] = {}
+    cache = {} if cache is None else cache
     for c in fixed:
-        key = f"{c}@{k}"
-        if cache is None or key not in cache:
-            v = ViewData.fit(_standardised(model, tr, c), _standardised(model, va, c), k, standardize=False)
-            cache = {} if cache is None else cache
-            cache[key] = v
-        views[c] = cache[key]
+        if f"{c}@{k}" not in cache:
+            cache[f"{c}@{k}"] = ViewData.fit(_standardised(model, tr, c), _standardised(model, va, c), k,
+                                             standardize=False)
+    views = {c: cache[f"{c}@{k}"] for c in fixed}
     score = PairScorer(va.groups(), len(va))
     dim = model.cfg.dim
     if len(fixed) == 2:
