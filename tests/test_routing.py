@@ -174,3 +174,48 @@ def test_routes_table_names_what_serves_each_pair(capsys: pytest.CaptureFixture[
     assert "text<->text_zh" in out and "0.680 cca" in out and "+0.080" in out and "image<->text" in out
     assert "routed per pair (text<->text_zh: cca) -> val 0.450" in winner_line(res)
     assert routes_table({"winner": "scratch"}) is None
+
+
+def test_semi_supervised_routes_standardise_like_the_run_and_serve_semi_cca() -> None:
+    """With unpaired items (a semi-supervised run), each pair's closed forms read inputs standardised
+    on the train rows *and* the unpaired items, as the run's own linear paths do, and the pair gets
+    one more candidate, `semi_cca` (PCA axes from the unpaired items too), which a routed model serves
+    exactly: its saved block ranks val as the candidate scored (it was 'unknown method' before)."""
+    from crossalign.align.embed import embed_table
+    from crossalign.recipes.align import _build, _spec_for
+    from crossalign.train import routing as rt
+    from crossalign.train.start import apply_closed_form, fit_closed_form
+
+    table = _four_views(1400)
+    train_mask = np.array([s == "train" for s in table.meta("split")])
+    idx = np.flatnonzero(train_mask)
+    paired = np.zeros(len(table), bool)
+    paired[idx[:80]] = True  # 80 pairs; the other 620 train rows give unpaired items, one view each
+    rest = idx[80:]
+    extra = {c: table.features[c][rest[i::len(COLS)]] for i, c in enumerate(COLS)}
+    tr, va = table.subset(paired), table.split("val")
+    cfg = _config(Path("unused"), start="closed_form")
+    cfg.model.head.linear_path = True  # as `train.start: closed_form` sets it
+    specs = {v.column: _spec_for(v, table) for v in cfg.model.views}
+    model = _build(cfg, specs, tr, extra)
+    apply_closed_form(model, fit_closed_form(model, tr, va, seed=0, extra=extra))
+    model.eval()
+
+    pm = rt._pair_model(cfg, specs, tr, "c", "d", 8, extra=extra)
+    for c in ("c", "d"):
+        both = torch.from_numpy(np.concatenate([tr.features[c], extra[c]])).float()
+        assert_close_scaled(pm.linear[c].norm.mean.flatten(), both.mean(0), 1e-5, c)
+        assert_close_scaled(pm.linear[c].norm.mean.flatten(), model.linear[c].norm.mean.flatten(), 1e-5, c)
+
+    fits = rt._closed_forms(cfg, specs, tr, va, "c", "d", 0, extra=extra)
+    assert "semi_cca" in fits and "cca" in fits  # one more candidate, the others kept
+    route, mods, val = fits["semi_cca"]
+    choice = rt.RouteChoice()
+    choice.routes = {"c|d": route}
+    choice.state = rt._route_state("c|d", route, {"semi_cca": mods})
+    routed, _ = rt.routed_model(model, cfg, choice)
+    emb = embed_table(routed, va)
+    got = torch.from_numpy(emb["c"] @ emb["d"].T) * (len(COLS) - 1)  # one shared block, scaled 1/(V-1)
+    assert_close_scaled(got, torch.from_numpy(val["c"] @ val["d"].T), 1e-4, "semi_cca block")
+    report = rt.choose_routes(model, cfg, tr, va, seed=0, mix=False, extra=extra).report
+    assert all("semi_cca" in r["val"] for r in report.values())

@@ -7,7 +7,7 @@ the joint space *and* gives each pair of views its own block of the output vecto
     z(view c) = concat over all pairs (a, b) of  [ route_ab(c)  if c in (a, b)  else 0 ] / sqrt(V - 1)
 
 where `route_ab(c)` is the unit vector of c in the space pair (a, b) is routed to: the joint model's
-embedding (`joint`), that pair's tuned closed form (`cca`, `kcca`, `ridge`, `procrustes`, `encoder`:
+embedding (`joint`), that pair's tuned closed form (`cca`, `kcca`, `ridge`, `procrustes`, `encoder`, `semi_cca`:
 a `LinearPath` as wide as its components, a Nyström front for `kcca`) or ASIF relative
 representations (`asif`). Two views a != b share exactly one non-zero block, so
 <z(a), z(b)> = <route_ab(a), route_ab(b)> / (V - 1): retrieval a -> b ranks exactly as in that pair's
@@ -34,7 +34,8 @@ from crossalign.align.heads import LinearPath
 
 __all__ = ["AnchorBank", "Router", "route_key", "route_parts", "CLOSED_FORMS", "MIX"]
 
-CLOSED_FORMS = ("cca", "kcca", "ridge", "procrustes", "encoder")  # held by a LinearPath
+# held by a LinearPath; semi_cca: a CCA whose PCA axes also come from unpaired items (train/start.py)
+CLOSED_FORMS = ("cca", "kcca", "ridge", "procrustes", "encoder", "semi_cca")
 MIX = "mix"
 
 

@@ -168,7 +168,7 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
         best_cf[1].train.out, best_cf[1].train.epochs, best_cf[1].train.patience = str(out), cfg.train.epochs, cfg.train.patience
         save_model(best_cf[2], best_cf[1], out, "best")
     result.best_metric = cands[winner]
-    routing = _route(cfg, out, tr, va) if cfg.train.route != "off" and (out / "best.safetensors").exists() else {}
+    routing = _route(cfg, out, tr, va, norm_extra) if cfg.train.route != "off" and (out / "best.safetensors").exists() else {}
     if (out / "best.safetensors").exists():
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
     others = [v for k, v in cands.items() if k != winner]
@@ -183,9 +183,11 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
     return out, result
 
 
-def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dict[str, Any]:
+def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
+           extra: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """`train.route: auto|single`: each pair of views keeps the best on validation of the joint winner, its
     own closed forms, ASIF and (auto) their mixtures (train/routing.py); a routed winner replaces `best`.
+    `extra`: the unpaired items the run standardised with (the pairs' closed forms use them too).
     Returns what to record."""
     from crossalign.align.embed import embed_table
     from crossalign.align.io import load_run
@@ -202,7 +204,7 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable) -> dic
     # Two views started from their closed form already had it as a candidate: only ASIF is new there.
     again = len(cfg.model.columns) > 2 or cfg.train.start == "scratch"
     choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again,
-                           mix=cfg.train.route == "auto")
+                           mix=cfg.train.route == "auto", extra=extra)
     if not choice.routes:
         if loaded[0] is not model:  # it was routed before; now every pair keeps the joint space
             save_model(model, cfg_w, out, "best")

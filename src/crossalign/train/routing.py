@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ __all__ = ["choose_routes", "RouteChoice", "joint_model", "routed_model"]
 log = logging.getLogger(__name__)
 MAX_WIDTH = 512  # components a pair's closed form may keep (the baselines' PCA cap)
 MIX_TOP, MIX_STEPS = 3, 4  # mixtures of the best 3 single candidates, weights in quarters
+Extra = Mapping[str, np.ndarray] | None  # unpaired items per view (semi-supervised runs)
 
 
 class RouteChoice:
@@ -62,8 +63,9 @@ def _pair_score(za: np.ndarray, zb: np.ndarray, groups: np.ndarray | None, a: st
 
 
 def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable, a: str, b: str, dim: int,
-                kernel: dict[str, list[int]] | None = None) -> AlignmentModel:
-    """A throw-away two-view model whose linear paths hold the pair's closed form (`dim` wide)."""
+                kernel: dict[str, list[int]] | None = None, extra: Extra = None) -> AlignmentModel:
+    """A throw-away two-view model whose linear paths hold the pair's closed form (`dim` wide), its
+    inputs standardised like the run's (train rows plus `extra`, the unpaired items, where given)."""
     c = copy.deepcopy(cfg.model)
     c.dim = dim
     c.views = [v for v in c.views if v.column in (a, b)]
@@ -72,25 +74,28 @@ def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable,
     c.head.linear_path, c.head.kernel = True, dict(kernel or {})
     sub = {k: specs[k] for k in (a, b)}
     model = AlignmentModel(c, sub, build_towers(RunConfig(model=c, train=cfg.train), sub))
-    model.fit_normalizers({k: torch.from_numpy(np.asarray(tr.features[k])) for k in (a, b)})
+    model.fit_normalizers({k: torch.from_numpy(np.concatenate([tr.features[k], extra[k]]) if extra and len(extra.get(k, ()))
+                                               else np.asarray(tr.features[k])) for k in (a, b)})
     return model
 
 
 @torch.no_grad()
 def _closed_forms(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable, va: FeatureTable, a: str, b: str,
-                  seed: int, cache: dict[str, Any] | None = None) -> dict[str, tuple[dict[str, Any], dict[str, torch.nn.Module], dict[str, np.ndarray]]]:
+                  seed: int, cache: dict[str, Any] | None = None,
+                  extra: Extra = None) -> dict[str, tuple[dict[str, Any], dict[str, torch.nn.Module], dict[str, np.ndarray]]]:
     """Every closed form the tuners fitted for the pair: {method: (route, linear paths, val unit vectors)}.
-    `cache`: per-view PCA bases and Nyström features shared by the pairs of one view set."""
+    `cache`: per-view PCA bases and Nyström features shared by the pairs of one view set. `extra`: the
+    run's unpaired items per view: they join the standardisation and add the `semi_cca` candidate."""
     # As wide as the pair's closed form wants (the benchmark's baselines are not cut to the joint `dim`:
     # a kernel CCA cut from 8 to 6 components lost 3 points of R@1 on a synthetic pair).
-    model = _pair_model(cfg, specs, tr, a, b, MAX_WIDTH)
-    best = fit_closed_form(model, tr, va, seed=seed, cache=cache)
+    model = _pair_model(cfg, specs, tr, a, b, MAX_WIDTH, extra=extra)
+    best = fit_closed_form(model, tr, va, seed=seed, cache=cache, extra=extra)
     if best is None:
         return {}
     out = {}
     for cf in (best.alternatives or {best.method: best}).values():
         width = max(2, max(m.weight().shape[1] for m in cf.maps.values()))
-        model = _pair_model(cfg, specs, tr, a, b, width, cf.kernel_shapes())
+        model = _pair_model(cfg, specs, tr, a, b, width, cf.kernel_shapes(), extra)
         apply_closed_form(model, cf)
         route: dict[str, Any] = {"method": cf.method, "width": width, "params": cf.params}
         if cf.kernel_shapes():
@@ -134,11 +139,13 @@ def _mixtures(cands: dict[str, dict[str, float]], vals: dict[str, dict[str, np.n
 
 def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: FeatureTable,
                   seed: int = 0, closed_forms: bool = True, mix: bool = True,
-                  single: RouteChoice | None = None) -> RouteChoice:
+                  single: RouteChoice | None = None, extra: Extra = None) -> RouteChoice:
     """Per pair of `model`'s views, the best on validation of the joint space, the pair's closed forms,
     ASIF and (`mix`) their mixtures (see the module docstring). `model` is the joint winner, in eval
     mode. `closed_forms`: False when the joint start already was that pair's closed form (two views).
-    `single`: also filled with the choice among single candidates, from the same fits (benchmarks)."""
+    `single`: also filled with the choice among single candidates, from the same fits (benchmarks).
+    `extra`: unpaired items per view (semi-supervised runs): the pairs' closed forms standardise their
+    inputs as the run does and may use their PCA axes (`semi_cca`); ASIF's anchors stay the pairs."""
     out = RouteChoice()
     cols, groups = model.columns, va.groups()
     joint = embed_table(model, va)
@@ -151,7 +158,7 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
             vals = {"joint": {c: joint[c] for c in (a, b)}}
             fitted: dict[str, Any] = {"joint": ({"method": "joint"}, {})}
             if inputs[a] is not None and inputs[b] is not None:
-                for m, (route, mods, val) in (_closed_forms(cfg, model.specs, tr, va, a, b, seed, view_cache)
+                for m, (route, mods, val) in (_closed_forms(cfg, model.specs, tr, va, a, b, seed, view_cache, extra)
                                               if closed_forms else {}).items():
                     vals[m], fitted[m] = val, (route, mods)
                 route, banks, val = _asif(tr, va, a, b, asif_cache)

@@ -32,7 +32,7 @@ __all__ = ["ClosedForm", "fit_closed_form", "hybrid_split", "apply_closed_form",
 
 @dataclass
 class ClosedForm:
-    method: str  # cca | kcca | ridge | procrustes | encoder | mcca
+    method: str  # cca | kcca | ridge | procrustes | encoder | mcca | semi_cca (PCA axes from unpaired items too)
     params: dict[str, Any]
     val_score: float  # the tuner's validation score (mean R@1 over the fitted pairs + MRR tie-break)
     maps: dict[str, LinearMap | AffineMap | KernelMap] = field(repr=False, default_factory=dict)
@@ -102,8 +102,12 @@ def fit_closed_form(model: AlignmentModel, tr: FeatureTable, va: FeatureTable, m
         # (val 0.328 vs 0.340, test 0.320 vs 0.357) at ~3x the time (docs/nobehind.md).
         cf = _tune_mcca(views, fixed, score, dim)
     semi = _semi_mcca(model, tr, va, extra, fixed, k, score, dim) if extra else None
+    if semi is not None and len(fixed) == 2:  # one more of the pair's solutions (routing serves any of them)
+        semi.method = "semi_cca"
+        cf.alternatives["semi_cca"] = semi
     if semi is not None and semi.val_score > cf.val_score:  # ties keep the pairs-only fit
-        cf = semi
+        cf = semi if len(fixed) > 2 else ClosedForm(semi.method, semi.params, semi.val_score, dict(semi.maps),
+                                                    alternatives=cf.alternatives)
     cf.scratch = scratch
     return cf
 
