@@ -10,7 +10,11 @@ split and head), the closed form `train.start` fits on the pairs, scored on val 
     (the all-items variances: SemiCCA with the unpaired covariance; worse);
   - semi-candidate: what `train` now does with unpaired items: `fit_closed_form(..., extra=unpaired)`
     adds a multi-view CCA whose PCA bases come from all items but whose whitening and cross-covariances
-    come from the pairs (full matrices), kept when validation prefers it over the pairs-basis fit.
+    come from the pairs (full matrices), kept when validation prefers it over the pairs-basis fit;
+  - semi-candidate+routes: then each pair routed as `train.route: auto` does in a semi-supervised run
+    (pairs' closed forms on inputs standardised with the unpaired items, `semi_cca` among them);
+  - semi-candidate+routes-pairs-std: the same, the pairs' closed forms standardised by the pairs alone
+    (what routing did before).
 
     python benchmarks/semi_closed_form.py --data runs/demo/data --fraction 0.1 --seeds 0,1,2
 """
@@ -30,7 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import label_efficiency as le  # noqa: E402
 
-VARIANTS = ["pairs-only", "refit-after", "all-items", "all-items+basis", "semi-candidate"]
+VARIANTS = ["pairs-only", "refit-after", "all-items", "all-items+basis", "semi-candidate",
+            "semi-candidate+routes", "semi-candidate+routes-pairs-std"]
 
 
 def _one(data: Path, fraction: float, seed: int, variant: str) -> dict[str, Any]:
@@ -51,6 +56,7 @@ def _one(data: Path, fraction: float, seed: int, variant: str) -> dict[str, Any]
     specs = {v.column: _spec_for(v, sd.table) for v in cfg.model.views}
     u = sd.unpaired.features
     model = _build(cfg, specs, tr, None if variant in ("pairs-only", "refit-after") else u)
+    semi = variant.startswith("semi-candidate")
     allf = {c: torch.from_numpy(np.concatenate([tr.features[c], u[c]])) for c in cfg.model.columns}
     orig = st.ViewData.fit
     if variant == "all-items+basis":  # each view's PCA basis from all its items (found by its width)
@@ -63,7 +69,7 @@ def _one(data: Path, fraction: float, seed: int, variant: str) -> dict[str, Any]
                             train.reshape(len(train), -1), val.reshape(len(val), -1), spec_key)
         st.ViewData.fit = fit  # type: ignore[method-assign]
     try:
-        cf = st.fit_closed_form(model, tr, va, seed=seed, extra=u if variant == "semi-candidate" else None)
+        cf = st.fit_closed_form(model, tr, va, seed=seed, extra=u if semi else None)
     finally:
         st.ViewData.fit = orig  # type: ignore[method-assign]
     assert cf is not None
@@ -71,8 +77,15 @@ def _one(data: Path, fraction: float, seed: int, variant: str) -> dict[str, Any]
     if variant == "refit-after":
         model.fit_normalizers(allf)
     model.eval()
+    routes = {}
+    if "+routes" in variant:
+        from crossalign.train.routing import choose_routes, routed_model
+
+        choice = choose_routes(model, cfg, tr, va, seed=seed, extra=None if variant.endswith("pairs-std") else u)
+        routes = {k: r["chosen"] for k, r in choice.report.items()}
+        model = routed_model(model, cfg, choice)[0] if choice.routes else model
     score = {s: RetrievalEvaluator(t.groups())(embed_table(model, t))["mean/R@1"] for s, t in (("val", va), ("test", te))}
-    return {"method": cf.method, "params": cf.params, **score}
+    return {"method": cf.method, "params": cf.params, **score, **({"routes": routes} if routes else {})}
 
 
 def main() -> None:
