@@ -151,6 +151,7 @@ def main() -> None:
                     "file of this script (same set, n, epochs, splits) instead of training it (--stages without central)")
     ap.add_argument("--strategy", default="fedavg", help="fedavg | fedprox | fedadam | fedyogi (the main federation)")
     ap.add_argument("--proximal-mu", type=float, default=0.0, help="FedProx: the proximal term's weight")
+    ap.add_argument("--all-views", action="store_true", help="every site holds every view (a diagnostic)")
     ap.add_argument("--seed", type=int, default=0, help="partition, initialisation and batch order (the data and "
                     "its splits stay those of seed 0); use another --work per seed")
     ap.add_argument("--work", default="/tmp/crossalign-fed-bench")
@@ -167,7 +168,9 @@ def main() -> None:
     from crossalign.federate.site import Site, site_run_config
     from crossalign.recipes.align import ensure_splits, prepare_features, train
 
-    spec = SETS[args.set]
+    spec = dict(SETS[args.set])
+    if args.all_views:  # a diagnostic: every site holds every view
+        spec["views"] = ""
     stages = set(args.stages.split(","))
     if stages - {"fed", "central", "singles", "dp"}:
         ap.error("--stages: fed, central, singles, dp")
