@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from crossalign.data.extract import ColumnFeatures, encode_column, infer_sensor_
 from crossalign.data.manifest import Manifest, view_modality
 from crossalign.encoders import DEFAULT_ENCODERS, Encoder, EncoderSpec, build_encoder, encoder_facts
 
-__all__ = ["ViewSpec", "FeatureTable", "build_view_encoder", "encode_views", "view_encoder", "view_modality"]
+__all__ = ["ViewSpec", "FeatureTable", "with_unpaired", "build_view_encoder", "encode_views", "view_encoder", "view_modality"]
 
 
 def view_encoder(view: ViewSpec, manifest: Manifest | None = None) -> str:
@@ -74,6 +74,14 @@ class FeatureTable:
         if name is None:
             return self
         return self.subset(np.array([s == name for s in self.meta("split")], dtype=bool))
+
+
+def with_unpaired(table: FeatureTable, col: str, extra: Mapping[str, np.ndarray] | None) -> np.ndarray:
+    """A view's features on the table's rows followed by its unpaired items (`extra`, semi-supervised
+    runs), what input standardisation is fitted on; the table's own features when there are none."""
+    if extra is None or not len(extra.get(col, ())):
+        return np.asarray(table.features[col])
+    return np.concatenate([table.features[col], extra[col]])
 
 
 def encode_views(manifest: Manifest, views: list[ViewSpec], *, encoders: dict[str, Encoder] | None = None,

@@ -18,7 +18,7 @@ from crossalign.align.io import build_towers, save_model
 from crossalign.align.model import AlignmentModel
 from crossalign.align.objectives import check_objective
 from crossalign.config import RunConfig
-from crossalign.data.features import FeatureTable, build_view_encoder, encode_views, view_encoder
+from crossalign.data.features import FeatureTable, build_view_encoder, encode_views, view_encoder, with_unpaired
 from crossalign.data.manifest import load_manifest
 from crossalign.data.splits import ensure_splits
 from crossalign.encoders import Encoder
@@ -227,9 +227,7 @@ def _build(cfg: RunConfig, specs: dict[str, Any], tr: FeatureTable,
     set_seed(cfg.train.seed)
     towers = build_towers(cfg, specs)
     model = AlignmentModel(cfg.model, specs, towers)
-    extra = extra or {}
-    model.fit_normalizers({c: torch.from_numpy(np.concatenate([tr.features[c], extra[c]]) if len(extra.get(c, ()))
-                                               else tr.features[c])
+    model.fit_normalizers({c: torch.from_numpy(with_unpaired(tr, c, extra))
                            for c in cfg.model.columns if c not in towers or c in model.linear or specs[c].tune_last})
     return model
 

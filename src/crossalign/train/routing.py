@@ -31,7 +31,7 @@ from crossalign.align.io import build_towers
 from crossalign.align.model import AlignmentModel, linear_input_shape
 from crossalign.align.routes import MIX, route_key, route_parts
 from crossalign.config import RunConfig
-from crossalign.data.features import FeatureTable
+from crossalign.data.features import FeatureTable, with_unpaired
 from crossalign.encoders import EncoderSpec
 from crossalign.evaluate.closed_form import PairScorer
 from crossalign.evaluate.retrieval import retrieval_metrics
@@ -74,8 +74,7 @@ def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable,
     c.head.linear_path, c.head.kernel = True, dict(kernel or {})
     sub = {k: specs[k] for k in (a, b)}
     model = AlignmentModel(c, sub, build_towers(RunConfig(model=c, train=cfg.train), sub))
-    model.fit_normalizers({k: torch.from_numpy(np.concatenate([tr.features[k], extra[k]]) if extra and len(extra.get(k, ()))
-                                               else np.asarray(tr.features[k])) for k in (a, b)})
+    model.fit_normalizers({k: torch.from_numpy(with_unpaired(tr, k, extra)) for k in (a, b)})
     return model
 
 
