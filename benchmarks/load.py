@@ -124,13 +124,19 @@ def run_load(url: str, pid: int | None, normal: dict[str, Request], bombs: dict[
             f(c)
     rss_before = rss_mb(pid) if pid else float("nan")
     peak = [rss_before]
+    timeline: list[tuple[float, float]] = []  # (s since start, RSS MB) once a second: a plateau is concurrency, a slope a leak
     stop = threading.Event()
     records: list[tuple[str, bool, int, float, bool]] = []  # kind, is_bomb, status (-1: failed), s, expected
     lock = threading.Lock()
 
     def sampler() -> None:
+        t_start, last = time.perf_counter(), -1.0
         while not stop.is_set() and pid:
-            peak[0] = max(peak[0], rss_mb(pid))
+            now, mb = time.perf_counter() - t_start, rss_mb(pid)
+            peak[0] = max(peak[0], mb)
+            if now - last >= 1.0:
+                timeline.append((round(now, 1), round(mb, 1)))
+                last = now
             time.sleep(0.25)
 
     def client(i: int) -> None:
@@ -182,6 +188,7 @@ def run_load(url: str, pid: int | None, normal: dict[str, Request], bombs: dict[
         "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 1) if len(lat) else None,
         "rss_before_mb": round(rss_before, 1), "rss_peak_mb": round(peak[0], 1), "rss_after_mb": round(rss_after, 1),
         "rss_growth_mb": round(max(peak[0], rss_after) - rss_before, 1),
+        "rss_timeline": timeline,
         "by_kind": by_kind,
     }
 
