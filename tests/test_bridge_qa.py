@@ -121,6 +121,9 @@ def test_slot_bridge_trains_saves_and_answers(tiny_run: Path, scenes_small: Path
     folder, res = train_bridge(tiny_run, scenes_small, tmp_path / "b", cfg, progress=False)
     meta = json.loads((folder / "bridge.json").read_text())
     assert meta["projector"] == "slots" and 0.0 <= meta["stats"]["slot_heads_val"]["present"] <= 1.0
+    # the attribute heads pre-train on every view of the run by default; the LM steps on train_columns
+    assert meta["stats"]["head_columns"] == ["image", "text", "audio", "sensor"], meta["stats"]
+    assert meta["stats"]["columns"] == ["image"]
     hist = res["stage1"].history
     assert "train/aux_loss" in hist[0] or any("aux_loss" in k for k in hist[0]), hist[0]
     b1, b2 = Bridge.load(folder), Bridge.load(folder)
@@ -134,6 +137,52 @@ def test_slot_bridge_trains_saves_and_answers(tiny_run: Path, scenes_small: Path
     assert set(out["vs_retrieval"]) == {"image", "audio"}
     table = format_table(out)
     assert "qa/position" in table and "bridge - retrieval, image" in table
+
+
+def test_head_columns_must_be_views_of_the_run(tiny_run: Path, scenes_small: Path, tiny_lm: str,
+                                                tmp_path: Path) -> None:
+    from crossalign.bridge import BridgeConfig
+    from crossalign.recipes.bridge import train_bridge
+
+    cfg = BridgeConfig(lm=tiny_lm, projector="slots", head_columns=["image", "speech"])
+    with pytest.raises(ValueError, match=r"head_columns \['speech'\] are not views of run"):
+        train_bridge(tiny_run, scenes_small, tmp_path / "b", cfg, progress=False)
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
+def test_bridge_recipe_follows_the_data(scenes_small: Path, tmp_path: Path) -> None:
+    from crossalign.recipes.bridge import bridge_config_for
+
+    cfg, name = bridge_config_for(scenes_small, {"train": {}})
+    assert name == "slots" and cfg.projector == "slots" and cfg.lora_r == 16 and cfg.cache_layers == 22
+    assert cfg.train.epochs == 3 and cfg.max_rows == 640 and cfg.head_columns == []  # [] = every view
+    cfg, name = bridge_config_for(scenes_small, {"max_rows": 8, "train": {"epochs": 1}})
+    assert (name, cfg.max_rows, cfg.train.epochs, cfg.train.batch_size) == ("slots", 8, 1, 8)
+    cfg, name = bridge_config_for(scenes_small, {"projector": "mlp", "train": {}})  # not the recipe's projector
+    assert (name, cfg.lora_r, cfg.cache_layers, cfg.max_rows) == ("defaults", 0, 0, 320)
+    cfg, name = bridge_config_for(scenes_small, {"lm": "hf:other", "train": {}})  # 22 layers is SmolLM2's
+    assert name == "slots" and cfg.cache_layers == 0 and cfg.lora_r == 16
+    captions = tmp_path / "captions.jsonl"  # rows without `objects`: captions only, LLaVA-style MLP
+    captions.write_text('{"id": "a", "image": "a.png", "text": "a red circle", "split": "train"}\n')
+    cfg, name = bridge_config_for(captions, {"train": {}})
+    assert (name, cfg.projector, cfg.tasks) == ("caption", "mlp", ["caption"])
+
+
+def test_cli_trains_the_slots_recipe_by_default(tiny_run: Path, scenes_small: Path, tiny_lm: str,
+                                                tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
+
+    out = tmp_path / "b"
+    res = CliRunner().invoke(app, ["bridge", "train", str(tiny_run), "--data", str(scenes_small), "--out", str(out),
+                                   "--lm", tiny_lm, "--cache-layers", "1", "--max-rows", "8", "--epochs", "1",
+                                   "--slot-epochs", "3", "--val-rows", "4"])
+    assert res.exit_code == 0, res.output
+    assert "bridge recipe: slots" in res.output
+    meta = json.loads((out / "bridge.json").read_text())
+    assert (meta["projector"], meta["lora_r"], meta["cache_layers"], meta["free_tokens"]) == ("slots", 16, 1, 0)
+    assert meta["stats"]["head_columns"] == ["image", "text", "audio", "sensor"]
 
 
 def test_per_example_loss_weighs_short_answers_like_captions(tiny_lm: str) -> None:

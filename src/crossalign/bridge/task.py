@@ -109,7 +109,7 @@ class BridgeTask:
             stats |= {"lm_loss": float(lm_loss.detach()), "aux_loss": float(aux.detach())}
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{float(lm_loss):.3f}")
+            self.bar.set_postfix(loss=f"{float(lm_loss.detach()):.3f}")
         return {"loss": loss}, stats
 
     @torch.no_grad()

@@ -15,44 +15,64 @@ from crossalign.cli.inputs import InputOpt, gather_inputs
 app = typer.Typer(no_args_is_help=True, help="Language-model bridge: shared-space embedding -> prefix -> LM.")
 
 
+def _csv(v: str | None) -> list[str] | None:
+    return None if v is None else [c.strip() for c in v.split(",") if c.strip()]
+
+
+IntOpt = Optional[int]
+FloatOpt = Optional[float]
+StrOpt = Optional[str]
+
+
 @app.command("train")
 def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its shared space feeds the LM)")],
           data: Annotated[Path, typer.Option(help="scenes-style manifest or folder (captions + objects)")],
           out: Annotated[Optional[Path], typer.Option(help="bridge folder (default RUN/bridge)")] = None,
-          lm: Annotated[str, typer.Option(help="'smollm2' (packaged) or hf:<id or folder>")] = "smollm2",
-          train_on: Annotated[str, typer.Option(help="view columns whose embeddings train it, comma-separated")] = "image",
-          projector: Annotated[str, typer.Option(help="linear, mlp or slots (scenes: per-object attribute words)")] = "mlp",
-          prefix_tokens: Annotated[int, typer.Option(help="k prefix vectors (linear, mlp)")] = 4,
-          free_tokens: Annotated[int, typer.Option(help="slots: learned vectors after the object words")] = 4,
-          slot_epochs: Annotated[int, typer.Option(help="slots: attribute pre-training epochs (no LM, seconds)")] = 300,
-          aux_weight: Annotated[float, typer.Option(help="slots: attribute loss weight beside the LM loss")] = 1.0,
-          qa_per_row: Annotated[int, typer.Option(help="question-answer examples per training row")] = 1,
-          max_rows: Annotated[int, typer.Option(help="training rows (0: all); CPU time grows with it")] = 320,
-          epochs: Annotated[int, typer.Option()] = 1,
-          batch_size: Annotated[int, typer.Option()] = 16,
-          lr: Annotated[float, typer.Option()] = 2e-3,
-          tasks: Annotated[str, typer.Option(help="caption,qa")] = "caption,qa",
-          lora_r: Annotated[int, typer.Option(help="> 0: second stage with LoRA of this rank")] = 0,
-          lora_epochs: Annotated[int, typer.Option(help="epochs of the LoRA stage")] = 1,
-          lora_lr: Annotated[float, typer.Option(help="learning rate of the LoRA adapters")] = 5e-4,
-          val_rows: Annotated[int, typer.Option(help="validation rows for the per-epoch LM loss (CPU time)")] = 24,
-          lora_stage: Annotated[str, typer.Option(help="after: projector first, then LoRA; joint: together")] = "after",
-          lora_targets: Annotated[str, typer.Option(help="LM modules that get adapters, comma-separated")] = "q_proj,v_proj",
-          cache_layers: Annotated[int, typer.Option(help="slots + LoRA: frozen projector, LM layers below this run "
-                                                         "once per example; only the layers above train")] = 0,
-          seed: Annotated[int, typer.Option()] = 0,
+          lm: Annotated[StrOpt, typer.Option(help="'smollm2' (packaged) or hf:<id or folder>")] = None,
+          train_on: Annotated[StrOpt, typer.Option(help="view columns whose embeddings train the LM steps, "
+                                                        "comma-separated [image]")] = None,
+          heads_on: Annotated[StrOpt, typer.Option(help="slots: views the attribute heads pre-train on, comma-separated "
+                                                        "[every view of the run]")] = None,
+          projector: Annotated[StrOpt, typer.Option(help="linear, mlp or slots (scenes: per-object attribute words)")] = None,
+          prefix_tokens: Annotated[IntOpt, typer.Option(help="k prefix vectors (linear, mlp)")] = None,
+          free_tokens: Annotated[IntOpt, typer.Option(help="slots: learned vectors after the object words")] = None,
+          slot_epochs: Annotated[IntOpt, typer.Option(help="slots: attribute pre-training epochs (no LM, seconds)")] = None,
+          aux_weight: Annotated[FloatOpt, typer.Option(help="slots: attribute loss weight beside the LM loss")] = None,
+          qa_per_row: Annotated[IntOpt, typer.Option(help="question-answer examples per training row")] = None,
+          max_rows: Annotated[IntOpt, typer.Option(help="training rows (0: all); CPU time grows with it")] = None,
+          epochs: Annotated[IntOpt, typer.Option()] = None,
+          batch_size: Annotated[IntOpt, typer.Option()] = None,
+          lr: Annotated[FloatOpt, typer.Option()] = None,
+          tasks: Annotated[StrOpt, typer.Option(help="caption,qa")] = None,
+          lora_r: Annotated[IntOpt, typer.Option(help="> 0: LoRA adapters of this rank")] = None,
+          lora_epochs: Annotated[IntOpt, typer.Option(help="epochs of the LoRA stage")] = None,
+          lora_lr: Annotated[FloatOpt, typer.Option(help="learning rate of the LoRA adapters")] = None,
+          val_rows: Annotated[IntOpt, typer.Option(help="validation rows for the per-epoch LM loss (CPU time)")] = None,
+          lora_stage: Annotated[StrOpt, typer.Option(help="after: projector first, then LoRA; joint: together")] = None,
+          lora_targets: Annotated[StrOpt, typer.Option(help="LM modules that get adapters, comma-separated")] = None,
+          cache_layers: Annotated[IntOpt, typer.Option(help="slots + LoRA: frozen projector, LM layers below this run "
+                                                            "once per example; only the layers above train")] = None,
+          seed: Annotated[IntOpt, typer.Option()] = None,
           log: LogOpt = None) -> None:
-    """Train the prefix projector (LM frozen) on cached aligned embeddings; optional LoRA stage."""
-    from crossalign.bridge import BridgeConfig
-    from crossalign.recipes.bridge import train_bridge
+    """Train the prefix projector (LM frozen) on cached aligned embeddings; optional LoRA stage.
 
-    cfg = BridgeConfig(lm=lm, projector=projector, prefix_tokens=prefix_tokens,  # type: ignore[arg-type]
-                       train_columns=[c.strip() for c in train_on.split(",") if c.strip()],
-                       tasks=[t.strip() for t in tasks.split(",") if t.strip()], max_rows=max_rows,
-                       free_tokens=free_tokens, slot_epochs=slot_epochs, aux_weight=aux_weight, qa_per_row=qa_per_row,
-                       lora_r=lora_r, lora_epochs=lora_epochs, lora_stage=lora_stage, lora_lr=lora_lr, val_rows=val_rows,  # type: ignore[arg-type]
-                       lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()], cache_layers=cache_layers,
-                       train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed})
+    Settings left out take the recipe measured for the data: on scenes-style rows (captions +
+    `objects`) the slots projector with cached LM layers and LoRA (about 5 min on 2 cores), else an
+    MLP prefix trained on captions. The chosen recipe and settings are printed and saved in bridge.json."""
+    from crossalign.index.identity import run_identity
+    from crossalign.recipes.bridge import bridge_config_for, train_bridge
+
+    run_identity(run)  # a wrong run folder is named before the manifest is read for the recipe
+    given = {"lm": lm, "projector": projector, "prefix_tokens": prefix_tokens, "train_columns": _csv(train_on),
+             "head_columns": _csv(heads_on), "tasks": _csv(tasks), "max_rows": max_rows, "free_tokens": free_tokens,
+             "slot_epochs": slot_epochs, "aux_weight": aux_weight, "qa_per_row": qa_per_row, "lora_r": lora_r,
+             "lora_epochs": lora_epochs, "lora_stage": lora_stage, "lora_lr": lora_lr, "val_rows": val_rows,
+             "lora_targets": _csv(lora_targets), "cache_layers": cache_layers}
+    loop = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    given = {k: v for k, v in given.items() if v is not None} | {"train": {k: v for k, v in loop.items() if v is not None}}
+    cfg, recipe = bridge_config_for(data, given)
+    typer.echo(f"bridge recipe: {recipe} (projector {cfg.projector}, {cfg.train.epochs} epochs, max_rows {cfg.max_rows}"
+               f"{f', LoRA r {cfg.lora_r}' if cfg.lora_r else ''}{f', cache_layers {cfg.cache_layers}' if cfg.cache_layers else ''})")
     folder, res = train_bridge(run, data, out or run / "bridge", cfg, log=log_specs(log))
     typer.echo(f"bridge saved to {folder} " + json.dumps({k: round(r.best_metric, 4) for k, r in res.items()}))
 

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from crossalign.bridge.task import BridgeTask
 from crossalign.train.loggers import build_logger
 from crossalign.train.trainer import Trainer, TrainResult
 
-__all__ = ["train_bridge", "build_examples"]
+__all__ = ["train_bridge", "build_examples", "bridge_config_for", "bridge_recipe"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,43 @@ def row_slot_targets(table: AlignedTable, rows: np.ndarray, columns: list[str], 
     return np.concatenate([t] * len(columns))
 
 
+# What `bridge train` does with the settings a user leaves out, by the data it is given. Measured on
+# the demo (README "Language-model bridge"): on scenes-style rows (captions + `objects`) the slots
+# projector with cached LM layers and LoRA is ahead of nearest-caption retrieval for image and audio
+# inputs, where the LLaVA-style MLP was behind; rows without `objects` can only train the MLP on
+# captions.
+SLOTS_RECIPE: dict[str, Any] = {
+    "projector": "slots", "free_tokens": 0, "slot_epochs": 60, "max_rows": 640, "qa_per_row": 1,
+    "lora_r": 16, "lora_lr": 2e-3, "cache_layers": 22, "val_rows": 8,
+    "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "train": {"epochs": 3, "batch_size": 8, "lr": 2e-3},
+}
+CAPTION_RECIPE: dict[str, Any] = {"projector": "mlp", "tasks": ["caption"], "max_rows": 320}
+
+
+def bridge_recipe(data: str | Path) -> tuple[str, dict[str, Any]]:
+    """("slots", SLOTS_RECIPE) when every row of the manifest carries scene `objects`, else
+    ("caption", CAPTION_RECIPE)."""
+    from crossalign.data.manifest import load_manifest
+
+    rows = load_manifest(data).rows
+    scenes = bool(rows) and all(isinstance(r.get("objects"), list) and r["objects"] for r in rows)
+    return ("slots", SLOTS_RECIPE) if scenes else ("caption", CAPTION_RECIPE)
+
+
+def bridge_config_for(data: str | Path, given: dict[str, Any]) -> tuple[BridgeConfig, str]:
+    """The recipe for `data` with the settings the user gave on top (`train` merged key by key).
+    Returns the config and the recipe's name."""
+    name, recipe = bridge_recipe(data)
+    if given.get("projector", recipe["projector"]) != recipe["projector"]:
+        name, recipe = "defaults", {"max_rows": 320}  # another projector: none of the recipe's LM stage either
+    elif given.get("lm", "smollm2") != "smollm2" and "cache_layers" not in given:
+        recipe = {k: v for k, v in recipe.items() if k != "cache_layers"}  # 22 is SmolLM2's 30 layers less 8
+    merged = {**recipe, **{k: v for k, v in given.items() if k != "train"}}
+    merged["train"] = {**recipe.get("train", {}), **given.get("train", {})}
+    return BridgeConfig.from_dict(merged, "bridge train"), name
+
+
 def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: BridgeConfig | None = None, *,
                  progress: bool = True, lm: LanguageModel | None = None, resume: bool = False,
                  log: Sequence[str] | None = None) -> tuple[Path, dict[str, TrainResult]]:
@@ -62,9 +99,10 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     cfg.run = str(Path(run).resolve())
     out = Path(out)
     embedder = Embedder.from_run(run)
-    missing = [c for c in cfg.train_columns if c not in embedder.model.columns]
-    if missing:
-        raise ValueError(f"train_columns {missing} are not views of run {run} ({embedder.model.columns})")
+    for what, cols in (("train_columns", cfg.train_columns), ("head_columns", cfg.head_columns)):
+        missing = [c for c in cols if c not in embedder.model.columns]
+        if missing:
+            raise ValueError(f"{what} {missing} are not views of run {run} ({embedder.model.columns})")
     table = aligned_embeddings(embedder, data, progress=progress)
     tr, va = table.where("train"), table.where("val")
     if len(tr) == 0 or len(va) == 0:
@@ -81,13 +119,16 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
     train_targets, slot_stats = None, {}
     if isinstance(bridge.projector, SlotProjector):
         # The attribute heads learn from every training row first (no LM, seconds), the LM stage after.
-        all_tr, all_va, cols = table.where("train"), table.where("val"), cfg.train_columns
-        z_all = np.concatenate([table.emb[c][all_tr] for c in cols])
-        slot_stats = fit_slot_heads(bridge.projector, z_all, row_slot_targets(table, all_tr, cols, cfg.slots),
-                                    table.emb[cols[0]][all_va], row_slot_targets(table, all_va, cols[:1], cfg.slots),
+        all_tr, all_va = table.where("train"), table.where("val")
+        heads = cfg.head_columns or list(embedder.model.columns)
+        z_all = np.concatenate([table.emb[c][all_tr] for c in heads])
+        ref = cfg.train_columns[:1]  # validated on the first LM view, as the LM stage is
+        slot_stats = fit_slot_heads(bridge.projector, z_all, row_slot_targets(table, all_tr, heads, cfg.slots),
+                                    table.emb[ref[0]][all_va], row_slot_targets(table, all_va, ref, cfg.slots),
                                     cfg.slot_epochs, seed=cfg.seed)
-        logging.getLogger(__name__).info("slot heads (val accuracy): %s", {k: round(v, 3) for k, v in slot_stats.items()})
-        train_targets = row_slot_targets(table, tr, cols, cfg.slots)
+        logging.getLogger(__name__).info("slot heads fitted on %s (val accuracy): %s", ",".join(heads),
+                                         {k: round(v, 3) for k, v in slot_stats.items()})
+        train_targets = row_slot_targets(table, tr, cfg.train_columns, cfg.slots)
     t = cfg.train
     # lora_stage "joint": adapters train with the projector from the first step (the backward runs
     # through the LM anyway, so they add little to a step); "after": projector first, then LoRA.
@@ -118,7 +159,8 @@ def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: Bridge
             bar.close()
         task.load(out / name, "best")
     bridge.save(out, extra={"stats": {
-        "rows": int(len(tr)), "examples": len(train_ex), "columns": cfg.train_columns, "seconds": round(time.time() - t0, 1),
+        "rows": int(len(tr)), "examples": len(train_ex), "columns": cfg.train_columns,
+        **({"head_columns": heads} if isinstance(bridge.projector, SlotProjector) else {}), "seconds": round(time.time() - t0, 1),
         **({"slot_heads_val": slot_stats} if slot_stats else {}),
         **{f"{k}_best_val_loss": r.best_metric for k, r in results.items()}}})
     (out / "train_history.json").write_text(json.dumps({k: r.history for k, r in results.items()}, indent=2))
