@@ -85,17 +85,18 @@ def bridge_config_for(data: str | Path, given: dict[str, Any]) -> tuple[BridgeCo
     elif given.get("lm", "smollm2") != "smollm2" and "cache_layers" not in given:
         recipe = {k: v for k, v in recipe.items() if k != "cache_layers"}  # 22 is SmolLM2's 30 layers less 8
     merged = {**recipe, **{k: v for k, v in given.items() if k != "train"}}
-    merged["train"] = {**recipe.get("train", {}), **given.get("train", {})}
+    merged["train"] = {**recipe.get("train", {}), **(given.get("train") or {})}
     return BridgeConfig.from_dict(merged, "bridge train"), name
 
 
 def train_bridge(run: str | Path, data: str | Path, out: str | Path, cfg: BridgeConfig | None = None, *,
                  progress: bool = True, lm: LanguageModel | None = None, resume: bool = False,
                  log: Sequence[str] | None = None) -> tuple[Path, dict[str, TrainResult]]:
-    """`log`: experiment logger specs (train/loggers.py), one logged run per stage."""
+    """`cfg`: every setting (default: the recipe `bridge_config_for` picks for `data`). `log`: experiment
+    logger specs (train/loggers.py), one logged run per stage."""
     from crossalign.align.embedder import Embedder
 
-    cfg = cfg or BridgeConfig()
+    cfg = cfg or bridge_config_for(data, {})[0]  # as `bridge train` with no settings: the data's recipe
     cfg.run = str(Path(run).resolve())
     out = Path(out)
     embedder = Embedder.from_run(run)
