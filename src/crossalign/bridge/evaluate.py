@@ -50,7 +50,7 @@ def _ratio_interval(a: np.ndarray, b: np.ndarray, seed: int = 0) -> list[float]:
 
 
 def evaluate_bridge(folder: str | Path, data: str | Path, *, columns: list[str] | None = None,
-                    limit: int = 100, questions_per_type: int = 1, split: str = "test",
+                    limit: int = 0, questions_per_type: int = 2, split: str = "test",
                     bridge: Bridge | None = None, progress: bool = True, samples: int = 3) -> dict[str, Any]:
     """-> {"systems": {name: {metric: value}}, "intervals": {name: {metric: [lo, hi]}}, "n": {name:
     {metric: items}}, "vs_retrieval": {view: paired diff}, "transfer": {...}, "samples": {...}, "rows": n}."""

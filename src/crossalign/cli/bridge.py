@@ -80,8 +80,9 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
 @app.command("eval")
 def evaluate(bridge: Annotated[Path, typer.Argument(help="bridge folder")],
              data: Annotated[Path, typer.Option(help="scenes-style manifest or folder")],
-             limit: Annotated[int, typer.Option(help="test rows (0: all)")] = 100,
-             questions_per_type: Annotated[int, typer.Option(help="questions per row of each type it allows")] = 1,
+             limit: Annotated[int, typer.Option(help="test rows (0: all; every figure then has its interval "
+                                                      "over all test rows)")] = 0,
+             questions_per_type: Annotated[int, typer.Option(help="questions per row of each type it allows")] = 2,
              columns: Annotated[Optional[str], typer.Option(help="views to feed it (default: all non-text)")] = None,
              out: Annotated[Optional[Path], typer.Option(help="write the results JSON here")] = None) -> None:
     """Attribute accuracy, QA exact match and BLEU-4 vs the retrieval baseline, per input modality."""
