@@ -151,6 +151,7 @@ def main() -> None:
                     "file of this script (same set, n, epochs, splits) instead of training it (--stages without central)")
     ap.add_argument("--strategy", default="fedavg", help="fedavg | fedprox | fedadam | fedyogi (the main federation)")
     ap.add_argument("--proximal-mu", type=float, default=0.0, help="FedProx: the proximal term's weight")
+    ap.add_argument("--server-lr", type=float, default=0.1, help="FedAdam/FedYogi: the server step (eta)")
     ap.add_argument("--all-views", action="store_true", help="every site holds every view (a diagnostic)")
     ap.add_argument("--seed", type=int, default=0, help="partition, initialisation and batch order (the data and "
                     "its splits stay those of seed 0); use another --work per seed")
@@ -183,7 +184,7 @@ def main() -> None:
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
                            "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
-                           "start": args.start, "seed": args.seed, "strategy": args.strategy,
+                           "start": args.start, "seed": args.seed, "strategy": args.strategy, "server_lr": args.server_lr,
                            "proximal_mu": args.proximal_mu, "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
@@ -212,7 +213,8 @@ def main() -> None:
     fed = FederationConfig(run=copy.deepcopy(cfg), sites=args.sites, partition=f"dirichlet:{args.alpha}",
                            partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
                            rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
-                           start=args.start, strategy=args.strategy, proximal_mu=args.proximal_mu, timeout=3600)
+                           start=args.start, strategy=args.strategy, proximal_mu=args.proximal_mu,
+                           server_lr=args.server_lr, timeout=3600)
     m = ensure_splits(load_manifest(data), cfg.train.seed)
     parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]
