@@ -9,14 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from crossalign.cli.common import LogOpt, log_specs
+from crossalign.cli.common import LogOpt, csv_list, log_specs
 from crossalign.cli.inputs import InputOpt, gather_inputs
 
 app = typer.Typer(no_args_is_help=True, help="Language-model bridge: shared-space embedding -> prefix -> LM.")
-
-
-def _csv(v: str | None) -> list[str] | None:
-    return None if v is None else [c.strip() for c in v.split(",") if c.strip()]
 
 
 IntOpt = Optional[int]
@@ -63,11 +59,11 @@ def train(run: Annotated[Path, typer.Argument(help="crossalign run folder (its s
     from crossalign.recipes.bridge import bridge_config_for, train_bridge
 
     run_identity(run)  # a wrong run folder is named before the manifest is read for the recipe
-    given = {"lm": lm, "projector": projector, "prefix_tokens": prefix_tokens, "train_columns": _csv(train_on),
-             "head_columns": _csv(heads_on), "tasks": _csv(tasks), "max_rows": max_rows, "free_tokens": free_tokens,
+    given = {"lm": lm, "projector": projector, "prefix_tokens": prefix_tokens, "train_columns": csv_list(train_on),
+             "head_columns": csv_list(heads_on), "tasks": csv_list(tasks), "max_rows": max_rows, "free_tokens": free_tokens,
              "slot_epochs": slot_epochs, "aux_weight": aux_weight, "qa_per_row": qa_per_row, "lora_r": lora_r,
              "lora_epochs": lora_epochs, "lora_stage": lora_stage, "lora_lr": lora_lr, "val_rows": val_rows,
-             "lora_targets": _csv(lora_targets), "cache_layers": cache_layers}
+             "lora_targets": csv_list(lora_targets), "cache_layers": cache_layers}
     loop = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     given = {k: v for k, v in given.items() if v is not None} | {"train": {k: v for k, v in loop.items() if v is not None}}
     cfg, recipe = bridge_config_for(data, given)
@@ -89,7 +85,7 @@ def evaluate(bridge: Annotated[Path, typer.Argument(help="bridge folder")],
     from crossalign.bridge import evaluate_bridge, format_table
 
     res = evaluate_bridge(bridge, data, limit=limit, questions_per_type=questions_per_type,
-                          columns=[c.strip() for c in columns.split(",")] if columns else None)
+                          columns=csv_list(columns))
     target = out or bridge / "eval.json"
     target.write_text(json.dumps(res, indent=2))
     typer.echo(format_table(res))

@@ -15,6 +15,11 @@ LogOpt = Annotated[Optional[list[str]], typer.Option(
                   "(tensorboard=DIR, mlflow=URI, wandb=PROJECT); default jsonl (RUN/log.jsonl)")]
 
 
+def csv_list(s: Optional[str]) -> Optional[list[str]]:
+    """A comma-separated option -> its non-empty stripped items; None when the option was not given."""
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
 def log_specs(log: Optional[list[str]]) -> list[str]:
     """`--log` values checked up front (an unknown name is a usage error, not a traceback mid-run)."""
     from crossalign.train.loggers import parse_log_spec

@@ -10,6 +10,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from crossalign.cli.common import csv_list
 from crossalign.cli.inputs import InputOpt, gather_inputs
 
 index_app = typer.Typer(
@@ -38,10 +39,6 @@ def _user_errors() -> Iterator[None]:
     ) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-
-
-def _split_list(s: Optional[str]) -> Optional[list[str]]:
-    return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
 def _parse_filters(filters: Optional[list[str]]) -> dict[str, list[str]]:
@@ -89,7 +86,7 @@ def build_cmd(
     with _user_errors():
         params = IndexParams(kind=kind, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
         rep = build_index(
-            run, data, out, _split_list(modalities), split, params, overwrite, batch_size, progress=True
+            run, data, out, csv_list(modalities), split, params, overwrite, batch_size, progress=True
         )
     _report(rep, f"indexed ({kind})")
 
@@ -117,7 +114,7 @@ def add_cmd(
         rep = add_to_index(
             index,
             data,
-            _split_list(modalities),
+            csv_list(modalities),
             split,
             run,
             on_duplicate,  # type: ignore[arg-type]
