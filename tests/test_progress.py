@@ -38,6 +38,20 @@ def test_interval_elapses_prints_periodically(monkeypatch: pytest.MonkeyPatch) -
     assert len(log.getvalue().splitlines()) >= 5  # with no interval, every update is a line
 
 
+def test_the_last_line_is_printed_once_with_the_final_postfix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer sets the postfix after each update: the periodic line at 100 % would carry the
+    previous epoch's figures beside the final one printed on close."""
+    monkeypatch.setenv("CROSSALIGN_PROGRESS_INTERVAL", "0")
+    log = io.StringIO()
+    bar = progress_bar(total=3, desc="train", unit="epoch", file=log)
+    for i in range(3):
+        bar.update(1)
+        bar.set_postfix(loss=i)
+    bar.close()
+    full = [line for line in log.getvalue().splitlines() if "3/3" in line]
+    assert len(full) == 1 and "loss=2" in full[0], log.getvalue()
+
+
 def test_terminal_gets_the_live_bar() -> None:
     tty = _Tty()
     bar = progress_bar(total=3, desc="live", file=tty)

@@ -58,6 +58,17 @@ def _quiet_class() -> type:
         def set_description(self, desc=None, refresh=True):  # type: ignore[no-untyped-def]
             super().set_description(desc, refresh=False)
 
+        # The last step's periodic line would show the previous step's postfix (it is set after the
+        # update); the line printed on close carries the final one, so the periodic one is skipped.
+        def display(self, msg=None, pos=None):  # type: ignore[no-untyped-def]
+            if self.total and self.n >= self.total and not getattr(self, "_closing", False):
+                return True
+            return super().display(msg, pos)
+
+        def close(self):  # type: ignore[no-untyped-def]
+            self._closing = True
+            super().close()
+
     return QuietTqdm
 
 

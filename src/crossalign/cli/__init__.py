@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import typer
 
@@ -31,6 +33,11 @@ def main() -> None:
 
     # Library deprecation notices (transformers, torch.distributed) are for developers, not CLI users.
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # transformers' "Loading weights 103/103" bar is noise on a terminal and floods logs; it reads
+    # this at import, so set it before any encoder loads (a user's own setting wins).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from crossalign.cli.errors import run
 
