@@ -234,7 +234,7 @@ def test_closed_form_start_sends_only_declared_statistics(pairs: Path, flwr_home
 
     run = pair_run_config(pairs, tmp_path / "cf", views=("text", "sensor", "sensor_b"), lr=1e-3)
     fed = FederationConfig(run=run, sites=2, rounds=1, local_epochs=1, partition="iid", timeout=600,
-                           site_modalities={s: ["text", "sensor"] for s in range(2)})
+                           site_modalities={s: ["text", "sensor"] for s in range(2)}, route=True)
     assert fed.start == "closed_form" and fed.run.model.head.linear_path
     received: list[tuple[int, str, Any]] = []
     rec = run_federation(fed, tmp_path / "cf", on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
@@ -249,7 +249,7 @@ def test_closed_form_start_sends_only_declared_statistics(pairs: Path, flwr_home
         assert all(isinstance(v, (int, float)) for v in msg.content["metrics"].values())
         by_phase.setdefault(phase, []).append(msg)
     assert set(by_phase) == {"statistics", "closed-form:factor", "closed-form:moments", "closed-form:score",
-                             "closed-form:", "train", "eval"}
+                             "closed-form:", "train", "eval", "closed-form:route"}
     for msg in by_phase["closed-form:factor"]:  # per view: D x rank factor of its scatter, and a count
         arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
         assert set(arrays) == {f"{c}/{k}" for c in dims for k in ("factor", "count")}
@@ -260,7 +260,8 @@ def test_closed_form_start_sends_only_declared_statistics(pairs: Path, flwr_home
         arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
         assert set(arrays) == {"text|sensor/cross", "text|sensor/count"}
         assert arrays["text|sensor/cross"].shape == (cf["basis_dims"]["text"], cf["basis_dims"]["sensor"])
-    for msg in by_phase["closed-form:score"] + by_phase["closed-form:"]:  # candidate scores, round-0 val: scalars
+    # candidate scores, round-0 val, per-pair routing scores: scalars only
+    for msg in by_phase["closed-form:score"] + by_phase["closed-form:"] + by_phase["closed-form:route"]:
         assert not msg.content.array_records or not len(msg.content["arrays"])
     init = global_model(fed).state_dict()
     best = load_file(str(tmp_path / "cf" / "best.safetensors"))
@@ -285,7 +286,7 @@ def test_hybrid_start_trains_only_the_from_scratch_tower_into_the_fixed_closed_f
 
     run = pair_run_config(pairs, tmp_path / "hy", views=("text", "caption", "sensor"), lr=3e-3)
     fed = FederationConfig(run=run, sites=2, rounds=2, local_epochs=3, partition="iid", timeout=600, hybrid_rounds=1,
-                           site_modalities={0: ["text", "caption", "sensor"], 1: ["text", "sensor"]})
+                           site_modalities={0: ["text", "caption", "sensor"], 1: ["text", "sensor"]}, route=True)
     assert fed.start == "closed_form" and fed.hybrid
     received: list[tuple[int, str, Any]] = []
     rec = run_federation(fed, tmp_path / "hy", on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
@@ -310,6 +311,35 @@ def test_hybrid_start_trains_only_the_from_scratch_tower_into_the_fixed_closed_f
     assert vals[1] > vals[0] + 0.1, vals  # round 0: a random sensor head; round 1 trains it in
     m = evaluate_run(tmp_path / "hy", split="test").metrics
     assert m["text->caption/R@1"] > 0.5 and m["text->sensor/R@1"] > 0.3, m
+    _check_routing(fed, rec, received, tmp_path / "hy")
+
+
+def _check_routing(fed: Any, rec: Any, received: list[tuple[int, str, Any]], out: Path) -> None:
+    """Per-pair routing after the rounds: only the closed-form views' pair is routed (the sensor's pairs
+    have no closed form), only scalars came back, and the saved run ranks the pair's validation rows
+    exactly as the site that holds it scored the chosen route (site 1 holds one of the two views): its
+    validation queries against a gallery of its validation and training rows."""
+    from crossalign.align.embed import embed_table
+    from crossalign.align.io import load_run
+    from crossalign.federate.routing import GalleryScorer, _stack
+    from crossalign.federate.site import Site
+
+    routes = rec.routing["routes"]
+    assert set(routes) == {"text|caption"} and routes["text|caption"]["sites_rows"] > 0
+    msgs = [m for _, ph, m in received if ph == "closed-form:route"]
+    assert len(msgs) == 2 and all(not m.content.array_records or not len(m.content["arrays"]) for m in msgs)
+    keys = [set(next(iter(m.content.metric_records.values()))) for m in msgs]
+    assert sorted(len([k for k in ks if k.startswith("text|caption/")]) > 0 for ks in keys) == [False, True]
+    r = routes["text|caption"]
+    model, cfg = load_run(out)
+    assert cfg.model.routes.get("text|caption", {"method": "joint"})["method"] == (
+        "joint" if r["chosen"] == "joint" else ("cca" if r["chosen"] == "cca" else "mix"))
+    site = Site(fed, 0)
+    both = _stack(site.val_table, site.train_table)  # val queries against val + train rows, as the site scored
+    emb = embed_table(model, both, columns=["text", "caption"])
+    served = GalleryScorer(site.val_table.groups(), len(site.val_table), len(both))(emb["text"], emb["caption"])
+    want = r["val"]["chosen"] if r["chosen"] != "joint" else r["val"]["joint"]
+    assert abs(served - want) <= 1e-6 * max(1.0, abs(want)), (served, r)
 
 
 def test_start_auto_keeps_the_start_with_the_better_site_val(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:

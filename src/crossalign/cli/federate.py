@@ -27,6 +27,10 @@ def federate_cmd(
                                        "(default) | fit every view and fine-tune everything")] = None,
     hybrid_rounds: Annotated[int | None, Opt(help="hybrid: first rounds that hold the closed-form views still "
                                              "(default 60 %% of --rounds); later rounds fine-tune every view")] = None,
+    route: Annotated[bool | None, Opt("--route/--no-route", help="closed_form: after the rounds, serve each pair "
+                                      "of the closed-form views by the joint model, its own CCA or a mixture, "
+                                      "whichever the sites' val rows prefer | keep the joint model (default; "
+                                      "routing was neutral on scenes)")] = None,
     strategy: Annotated[str | None, Opt(help="fedavg | fedprox | fedadam | fedyogi")] = None,
     proximal_mu: Annotated[float | None, Opt(help="FedProx proximal weight mu")] = None,
     server_lr: Annotated[float | None, Opt(help="FedAdam/FedYogi server learning rate")] = None,
@@ -69,7 +73,7 @@ def federate_cmd(
             run.train.out = str(out)
         if seed is not None:
             run.train.seed = seed
-        upd = {"sites": sites, "start": start, "hybrid": hybrid, "hybrid_rounds": hybrid_rounds, "partition": partition, "partition_key": partition_key, "strategy": strategy,
+        upd = {"sites": sites, "start": start, "hybrid": hybrid, "hybrid_rounds": hybrid_rounds, "route": route, "partition": partition, "partition_key": partition_key, "strategy": strategy,
                "proximal_mu": proximal_mu, "server_lr": server_lr, "rounds": rounds, "local_epochs": local_epochs,
                "fraction_fit": fraction_fit, "min_sites": min_sites, "dp_clip": dp_clip, "dp_noise": dp_noise,
                "site_cache": site_cache,
@@ -91,6 +95,11 @@ def federate_cmd(
                    f"  loss {r['train_loss'] if r['train_loss'] is not None else float('nan'):.4f}"
                    f"  failures {r['train_failures'] + r['eval_failures']}  {r['seconds']:.1f} s"
                    f"  sent {r['bytes_sent'] / 2**20:.2f} MB  received {r['bytes_received'] / 2**20:.2f} MB")
+    if (rec.routing or {}).get("error"):
+        typer.echo(f"  per-pair routing skipped (the joint model is kept): {rec.routing['error']}")  # type: ignore[index]
+    for key, r in ((rec.routing or {}).get("routes") or {}).items():
+        typer.echo(f"  route {key}: {r['chosen']}  (sites' val: "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in r["val"].items()) + ")")
     if rec.privacy:
         p = rec.privacy
         typer.echo(f"privacy: client-level ({p['epsilon']:.2f}, {p['delta']:g})-DP over {p['releases']} rounds "

@@ -37,11 +37,14 @@ def _reply(msg: Message, arrays: ArrayRecord, metrics: dict[str, float]) -> Mess
 
 @client_app.query()
 def stats(msg: Message, context: Context) -> Message:
-    """The standardisation statistics, or (with a `stage`) one stage of the closed-form start."""
+    """The standardisation statistics, one stage of the closed-form start (with a `stage`), or the
+    per-pair routing scores (`stage` = route)."""
     site = site_of(msg, context)
     stage = str(msg.content["config"].get("stage", ""))
     if not stage:
         return _reply(msg, to_record_np(site.feature_stats()), {"site": float(site.site)})
+    if stage == "route":  # per-pair routing after the rounds: scalars only
+        return _reply(msg, ArrayRecord(), {**site.route_stage(from_record(msg.content["arrays"])), "site": float(site.site)})
     views = str(msg.content["config"].get("views", ""))
     arrays, metrics = site.closed_form_stage(stage, from_record(msg.content["arrays"]),
                                              views.split(",") if views else None)

@@ -21,6 +21,7 @@ __all__ = [
     "from_record",
     "load_exchanged",
     "norm_keys",
+    "pooled_norms",
     "record_bytes",
     "to_record",
     "to_record_np",
@@ -103,3 +104,26 @@ def aggregate_per_parameter(current: dict[str, np.ndarray], updates: list[tuple[
 
 def record_bytes(rec: ArrayRecord) -> int:
     return int(sum(len(a.data) for a in rec.values()))
+
+
+def pooled_norms(model: AlignmentModel, stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The sites' per-feature (count, mean, std) of each view -> the standardisation buffers of its head
+    and linear path, pooled as if the rows had been in one place."""
+    norm = {}
+    for col in model.columns:
+        parts = [(float(st[f"{col}/count"][0]), st[f"{col}/mean"].astype(np.float64), st[f"{col}/std"].astype(np.float64))
+                 for st in stats if f"{col}/count" in st and st[f"{col}/count"][0] > 0]
+        if not parts or not (hasattr(model.heads[col].norm, "mean") or col in model.linear):
+            continue
+        # pooled mean and unbiased variance from per-site (n, mean, std) (Chan et al. 1979); one site
+        # gives back its own float32 statistics exactly, as a centralised Standardize.fit would
+        n = sum(p[0] for p in parts)
+        mean = sum(k * m for k, m, _ in parts) / n
+        m2 = sum((k - 1) * s * s + k * (m - mean) ** 2 for k, m, s in parts)
+        std = np.sqrt(m2 / max(n - 1.0, 1.0)).astype(np.float32)
+        std = np.maximum(std, np.float32(1e-4))  # as Standardize.fit clamps
+        # the head and the linear path standardise the same inputs alike (a from-scratch tower's head has none)
+        for prefix, has in (("heads", hasattr(model.heads[col].norm, "mean")), ("linear", col in model.linear)):
+            if has:
+                norm[f"{prefix}.{col}.norm.mean"], norm[f"{prefix}.{col}.norm.std"] = mean.astype(np.float32), std
+    return norm

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from crossalign.align.io import build_towers, load_run, save_model
 from crossalign.align.model import AlignmentModel
+from crossalign.config import RunConfig
 from crossalign.data.features import build_view_encoder
 from crossalign.federate.closed_form import pick, pooled_bases, solve_candidates, stage_arrays
 from crossalign.federate.config import FederationConfig
@@ -29,11 +30,13 @@ from crossalign.federate.params import (
     from_record,
     load_exchanged,
     norm_keys,
+    pooled_norms,
     record_bytes,
     to_record,
     to_record_np,
 )
 from crossalign.federate.record import FederationRecord, RoundFailed
+from crossalign.federate.routing import Pooled, route_best_round
 from crossalign.federate.strategy import SiteAwareStrategy, build_strategy
 from crossalign.train.start import apply_closed_form, hybrid_split
 from crossalign.train.trainer import set_seed
@@ -81,24 +84,7 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
                          "bytes_received": sum(record_bytes(r.content["arrays"]) for r in ok)}
     if len(ok) < fed.required_per_round():
         raise RoundFailed(f"statistics round: {len(ok)} site(s) answered, the minimum is {fed.required_per_round()}")
-    stats = [from_record(r.content["arrays"]) for r in ok]
-    norm = {}
-    for col in model.columns:
-        parts = [(float(st[f"{col}/count"][0]), st[f"{col}/mean"].astype(np.float64), st[f"{col}/std"].astype(np.float64))
-                 for st in stats if f"{col}/count" in st and st[f"{col}/count"][0] > 0]
-        if not parts or not (hasattr(model.heads[col].norm, "mean") or col in model.linear):
-            continue
-        # pooled mean and unbiased variance from per-site (n, mean, std) (Chan et al. 1979); one site
-        # gives back its own float32 statistics exactly, as a centralised Standardize.fit would
-        n = sum(p[0] for p in parts)
-        mean = sum(k * m for k, m, _ in parts) / n
-        m2 = sum((k - 1) * s * s + k * (m - mean) ** 2 for k, m, s in parts)
-        std = np.sqrt(m2 / max(n - 1.0, 1.0)).astype(np.float32)
-        std = np.maximum(std, np.float32(1e-4))  # as Standardize.fit clamps
-        # the head and the linear path standardise the same inputs alike (a from-scratch tower's head has none)
-        for prefix, has in (("heads", hasattr(model.heads[col].norm, "mean")), ("linear", col in model.linear)):
-            if has:
-                norm[f"{prefix}.{col}.norm.mean"], norm[f"{prefix}.{col}.norm.std"] = mean.astype(np.float32), std
+    norm = pooled_norms(model, [from_record(r.content["arrays"]) for r in ok])
     load_exchanged(model, norm)
 
 
@@ -128,11 +114,12 @@ def _ask(grid: Grid, fed: FederationConfig, fed_json: str, stage: str, arrays: A
 
 def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel,
                        record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None
-                       ) -> tuple[dict[str, np.ndarray], list[str]]:
+                       ) -> tuple[dict[str, np.ndarray], list[str], Pooled]:
     """Pooled multi-view CCA from the sites' statistics, tuned on their validation rows, written into
     the linear paths (gates 0): the start `train.start: auto` gives a centralised run. Hybrid (as
     centrally): from-scratch towers are left out of the closed form and keep their heads (gate 1);
-    -> (global arrays, the fitted views the rounds then hold still; [] when not hybrid)."""
+    -> (global arrays, the fitted views the rounds then hold still ([] when not hybrid), the pooled
+    statistics that per-pair routing reuses)."""
     t0 = time.time()
     missing = [c for c in model.columns if c not in model.linear]
     if missing:
@@ -166,7 +153,20 @@ def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: 
                  "seconds": round(time.time() - t0, 3)})
     log.info("closed-form start: %s %s on %s%s, val mean R@1 %.4f", cf.method, cf.params, fixed,
              f" (from-scratch towers {scratch} train into it)" if scratch else "", info["val_R@1"])
-    return arrays, fixed if scratch else []
+    return arrays, fixed if scratch else [], Pooled(bases, moments, fixed)
+
+
+def _route(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel, pooled: Pooled,
+           record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None
+           ) -> tuple[AlignmentModel, RunConfig] | None:
+    """Per-pair routing of the best global model: one `route` query stage, scalars back (federate/routing.py)."""
+    record.routing = info = {}
+
+    def ask(arrays: dict[str, np.ndarray]) -> list[dict[str, float]]:
+        return [{k: float(v) for k, v in next(iter(r.content.metric_records.values())).items()}  # type: ignore[arg-type]
+                for r in _ask(grid, fed, fed_json, "route", to_record_np(arrays), MessageType.QUERY, on_receive, info)]
+
+    return route_best_round(model, fed.run, pooled, ask, info)
 
 
 def run_server(grid: Grid, fed: FederationConfig, out: str | Path,
@@ -201,11 +201,11 @@ def _run_auto(grid: Grid, fed: FederationConfig, out: Path,
                           + sum((r.closed_form or {}).get(b, 0) for b in ("bytes_sent", "bytes_received"))}
                       for k, r in recs.items()}
     rec.winner, rec.config, rec.seconds = winner, fed.to_dict(), time.time() - t0
-    wfed = fed.candidate(winner)
-    wfed.run.train.out = str(out)
-    for name in ("best", "model", "last"):  # the winner's run folder, saved as `out` (its config names `out`)
+    for name in ("best", "model", "last"):  # the winner's run folder (its routes too), saved as `out`
         if (out / "candidates" / winner / f"{name}.safetensors").exists():
-            save_model(load_run(out / "candidates" / winner, name)[0], wfed.run, out, name)
+            wmodel, wcfg = load_run(out / "candidates" / winner, name)
+            wcfg.train.out = str(out)  # its config names `out`
+            save_model(wmodel, wcfg, out, name)
     res = json.loads((out / "candidates" / winner / "train_result.json").read_text())
     (out / "train_result.json").write_text(json.dumps({**res, "start": "auto", "winner": winner,
                                                        "candidates": rec.candidates}, indent=2))
@@ -225,10 +225,12 @@ def _run_one(grid: Grid, fed: FederationConfig, out: str | Path,
     record = FederationRecord(config=fed.to_dict())
     strategy = build_strategy(fed, record, on_receive)
     cfg_rec = ConfigRecord({"federation": fed_json})
+    routed: tuple[AlignmentModel, RunConfig] | None = None
     try:
         _statistics_round(grid, fed, fed_json, model, record, strategy, on_receive)
+        pooled = None
         if fed.start == "closed_form":
-            arrays, frozen = _closed_form_start(grid, fed, fed_json, model, record, on_receive)
+            arrays, frozen, pooled = _closed_form_start(grid, fed, fed_json, model, record, on_receive)
             strategy.best = (float(record.closed_form["val_R@1"]), 0, arrays)  # type: ignore[index]
             record.best_round = 0
             strategy.frozen = frozen  # hybrid: the sites hold these views at the closed form, send only the rest
@@ -236,8 +238,15 @@ def _run_one(grid: Grid, fed: FederationConfig, out: str | Path,
         log.info("global arrays: %d (%.2f MB)", len(init), record_bytes(init) / 2**20)
         result = strategy.start(grid, init, num_rounds=fed.rounds, timeout=fed.timeout,
                                 train_config=cfg_rec, evaluate_config=ConfigRecord({"federation": fed_json}))
-        record.status = "completed"
         last = from_record(result.arrays) if len(result.arrays) else None
+        if pooled is not None and fed.route and strategy.best is not None:
+            load_exchanged(model, strategy.best[2])
+            try:
+                routed = _route(grid, fed, fed_json, model, pooled, record, on_receive)
+            except RoundFailed as e:  # a refinement of finished rounds: keep the joint model, say why
+                record.routing = {**(record.routing or {}), "error": str(e), "routes": {}}
+                log.warning("per-pair routing skipped, the joint model is kept: %s", e)
+        record.status = "completed"
     except RoundFailed as e:
         record.status, record.error, last = "failed", str(e), None
         log.error("federation failed: %s", e)
@@ -248,14 +257,18 @@ def _run_one(grid: Grid, fed: FederationConfig, out: str | Path,
     if strategy.best is not None:
         record.best_val = strategy.best[0]
         load_exchanged(model, strategy.best[2])
-        save_model(model, fed.run, out, "best")
-        save_model(model, fed.run, out, "model")
+        # routed: the best round with each pair served as routing chose; `last` keeps the same routes
+        # (one config.json per folder), its joint part from the final round
+        final, cfg = routed if routed is not None else (model, fed.run)
+        save_model(final, cfg, out, "best")
+        save_model(final, cfg, out, "model")
         if last is not None:
-            load_exchanged(model, last)
-            save_model(model, fed.run, out, "last")
+            load_exchanged(final, last)
+            save_model(final, cfg, out, "last")
         (out / "train_result.json").write_text(json.dumps(
             {"best_round": strategy.best[1], "best_val_mean/R@1": strategy.best[0], "rounds": fed.rounds,
-             "federated": True, "sites": fed.sites}, indent=2))
+             "federated": True, "sites": fed.sites, **({"routes": record.routing["routes"]} if record.routing else {})},
+            indent=2))
     record.save(out)
     return record
 

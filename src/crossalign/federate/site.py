@@ -26,6 +26,7 @@ from crossalign.federate.closed_form import site_stage
 from crossalign.federate.config import FederationConfig, parse_partition
 from crossalign.federate.params import exchanged_keys, load_exchanged
 from crossalign.federate.partition import partition_rows, site_manifest
+from crossalign.federate.routing import site_route_scores
 from crossalign.paths import cache_root
 from crossalign.train.align_task import AlignmentTask, embed_table
 from crossalign.train.trainer import Trainer
@@ -122,6 +123,12 @@ class Site:
         load_exchanged(self.model, {k: v for k, v in arrays.items() if k.startswith("linear.")})
         cols = [c for c in self.cfg.model.columns if views is None or c in views]
         return site_stage(stage, self.model, self.train_table, self.val_table, cols, arrays)
+
+    def route_stage(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Per-pair routing (federate/routing.py): the best global model and the pairs' CCA candidates
+        scored on this site's validation rows (scalars)."""
+        load_exchanged(self.model, arrays)
+        return site_route_scores(self.model, self.val_table, self.train_table, arrays)
 
     def freeze(self, views: list[str]) -> None:
         """Hybrid start: the closed-form views' linear paths and heads stop training this round (as
