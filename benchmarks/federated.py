@@ -88,7 +88,17 @@ def _federate(fed: Any, out: Path, cols: list[str]) -> dict[str, Any]:
     first = 0 if cf else 1
     final = vals[-1]
     norms = sorted(s["update_norm"] for r in rec.rounds for s in r["sites"].values() if s.get("update_norm"))
+    joint: dict[str, Any] = {}
+    if (rec.routing or {}).get("routes"):  # the same best round without its routes, side by side
+        from crossalign.align.io import load_run, save_model
+        from crossalign.train.routing import joint_model
+
+        jm, jc = joint_model(*load_run(out))
+        save_model(jm, jc, out / "joint-only", "model")
+        jf = evaluate_run(out / "joint-only", split="test").metrics
+        joint = {"mean_R@1": _mean_r1(jf, cols), "directions": {k: v for k, v in jf.items() if k.endswith("/R@1")}}
     return {"mean_R@1": _mean_r1(fm, cols), "directions": {k: v for k, v in fm.items() if k.endswith("/R@1")},
+            "routing": rec.routing, "joint_only": joint,
             "val_by_round": vals, "first_round": first,
             "rounds_to_90pct": next(i + first for i, v in enumerate(vals) if v >= 0.9 * final),
             "bytes_per_round": sum(r["bytes_sent"] + r["bytes_received"] for r in rec.rounds) / len(rec.rounds),
@@ -149,6 +159,8 @@ def main() -> None:
                     "trained earlier under --work when its config is the same, instead of training it again")
     ap.add_argument("--central-from", default=None, help="take the centralised result from an earlier results "
                     "file of this script (same set, n, epochs, splits) instead of training it (--stages without central)")
+    ap.add_argument("--route", action="store_true", help="per-pair routing after the rounds (federate/routing.py); "
+                    "the result then also holds the same best round's joint model alone (`joint_only`)")
     ap.add_argument("--strategy", default="fedavg", help="fedavg | fedprox | fedadam | fedyogi (the main federation)")
     ap.add_argument("--proximal-mu", type=float, default=0.0, help="FedProx: the proximal term's weight")
     ap.add_argument("--server-lr", type=float, default=0.1, help="FedAdam/FedYogi: the server step (eta)")
@@ -184,7 +196,7 @@ def main() -> None:
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
                            "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
-                           "start": args.start, "seed": args.seed, "strategy": args.strategy, "server_lr": args.server_lr,
+                           "start": args.start, "seed": args.seed, "route": args.route, "strategy": args.strategy, "server_lr": args.server_lr,
                            "proximal_mu": args.proximal_mu, "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
@@ -213,6 +225,7 @@ def main() -> None:
     fed = FederationConfig(run=copy.deepcopy(cfg), sites=args.sites, partition=f"dirichlet:{args.alpha}",
                            partition_key=spec["key"], site_modalities=parse_site_modalities(spec["views"]),
                            rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
+                           route=args.route,
                            start=args.start, strategy=args.strategy, proximal_mu=args.proximal_mu,
                            server_lr=args.server_lr, timeout=3600)
     m = ensure_splits(load_manifest(data), cfg.train.seed)
