@@ -339,7 +339,9 @@ def _check_routing(fed: Any, rec: Any, received: list[tuple[int, str, Any]], out
     emb = embed_table(model, both, columns=["text", "caption"])
     served = GalleryScorer(site.val_table.groups(), len(site.val_table), len(both))(emb["text"], emb["caption"])
     want = r["val"]["chosen"] if r["chosen"] != "joint" else r["val"]["joint"]
-    assert abs(served - want) <= 1e-6 * max(1.0, abs(want)), (served, r)
+    # the site scored in float64, the saved model serves float32: allow one query's near-tie to flip
+    # (1 / (2 * val rows) of R@1), far less than serving another route would change
+    assert abs(served - want) <= 1.0 / (2 * len(site.val_table)) + 1e-3, (served, r)
 
 
 def test_start_auto_keeps_the_start_with_the_better_site_val(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:

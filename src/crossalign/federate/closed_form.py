@@ -31,7 +31,7 @@ from crossalign.evaluate.closed_form import AffineMap, PairScorer, mcca_solve
 from crossalign.evaluate.tuning import POWERS, REGS, dims_grid
 from crossalign.train.start import ClosedForm
 
-__all__ = ["STAGES", "Candidate", "pooled_bases", "solve_candidates", "pick", "site_stage", "stage_arrays"]
+__all__ = ["STAGES", "Candidate", "pooled_bases", "solve_candidates", "pick", "site_stage", "stage_arrays", "standardised"]
 
 STAGES = ("factor", "moments", "score")
 
@@ -46,7 +46,7 @@ class Candidate:
 
 # -- site side -----------------------------------------------------------------------------------
 @torch.no_grad()
-def _standardised(model: Any, table: FeatureTable, col: str) -> np.ndarray:
+def standardised(model: Any, table: FeatureTable, col: str) -> np.ndarray:
     x = torch.from_numpy(np.asarray(table.features[col])).float()
     return model.linear[col].norm(x).flatten(1).double().numpy()  # (N, D)
 
@@ -54,7 +54,7 @@ def _standardised(model: Any, table: FeatureTable, col: str) -> np.ndarray:
 def _factors(model: Any, table: FeatureTable, cols: list[str]) -> dict[str, np.ndarray]:
     out = {}
     for c in cols:
-        x = _standardised(model, table, c)
+        x = standardised(model, table, c)
         if not len(x):  # a site without training rows adds nothing to the scatter
             s, vt = np.zeros(0), np.zeros((0, x.shape[1]))
         else:
@@ -70,7 +70,7 @@ def _pairs(cols: list[str]) -> list[tuple[str, str]]:
 
 
 def _moments(model: Any, table: FeatureTable, cols: list[str], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    z = {c: _standardised(model, table, c) @ arrays[f"basis/{c}"].astype(np.float64) for c in cols}  # (N, K)
+    z = {c: standardised(model, table, c) @ arrays[f"basis/{c}"].astype(np.float64) for c in cols}  # (N, K)
     out = {}
     for a, b in _pairs(cols):
         out[f"{a}|{b}/cross"] = (z[a].T @ z[b]).astype(np.float32)  # (K_a, K_b)
@@ -86,7 +86,7 @@ def _candidates_in(arrays: dict[str, np.ndarray], cols: list[str]) -> list[tuple
 
 def _scores(model: Any, table: FeatureTable, cols: list[str], arrays: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean pair score (R@1 both ways + 1e-3 MRR, as `fit_closed_form`) of every candidate point."""
-    zva = {c: _standardised(model, table, c) @ arrays[f"basis/{c}"].astype(np.float64) for c in cols}
+    zva = {c: standardised(model, table, c) @ arrays[f"basis/{c}"].astype(np.float64) for c in cols}
     score = PairScorer(table.groups(), len(table))
     out: dict[str, float] = {}
     for i, (proj, w) in enumerate(_candidates_in(arrays, cols)):

@@ -34,9 +34,9 @@ from crossalign.align.model import AlignmentModel
 from crossalign.align.routes import MIX, route_key
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
-from crossalign.evaluate.closed_form import cca_solve, l2
+from crossalign.evaluate.closed_form import PairScorer, cca_solve, l2
 from crossalign.evaluate.tuning import POWERS, REGS, dims_grid
-from crossalign.federate.closed_form import Candidate, _standardised
+from crossalign.federate.closed_form import Candidate, standardised
 from crossalign.federate.params import exchanged_keys, from_record, norm_keys, to_record
 from crossalign.train.routing import RouteChoice, routed_model
 
@@ -127,7 +127,7 @@ def site_route_scores(model: AlignmentModel, val: FeatureTable, train: FeatureTa
     both = _stack(val, train)  # val rows first: the queries
     nv = len(val)
     joint = {c: e.astype(np.float64) for c, e in embed_table(model, both, columns=used).items()}  # unit rows
-    zs = {c: _standardised(model, both, c) @ arrays[f"basis/{c}"].astype(np.float64) for c in used}  # (N, K)
+    zs = {c: standardised(model, both, c) @ arrays[f"basis/{c}"].astype(np.float64) for c in used}  # (N, K)
     score = GalleryScorer(val.groups(), nv, len(both))
     out: dict[str, float] = {}
     for key, a, b in pairs:
@@ -160,19 +160,14 @@ def _stack(val: FeatureTable, train: FeatureTable) -> FeatureTable:
                         val.specs, [])
 
 
-class GalleryScorer:
-    """R@1 both ways + 1e-3 MRR (as `PairScorer`) of the first `nv` rows (the validation queries) against
-    a gallery of all `n` rows of the other view: rows past `nv` are distractors, never relevant."""
+class GalleryScorer(PairScorer):
+    """`PairScorer` (R@1 both ways + 1e-3 MRR, same ranking rule) for the first `nv` rows (the validation
+    queries) against a gallery of all `n` rows of the other view: rows past `nv` are distractors only."""
 
     def __init__(self, groups: np.ndarray | None, nv: int, n: int):
-        self.nv = nv
-        rel = np.eye(nv, dtype=bool) if groups is None else groups[:, None] == groups[None, :]
-        self.rel = np.zeros((nv, n), dtype=bool)
-        self.rel[:, :nv] = rel  # (nv, n)
-
-    def _ranks(self, s: np.ndarray) -> np.ndarray:  # s (nv, n)
-        best = np.where(self.rel, s, -np.inf).max(1)
-        return 1 + ((s >= best[:, None]) & ~self.rel).sum(1)
+        super().__init__(groups, nv)
+        self.nv, self.plain = nv, False
+        self.rel = np.pad(self.rel, ((0, 0), (0, n - nv)))  # (nv, n): distractor columns never relevant
 
     def __call__(self, za: np.ndarray, zb: np.ndarray) -> float:
         ua, ub = l2(za), l2(zb)
