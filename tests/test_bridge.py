@@ -299,6 +299,25 @@ def test_bad_inputs_named() -> None:
     assert out.norm(dim=-1).mean().item() == pytest.approx(5.0, rel=0.05)
 
 
+def test_bridge_autocast_only_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`autocast_bf16` is a request: on a CPU that would emulate bf16 (several times slower than
+    fp32) the frozen LM runs in fp32, and the cached layers are stored in fp32."""
+    from types import SimpleNamespace
+
+    import crossalign.bridge.model as bm
+    from crossalign.bridge.config import BridgeConfig
+
+    for native in (False, True):
+        monkeypatch.setattr(bm, "bf16_autocast_pays", lambda device_type, native=native: native)
+        for asked in (False, True):
+            b = SimpleNamespace(cfg=BridgeConfig(autocast_bf16=asked))
+            on = bm.Bridge.bf16.fget(b)  # type: ignore[attr-defined]
+            assert on is (asked and native)
+            with bm.Bridge.autocast(SimpleNamespace(bf16=on)):  # type: ignore[arg-type]
+                y = torch.nn.Linear(4, 2)(torch.randn(3, 4))
+            assert y.dtype == (torch.bfloat16 if on else torch.float32)
+
+
 @pytest.mark.slow
 def test_smollm2_end_to_end(tiny_run: Path, scenes_small: Path, tmp_path: Path) -> None:
     """The packaged SmolLM2 (GGUF -> safetensors cache), a short projector training, ask and eval."""

@@ -179,15 +179,24 @@ def test_training_two_processes_equals_one(two_process: Path, tmp_path: Path, ob
     assert (two_process / f"run-{objective}" / "model.safetensors").exists()  # rank 0 finished the run
 
 
-def test_bf16_autocast_training(tmp_path: Path) -> None:
-    """`train.precision: bf16` runs the heads under bf16 autocast and still trains (finite, improving)."""
+def test_bf16_autocast_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train.precision: bf16` runs the heads under bf16 autocast where the CPU has native bf16, and
+    in fp32 where it would be emulated (slower); forced on, it still trains (finite, improving)."""
+    import crossalign.train.distributed as td
+    from crossalign.align.precision import bf16_autocast_pays
     from crossalign.recipes.align import train
-    from crossalign.train.distributed import autocast
 
-    with autocast(True):
-        assert torch.nn.Linear(4, 2)(torch.randn(3, 4)).dtype == torch.bfloat16
-    with autocast(False):
+    native = bf16_autocast_pays("cpu")
+    with td.autocast(True):
+        assert torch.nn.Linear(4, 2)(torch.randn(3, 4)).dtype == (torch.bfloat16 if native else torch.float32)
+    with td.autocast(False):
         assert torch.nn.Linear(4, 2)(torch.randn(3, 4)).dtype == torch.float32
+    monkeypatch.setattr(td, "bf16_autocast_pays", lambda device_type: False)
+    with td.autocast(True):
+        assert torch.nn.Linear(4, 2)(torch.randn(3, 4)).dtype == torch.float32
+    monkeypatch.setattr(td, "bf16_autocast_pays", lambda device_type: True)  # the bf16 path, on any CPU
+    with td.autocast(True):
+        assert torch.nn.Linear(4, 2)(torch.randn(3, 4)).dtype == torch.bfloat16
     cfg = run_config(tmp_path / "bf16", "infonce")
     cfg.train.precision, cfg.train.epochs = "bf16", 4
     _, res = train(cfg, resume=False, table=synthetic_table(), dist=SINGLE)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from crossalign.align.precision import bf16_autocast_pays
 from crossalign.bridge.config import BRIDGE_FORMAT, BridgeConfig, load_bridge_config
 from crossalign.bridge.lm import LanguageModel, load_lm
 from crossalign.bridge.projector import PrefixProjector
@@ -125,8 +126,13 @@ class Bridge:
         self.lm.model.eval()
         return self
 
+    @property
+    def bf16(self) -> bool:
+        """bf16 autocast for the frozen LM: asked for (`autocast_bf16`) and native on this CPU."""
+        return self.cfg.autocast_bf16 and bf16_autocast_pays("cpu")
+
     def autocast(self) -> ContextManager[Any]:
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.autocast_bf16 else nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     # ---- forward ------------------------------------------------------------------------
     def prefix(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,7 @@ class BridgeTask:
             from crossalign.progress import progress_bar
 
             bar = progress_bar(total=len(exs), desc=f"bridge: LM layers 0-{self.k} once", unit="ex")
-        dtype = torch.bfloat16 if b.cfg.autocast_bf16 else torch.float32
+        dtype = torch.bfloat16 if b.bf16 else torch.float32
         with b.autocast():
             cache = CachedInputs(self.k, dtype).build(b.lm.model, batches, len(exs), bar)
         if bar is not None:

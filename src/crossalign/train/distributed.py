@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from crossalign.align.distributed import DistContext
+from crossalign.align.precision import bf16_autocast_pays
 
 __all__ = [
     "autocast",
@@ -185,9 +186,10 @@ def rank_seed(seed: int, rank: int) -> int:
 
 @contextmanager
 def autocast(enabled: bool, device: torch.device | None = None) -> Iterator[None]:
-    """bf16 autocast where the hardware supports it (CUDA with bf16, or CPU); a no-op otherwise."""
+    """bf16 autocast where the hardware runs bf16 natively (CUDA with bf16, a CPU with native bf16);
+    a no-op otherwise, where emulated bf16 would be slower than fp32 (align/precision.py)."""
     device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-    ok = enabled and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()))
+    ok = enabled and device.type in ("cpu", "cuda") and bf16_autocast_pays(device.type)
     if not ok:
         yield
         return
