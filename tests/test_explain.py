@@ -76,13 +76,16 @@ def test_image_fill_matches_the_background() -> None:
 def test_planted_word_is_found(emb: Embedder) -> None:
     filler = "and the of with and the of".split()
     hits, n = 0, 0
-    for word in ("circle", "red", "square", "blue", "star", "green", "triangle", "yellow", "large", "small"):
+    # One position per word, alternating (each IG is ~3 s here; all 20 word x position cases were
+    # found, with the top unit >= 2x the next, when this was cut from both positions per word).
+    for i, word in enumerate(("circle", "red", "square", "blue", "star", "green", "triangle", "yellow", "large",
+                              "small")):
         target = emb.embed_raw("text", [word])[0]
-        for pos in (1, 5):
-            words = filler[:pos] + [word] + filler[pos:]
-            side = explain_side(emb, "text", " ".join(words), target)  # default for MiniLM: ig
-            hits += int(np.argmax(side.values)) == pos
-            n += 1
+        pos = (1, 5)[i % 2]
+        words = filler[:pos] + [word] + filler[pos:]
+        side = explain_side(emb, "text", " ".join(words), target)  # default for MiniLM: ig
+        hits += int(np.argmax(side.values)) == pos
+        n += 1
     assert side.method == "ig"
     assert hits >= 0.9 * n, f"planted word found {hits}/{n}"
 
