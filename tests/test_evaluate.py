@@ -203,3 +203,21 @@ def test_eval_cli_runs_the_named_evaluators_including_a_registered_one(tiny_run:
         assert bad.exit_code == 2 and "unknown" in bad.output and "medrank" in bad.output
     finally:
         unregister_evaluator("medrank")
+
+
+def test_curves_of_a_run_that_validates_a_loss(tmp_path: Path) -> None:
+    """A bridge logs `val/*loss`, not R@1: the right panel shows those losses (no empty panel, no warning)."""
+    import json
+    import warnings
+
+    from PIL import Image
+
+    from crossalign.evaluate.plots import plot_curves
+
+    recs = [{"epoch": e, "train/loss": 1.0 / (e + 1), "val/caption_loss": 0.3 + e / 10, "val/mean_loss": 0.2}
+            for e in range(3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when a legend has nothing to show
+        out = plot_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
+    assert Image.open(out).size[0] > 500

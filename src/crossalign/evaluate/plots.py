@@ -23,10 +23,15 @@ def plot_curves(metrics_jsonl: Path, out: Path) -> Path:
         ax[0].plot(ep, [r.get(k, np.nan) for r in recs], label=k.removeprefix("train/"), lw=2 if k == "train/loss" else 1)
     ax[0].set(title="training loss", xlabel="epoch")
     ax[0].legend(fontsize=7)
-    for k in sorted({k for r in recs for k in r if k.startswith("val/") and k.endswith("/R@1")}):
+    r1 = sorted({k for r in recs for k in r if k.startswith("val/") and k.endswith("/R@1")})
+    # a run without retrieval metrics (e.g. a bridge) validates a loss: show that instead of an empty panel
+    keys = r1 or sorted({k for r in recs for k in r if k.startswith("val/") and "loss" in k})
+    for k in keys:
         ax[1].plot(ep, [r.get(k, np.nan) for r in recs], label=k.removeprefix("val/"), lw=3 if "mean" in k else 1)
-    ax[1].set(title="validation R@1", xlabel="epoch", ylim=(0, 1.02))
-    ax[1].legend(fontsize=6, ncol=2)
+    ax[1].set(title="validation R@1" if r1 else "validation loss", xlabel="epoch",
+              **({"ylim": (0, 1.02)} if r1 else {}))
+    if keys:
+        ax[1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
