@@ -1,9 +1,9 @@
 """Whether bf16 autocast pays on a device.
 
 On a CPU without native bf16 (no AVX512-BF16/AMX, nor oneDNN's AVX512 bf16 path; e.g. an AVX2-only
-AMD EPYC) PyTorch emulates bf16 matmuls: a SmolLM2-135M step measured 6x slower forward and ~90x
-slower backward than fp32 there (batch 8 x 40 tokens: 13 s + 180 s against 2 s + 2 s). So autocast
-is asked for by the user or a recipe, and used only where the hardware makes it faster.
+AMD EPYC) PyTorch emulates bf16 matmuls: a SmolLM2-135M step ran 3.4x slower forward and 65x slower
+backward than fp32 there (`benchmarks/bf16_cpu.py`). So autocast is asked for by the user or a
+recipe, and used only where the hardware makes it faster.
 """
 
 from __future__ import annotations

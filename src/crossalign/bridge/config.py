@@ -56,7 +56,7 @@ class BridgeConfig(ConfigBase):
     cache_layers: int = 0
     val_rows: int = 24  # validation rows for the per-epoch teacher-forced loss (kept small: CPU)
     max_new_tokens: int = 48
-    autocast_bf16: bool = True  # bf16 autocast for the frozen LM, used only on a CPU with native bf16 (~2x faster there)
+    autocast_bf16: bool = True  # bf16 autocast for the frozen LM; used only where the CPU has native bf16
     MOVED: ClassVar[dict[str, str]] = {k: f"train.{k}" for k in  # bridge.json written before `train`
                                        ("epochs", "batch_size", "lr", "weight_decay", "warmup", "seed")}
     IGNORED: ClassVar[tuple[str, ...]] = META_KEYS
