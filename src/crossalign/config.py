@@ -166,6 +166,8 @@ class ModelConfig(ConfigBase):
     # Per trained tower: LoRA adapters or partial unfreezing (TowerTuning fields; applied by align/lora.py).
     tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"a|b": {"method": ..}}: set by train.route
+    # {"pairs": {"a|b": {"k": .., "weight": ..}}, "bank": {view: items}}: CSLS per pair, set by train.hubness
+    hubness: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.views = [v if isinstance(v, ViewSpec) else ViewSpec.from_dict(v, f"model.views[{i}]")
@@ -190,6 +192,11 @@ class ModelConfig(ConfigBase):
         for key, r in self.routes.items():  # the methods are align/routes.py's to check
             if len(set(key.split("|")) & set(cols)) != 2 or not isinstance(r, Mapping) or "method" not in r:
                 raise ValueError(f"model.routes['{key}']: 'a|b' of two views {cols} -> {{'method': ...}}")
+        for key, h in (self.hubness.get("pairs") or {}).items():
+            if (len(set(key.split("|")) & set(cols)) != 2 or not isinstance(h, Mapping)
+                    or int(h.get("k", 0)) < 1 or not float(h.get("weight", 0)) > 0):
+                raise ValueError(f"model.hubness.pairs['{key}']: 'a|b' of two views {cols} -> "
+                                 "{'k': int >= 1, 'weight': > 0}")
 
     @property
     def columns(self) -> list[str]:
@@ -267,6 +274,7 @@ class AlignTrainConfig(TrainConfig):
     linear_path_lr: float = 0.1  # learning rate of the closed-form linear paths, relative to `lr`
     small_data: bool = True  # below 5000 train rows: batch, patience and head width scaled to the rows
     route: Literal["auto", "single", "off"] = "auto"  # per pair: best candidate or mixture | no mixtures | off
+    hubness: Literal["auto", "off"] = "auto"  # per pair: CSLS hubness correction where validation gains
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -276,6 +284,8 @@ class AlignTrainConfig(TrainConfig):
             raise ValueError(f"train.start must be auto, closed_form or scratch, not {self.start!r}")
         if self.route not in ("auto", "single", "off"):
             raise ValueError(f"train.route must be auto, single or off, not {self.route!r}")
+        if self.hubness not in ("auto", "off"):
+            raise ValueError(f"train.hubness must be auto or off, not {self.hubness!r}")
 
 
 @dataclass

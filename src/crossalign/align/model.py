@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossalign.align.heads import LinearPath, ProjectionHead
+from crossalign.align.hubness import HubCorrection
 from crossalign.align.objectives import check_objective
 from crossalign.align.routes import Router
 from crossalign.config import ModelConfig
@@ -55,6 +56,9 @@ class AlignmentModel(nn.Module):
         # Per-pair routing (align/routes.py): each pair of views served in its own block of the output.
         self.router = Router(cfg.columns, cfg.routes, {c: linear_input_shape(specs[c], c in self.towers)
                                                        for c in cfg.columns}, cfg.dim) if cfg.routes else None
+        # Hubness correction (align/hubness.py): CSLS per pair, appended to the (routed) vectors.
+        width = self.router.out_dim if self.router is not None else cfg.dim
+        self.hub = HubCorrection(cfg.columns, cfg.hubness, width) if cfg.hubness.get("pairs") else None
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),
                                         requires_grad=cfg.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias)))
@@ -65,8 +69,10 @@ class AlignmentModel(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        """Width of the vectors `embed` returns: `cfg.dim`, or the routed blocks' total width."""
-        return self.router.out_dim if self.router is not None else self.cfg.dim
+        """Width of the vectors `embed` returns: `cfg.dim`, or the routed blocks' total width, plus the
+        hubness correction's coordinates."""
+        width = self.router.out_dim if self.router is not None else self.cfg.dim
+        return width + (self.hub.width if self.hub is not None else 0)
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clamped so training cannot blow the temperature up (CLIP uses 100)."""
@@ -83,7 +89,7 @@ class AlignmentModel(nn.Module):
         path where it has one (which reads the tower's input for from-scratch towers, else `feats`).
         Every room that runs a tower itself (export, explain, fusion) projects through here."""
         return _project(self.heads[col], self.linear[col] if col in self.linear else None, self.reads_input(col),
-                        feats, inp, self.router, col)
+                        feats, inp, self.router, col, self.hub)
 
     def reads_input(self, col: str) -> bool:
         """The view's linear path reads its tower's input (a from-scratch tower), not its features."""
@@ -172,15 +178,18 @@ class ViewHead(nn.Module):
         self.linear = model.linear[col] if col in model.linear else None
         self.reads_input = model.reads_input(col)  # the linear path of a from-scratch tower reads its input
         self.router = model.router
+        self.hub = model.hub
 
     def forward(self, feats: torch.Tensor, inp: torch.Tensor | None = None) -> torch.Tensor:
-        return _project(self.head, self.linear, self.reads_input, feats, inp, self.router, self.col)
+        return _project(self.head, self.linear, self.reads_input, feats, inp, self.router, self.col, self.hub)
 
 
 def _project(head: ProjectionHead, lp: LinearPath | None, reads_input: bool, feats: torch.Tensor,
-             inp: Any, router: Router | None = None, col: str = "") -> torch.Tensor:
+             inp: Any, router: Router | None = None, col: str = "", hub: HubCorrection | None = None
+             ) -> torch.Tensor:
     """normalize(gate * head(feats) + linear(src)): the closed-form path and the head, summed; then,
-    in a routed model, that joint vector placed among the view's per-pair blocks."""
+    in a routed model, that joint vector placed among the view's per-pair blocks; then, with a
+    hubness correction, its coordinates appended."""
     src = inp if (reads_input and inp is not None) else feats
     if lp is None:
         z = head(feats)
@@ -188,4 +197,5 @@ def _project(head: ProjectionHead, lp: LinearPath | None, reads_input: bool, fea
         z = F.normalize(lp(src), dim=-1)
     else:
         z = F.normalize(lp.gate * head.project(feats) + lp(src), dim=-1)
-    return z if router is None else router(col, z, src)
+    z = z if router is None else router(col, z, src)
+    return z if hub is None else hub(col, z)

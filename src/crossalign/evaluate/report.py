@@ -83,7 +83,10 @@ def winner_line(train_result: dict[str, Any]) -> str:
                   if r.get("chosen") != "joint"]
         v = next((x for k, x in train_result.items() if k.startswith("val_routed_")), None)
         routed = f"; routed per pair ({', '.join(served)}) -> val {v:.3f}" if v is not None else ""
-    return f"crossalign = {w} (val {key.removeprefix('val_')} {c[w][key]:.3f}{tail}){how}{routed}"
+    hub = [f"{k.replace('|', '<->')} {r['chosen'].replace('/', ' ')} ({r['gain']:+.3f})"
+           for k, r in (train_result.get("hubness") or {}).items() if r.get("chosen") != "off"]
+    hubs = f"; hubness corrected (CSLS, val R@1 gain): {', '.join(hub)}" if hub else ""
+    return f"crossalign = {w} (val {key.removeprefix('val_')} {c[w][key]:.3f}{tail}){how}{routed}{hubs}"
 
 
 def routes_table(train_result: dict[str, Any], title: str = "") -> Table | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["retrieval_metrics", "ranks"]
+__all__ = ["ranks", "retrieval_metrics", "score_ranks"]
 
 
 def ranks(q: np.ndarray, d: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -14,9 +14,13 @@ def ranks(q: np.ndarray, d: np.ndarray, groups: np.ndarray | None = None) -> np.
     query i when it is d[i] or, with `groups`, any d[j] with groups[j] == groups[i]. Ties count
     against the query (pessimistic), so a collapsed space cannot score well.
     """
-    s = q @ d.T  # (N, N)
+    return score_ranks(q @ d.T, groups)
+
+
+def score_ranks(s: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """`ranks` from an (N, N) score matrix (row i: query i against every document)."""
     if groups is None:
-        rel = np.eye(len(q), dtype=bool)
+        rel = np.eye(len(s), dtype=bool)
     else:
         rel = groups[:, None] == groups[None, :]
     best = np.where(rel, s, -np.inf).max(1)  # (N,)

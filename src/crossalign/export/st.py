@@ -33,6 +33,10 @@ def st_supported(model: AlignmentModel, col: str) -> str | None:
     if model.router is not None:
         return (f"the run routes each pair of views to its own block (model.routes, train.route); a "
                 "sentence-transformers pipeline cannot hold the blocks: export it with --format onnx")
+    if model.hub is not None:
+        return ("the run corrects hubness (CSLS, model.hubness, train.hubness): its vectors hold each "
+                "item's similarity to a bank of training items, which sentence-transformers has no module "
+                "for: export it with --format onnx, or train with train.hubness: off")
     if col in model.linear and model.linear[col].kernel is not None:
         return (f"view '{col}' holds a kernel (Nyström RBF) closed form that train.start picked; "
                 "sentence-transformers has no module for RBF features: export it with --format onnx")

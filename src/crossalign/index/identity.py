@@ -89,11 +89,15 @@ def _weights_file(run: Path) -> Path:
 def routed_dim(model: dict[str, Any]) -> int:
     """Output width of a run from its config.json `model` section: `dim`, or with per-pair routes one
     block per pair of views (`dim` for the joint space, a closed form's `width`, ASIF's `anchors`;
-    a mixture the sum of its parts; align/routes.py)."""
+    a mixture the sum of its parts; align/routes.py), plus a hubness correction's coordinates."""
     dim, routes = int(model.get("dim", 0)), model.get("routes") or {}
-    if not routes:
-        return dim
     cols = [v["column"] for v in model.get("views", [])]
+    # a hubness correction appends 2 coordinates per corrected pair and a slack per view (align/hubness.py)
+    n_hub = len(set((model.get("hubness") or {}).get("pairs") or {}) & {f"{a}|{b}" for i, a in enumerate(cols)
+                                                                       for b in cols[i + 1:]})
+    hub = 2 * n_hub + len(cols) if n_hub else 0
+    if not routes:
+        return dim + hub
     keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
 
     def width(r: dict[str, Any]) -> int:  # a mixture ("mix") is as wide as its parts together
@@ -102,7 +106,7 @@ def routed_dim(model: dict[str, Any]) -> int:
             return sum(width(p) for p in r.get("parts") or [])
         return dim if m == "joint" else int(r["anchors"]) if m == "asif" else int(r.get("width", dim))
 
-    return sum(width(routes.get(k) or {}) for k in keys)
+    return sum(width(routes.get(k) or {}) for k in keys) + hub
 
 
 def run_identity(run: str | Path) -> RunIdentity:

@@ -170,6 +170,8 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
     result.best_metric = cands[winner]
     routing = _route(cfg, out, tr, va, norm_extra) if cfg.train.route != "off" and (out / "best.safetensors").exists() else {}
     if (out / "best.safetensors").exists():
+        routing |= _hubness(cfg, out, tr, va, norm_extra)
+    if (out / "best.safetensors").exists():
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
     others = [v for k, v in cands.items() if k != winner]
     t = cfg.train
@@ -200,7 +202,7 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
         log.info("routing skipped: views %s tune their top blocks (tune_last)", tuned_tops)
         return {"routed": False, "routes": {}, "route_skipped": f"tune_last on {tuned_tops}"}
     loaded = load_run(out)
-    model, cfg_w = joint_model(*loaded)  # a resumed run routed before is routed afresh
+    model, cfg_w = joint_model(*loaded)  # a resumed run routed (and corrected) before is routed afresh
     # Two views started from their closed form already had it as a candidate: only ASIF is new there.
     again = len(cfg.model.columns) > 2 or cfg.train.start == "scratch"
     choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again,
@@ -215,6 +217,28 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
     log.info("routed: val %s %.4f (joint model alone: see candidates)", cfg.train.primary, val)
     return {"routed": True, "routes": choice.report, "val_routed_" + cfg.train.primary: val,
             "route_s": round(time.perf_counter() - t0, 1), "route_mix_s": round(choice.mix_s, 1)}
+
+
+def _hubness(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
+             extra: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """`train.hubness: auto`: CSLS on the pairs where validation gains (train/hubness.py); the corrected
+    model replaces `best`. `extra`: the run's unpaired items, which join the banks. Returns what to record."""
+    from crossalign.align.io import load_run
+    from crossalign.train.hubness import choose_hubness, hub_model, unhubbed
+
+    loaded = load_run(out)
+    model, cfg_w = unhubbed(*loaded)  # a resumed run corrected before chooses afresh
+    if cfg.train.hubness == "off":
+        if loaded[0] is not model:
+            save_model(model, cfg_w, out, "best")
+        return {}
+    t0 = time.perf_counter()
+    choice = choose_hubness(model, tr, va, extra, seed=cfg.train.seed)
+    if choice.hubness:
+        save_model(*hub_model(model, cfg_w, choice), out, "best")
+    elif loaded[0] is not model:
+        save_model(model, cfg_w, out, "best")
+    return {"hubness": choice.report, "hubness_s": round(time.perf_counter() - t0, 1)}
 
 
 def _mrr_at_best(res: TrainResult) -> float:

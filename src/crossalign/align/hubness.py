@@ -1,0 +1,93 @@
+"""Hubness correction (CSLS, Conneau et al. 2018), held inside the vectors themselves.
+
+A space fitted on few pairs has *hubs*: gallery items that sit near many queries and are retrieved
+for all of them. CSLS ranks a gallery item y of view b for a query x of view a by
+    s(x, y) - w * r_a(y),   r_a(y) = mean similarity of y to its k nearest items of view a
+over a bank of view-a training items (paired and unpaired). For a corrected pair (a, b) every vector
+gains two coordinates (t = sqrt(w)):
+    item x of view a: [ t, -w r_b(x) / t ]       item y of view b: [ -w r_a(y) / t, t ]
+so <z(x), z(y)> = s(x, y) - w (r_a(y) + r_b(x)). For a -> b, r_b(x) is the same for every candidate y,
+so retrieval ranks exactly by CSLS, and b -> a likewise. A slack coordinate of the view's own brings
+every vector to the same length sqrt(K) (K = 1 + 2 max_view sum of w), and everything is divided by
+it: vectors stay unit length, so evaluation, the FAISS index, `serve` and ONNX export work unchanged.
+Cross-view scores are CSLS scores / K. Same-view similarities gain a constant w per corrected pair
+plus w r r' and the slacks' product: small, but not the uncorrected cosine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["HubCorrection", "hub_pairs"]
+
+
+def hub_pairs(columns: list[str], cfg: Mapping[str, Any]) -> list[tuple[str, str, int, float]]:
+    """(a, b, k, w) of every corrected pair of `model.hubness`, in the order of `columns`."""
+    pairs = cfg.get("pairs") or {}
+    out = []
+    for i, a in enumerate(columns):
+        for b in columns[i + 1:]:
+            p = pairs.get(f"{a}|{b}")
+            if p is not None:
+                out.append((a, b, int(p["k"]), float(p["weight"])))
+    return out
+
+
+class _Bank(nn.Module):
+    def __init__(self, n: int, dim: int):
+        super().__init__()
+        self.register_buffer("z", torch.zeros(n, dim))  # (n, dim) unit rows, saved with the run
+
+
+class HubCorrection(nn.Module):
+    """`model.hubness` = {"pairs": {"a|b": {"k": int, "weight": float}}, "bank": {view: items}}; the banks
+    (buffers, the views' training items in the space before correction) are filled from a run's weights."""
+
+    def __init__(self, columns: list[str], cfg: Mapping[str, Any], dim: int):
+        super().__init__()
+        self.columns = list(columns)
+        self.pairs = hub_pairs(self.columns, cfg)
+        if not self.pairs:
+            raise ValueError("model.hubness: no pair of the model's views is corrected")
+        banks = cfg.get("bank") or {}
+        self.banks = nn.ModuleDict()
+        for c in sorted({c for a, b, _, _ in self.pairs for c in (a, b)}):
+            n = int(banks.get(c, 0))
+            if n < 1:
+                raise ValueError(f"model.hubness.bank: view '{c}' needs its number of bank items")
+            self.banks[c] = _Bank(n, dim)
+        load = {c: sum(w for a, b, _, w in self.pairs if c in (a, b)) for c in self.columns}
+        self.K = 1.0 + 2.0 * max(load.values())
+
+    @property
+    def width(self) -> int:
+        return 2 * len(self.pairs) + len(self.columns)
+
+    def penalty(self, z: torch.Tensor, other: str, k: int) -> torch.Tensor:
+        """(B, dim) -> (B,): mean similarity of each vector to its k nearest bank items of view `other`."""
+        bank = self.banks[other].z
+        s = z @ bank.T  # (B, n)
+        return s.topk(min(k, bank.shape[0]), dim=1).values.mean(1)
+
+    def forward(self, col: str, z: torch.Tensor) -> torch.Tensor:
+        """(B, dim) unit vectors of view `col` -> (B, dim + width) unit vectors."""
+        zero = z.new_zeros(z.shape[0])
+        coords: list[torch.Tensor] = []
+        for a, b, k, w in self.pairs:
+            t = math.sqrt(w)
+            if col == a:
+                coords += [zero + t, -w * self.penalty(z, b, k) / t]
+            elif col == b:
+                coords += [-w * self.penalty(z, a, k) / t, zero + t]
+            else:
+                coords += [zero, zero]
+        hub = torch.stack(coords, 1)  # (B, 2P)
+        # |r| <= 1, so each corrected pair adds at most 2w: the slack is real (clamped against rounding)
+        slack = (self.K - (z * z).sum(1) - (hub * hub).sum(1)).clamp(min=0.0).sqrt()  # (B,)
+        own = torch.stack([slack if c == col else zero for c in self.columns], 1)  # (B, V)
+        return torch.cat([z, hub, own], 1) / math.sqrt(self.K)

@@ -1,0 +1,136 @@
+"""Hubness correction (train.hubness): CSLS per pair of views, held inside unit vectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from numeric import assert_close_scaled
+
+
+def test_hub_vectors_rank_exactly_by_csls() -> None:
+    """<z_a, z_b> * K = s - w (r_a(y) + r_b(x)): both directions rank as CSLS, every vector is unit
+    length, and a view outside a corrected pair is untouched there."""
+    from crossalign.align.hubness import HubCorrection
+    from crossalign.evaluate.retrieval import score_ranks
+
+    torch.manual_seed(0)
+    cfg = {"pairs": {"a|b": {"k": 5, "weight": 1.0}, "b|c": {"k": 3, "weight": 0.5}},
+           "bank": {"a": 40, "b": 50, "c": 30}}
+    hub = HubCorrection(["a", "b", "c"], cfg, 16)
+    assert hub.width == 2 * 2 + 3 and hub.K == pytest.approx(1 + 2 * 1.5)
+    for c in "abc":
+        hub.banks[c].z.copy_(F.normalize(torch.randn(hub.banks[c].z.shape), dim=-1))
+    z = {c: F.normalize(torch.randn(20, 16), dim=-1) for c in "abc"}
+    h = {c: hub(c, z[c]) for c in "abc"}
+    for c in "abc":
+        assert_close_scaled(h[c].norm(dim=1), torch.ones(20), rtol=1e-5)
+
+    def r(x: torch.Tensor, other: str, k: int) -> torch.Tensor:
+        return (x @ hub.banks[other].z.T).topk(k, dim=1).values.mean(1)
+
+    csls = z["a"] @ z["b"].T - r(z["b"], "a", 5)[None, :] - r(z["a"], "b", 5)[:, None]
+    assert_close_scaled(h["a"] @ h["b"].T * hub.K, csls, rtol=1e-5)
+    assert (score_ranks((h["a"] @ h["b"].T).numpy()) == score_ranks(csls.numpy())).all()
+    assert (score_ranks((h["b"] @ h["a"].T).numpy()) == score_ranks(csls.T.numpy())).all()
+    # a|c is not corrected: its cross-view scores are the plain cosines / K
+    assert_close_scaled(h["a"] @ h["c"].T * hub.K, z["a"] @ z["c"].T, rtol=1e-5)
+
+
+def test_bad_hubness_config(tmp_path: Path) -> None:
+    from crossalign.align.hubness import HubCorrection
+    from crossalign.config import ModelConfig, RunConfig
+
+    views = [{"column": "a"}, {"column": "b"}]
+    with pytest.raises(ValueError, match="model.hubness.pairs"):
+        ModelConfig.from_dict({"views": views, "hubness": {"pairs": {"a|x": {"k": 3, "weight": 1.0}}}})
+    with pytest.raises(ValueError, match="model.hubness.pairs"):
+        ModelConfig.from_dict({"views": views, "hubness": {"pairs": {"a|b": {"k": 0, "weight": 1.0}}}})
+    with pytest.raises(ValueError, match="train.hubness"):
+        RunConfig.from_dict({"model": {"views": views}, "train": {"hubness": "sometimes"}})
+    with pytest.raises(ValueError, match="bank"):
+        HubCorrection(["a", "b"], {"pairs": {"a|b": {"k": 3, "weight": 1.0}}, "bank": {"a": 5}}, 8)
+
+
+def _noisy_pair(n_train: int = 200, n_val: int = 200, n_test: int = 200, d: int = 64, latent: int = 16,
+                noise: float = 6.0):  # type: ignore[no-untyped-def]
+    """Two views of a shared latent under heavy noise: R@1 about 0.2, where CSLS has room."""
+    from crossalign.data.features import FeatureTable
+    from crossalign.data.manifest import Manifest
+    from crossalign.encoders import EncoderSpec
+
+    rng = np.random.default_rng(0)
+    n = n_train + n_val + n_test
+    z = rng.standard_normal((n, latent))
+    feats = {c: (z @ rng.standard_normal((latent, d)) + noise * rng.standard_normal((n, d))).astype(np.float32)
+             for c in "ab"}
+    split = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    rows = [{"id": f"r{i}", "split": split[i], "a": "-", "b": "-"} for i in range(n)]
+    specs = {c: EncoderSpec(name=f"synthetic:{c}", modality="sensor", version="1", output_shape=(d,),
+                            trainable=False) for c in "ab"}
+    return FeatureTable(Manifest(rows, None, Path.cwd()), np.arange(n), feats, specs, [])
+
+
+def _config(out: Path, hubness: str):  # type: ignore[no-untyped-def]
+    from crossalign.config import RunConfig
+
+    return RunConfig.from_dict({"model": {"views": [{"column": c, "encoder": f"synthetic:{c}"} for c in "ab"],
+                                          "dim": 16},
+                                "train": {"out": str(out), "epochs": 2, "progress": False, "seed": 0, "data": "unused",
+                                          "start": "closed_form", "hubness": hubness}})
+
+
+def test_chosen_correction_is_what_the_run_serves(tmp_path: Path) -> None:
+    """The run records every candidate's validation R@1 per pair; the saved run reproduces the chosen
+    one exactly, its vectors are as wide as its config says (what `index build` checks), `off` gives
+    the uncorrected model, choosing again (a resumed run) starts from the uncorrected model, and a
+    sentence-transformers export refuses it with the reason while ONNX holds it."""
+    from crossalign.align.embed import embed_table
+    from crossalign.align.io import load_run
+    from crossalign.evaluate.retrieval import retrieval_metrics
+    from crossalign.index.identity import routed_dim, run_identity
+    from crossalign.recipes.align import _hubness, train
+    from crossalign.train.hubness import unhubbed
+
+    table = _noisy_pair()
+    va = table.split("val")
+    off, _ = train(_config(tmp_path / "off", "off"), resume=False, table=table, progress=False)
+    assert "hubness" not in json.loads((off / "train_result.json").read_text())
+    plain, _ = load_run(off)
+    assert plain.hub is None
+
+    run, _ = train(_config(tmp_path / "auto", "auto"), resume=False, table=table, progress=False)
+    rep = json.loads((run / "train_result.json").read_text())["hubness"]["a|b"]
+    assert set(rep["val_R@1"]) == {"off"} | {f"k{k}/w{w}" for k in (10, 30, 100) for w in (0.5, 1.0)}
+    assert rep["chosen"] != "off", rep  # heavy noise: the planted case where CSLS gains on validation
+    assert rep["gain"] > 0 and rep["val_R@1"][rep["chosen"]] == max(rep["val_R@1"].values())
+    from crossalign.evaluate.report import winner_line  # what `train` prints
+
+    assert f"hubness corrected (CSLS, val R@1 gain): a<->b {rep['chosen'].replace('/', ' ')}" in winner_line(
+        json.loads((run / "train_result.json").read_text()))
+    model, cfg = load_run(run)
+    assert model.hub is not None and model.out_dim == routed_dim(cfg.to_dict()["model"]) == 16 + 2 + 2
+    assert run_identity(run).dim == model.out_dim
+    from crossalign.export.st import st_supported
+
+    assert "hubness" in (st_supported(model, "a") or "")  # sentence-transformers has no module for it
+    from crossalign.export.onnx import export_onnx  # ONNX holds the banks and the top-k (onnxruntime parity)
+
+    info = export_onnx(model, tmp_path / "onnx", columns=["a", "b"])
+    assert all(i["dim"] == model.out_dim and i["parity_max_abs_diff"] < 1e-4 for i in info), info
+    z = embed_table(model, va)
+    got = (retrieval_metrics(z["a"], z["b"], va.groups())["R@1"] + retrieval_metrics(z["b"], z["a"], va.groups())["R@1"]) / 2
+    assert got == pytest.approx(rep["val_R@1"][rep["chosen"]], abs=1e-9)
+    base, _ = unhubbed(model, cfg)
+    zb = embed_table(base, va)
+    zp = embed_table(plain, va)
+    assert_close_scaled(torch.from_numpy(zb["a"]), torch.from_numpy(zp["a"]), rtol=1e-5)  # same model underneath
+    again = _hubness(cfg.__class__.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "hubness": {}}}),
+                     run, table.split("train"), va)
+    assert again["hubness"]["a|b"]["chosen"] == rep["chosen"]
+    assert load_run(run)[0].out_dim == model.out_dim  # corrected once, not twice
+
