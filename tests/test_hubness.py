@@ -47,9 +47,10 @@ def test_bad_hubness_config(tmp_path: Path) -> None:
 
     views = [{"column": "a"}, {"column": "b"}]
     with pytest.raises(ValueError, match="model.hubness.pairs"):
-        ModelConfig.from_dict({"views": views, "hubness": {"pairs": {"a|x": {"k": 3, "weight": 1.0}}}})
+        HubCorrection(["a", "b"], {"pairs": {"a|x": {"k": 3, "weight": 1.0}}, "bank": {"a": 5, "x": 5}}, 8)
     with pytest.raises(ValueError, match="model.hubness.pairs"):
-        ModelConfig.from_dict({"views": views, "hubness": {"pairs": {"a|b": {"k": 0, "weight": 1.0}}}})
+        HubCorrection(["a", "b"], {"pairs": {"a|b": {"k": 0, "weight": 1.0}}, "bank": {"a": 5, "b": 5}}, 8)
+    assert ModelConfig.from_dict({"views": views, "hubness": {}}).hubness == {}
     with pytest.raises(ValueError, match="train.hubness"):
         RunConfig.from_dict({"model": {"views": views}, "train": {"hubness": "sometimes"}})
     with pytest.raises(ValueError, match="bank"):

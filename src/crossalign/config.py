@@ -166,8 +166,7 @@ class ModelConfig(ConfigBase):
     # Per trained tower: LoRA adapters or partial unfreezing (TowerTuning fields; applied by align/lora.py).
     tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"a|b": {"method": ..}}: set by train.route
-    # {"pairs": {"a|b": {"k": .., "weight": ..}}, "bank": {view: items}}: CSLS per pair, set by train.hubness
-    hubness: dict[str, Any] = field(default_factory=dict)
+    hubness: dict[str, Any] = field(default_factory=dict)  # CSLS per pair, set by train.hubness (align/hubness.py)
 
     def __post_init__(self) -> None:
         self.views = [v if isinstance(v, ViewSpec) else ViewSpec.from_dict(v, f"model.views[{i}]")
@@ -192,11 +191,6 @@ class ModelConfig(ConfigBase):
         for key, r in self.routes.items():  # the methods are align/routes.py's to check
             if len(set(key.split("|")) & set(cols)) != 2 or not isinstance(r, Mapping) or "method" not in r:
                 raise ValueError(f"model.routes['{key}']: 'a|b' of two views {cols} -> {{'method': ...}}")
-        for key, h in (self.hubness.get("pairs") or {}).items():
-            if (len(set(key.split("|")) & set(cols)) != 2 or not isinstance(h, Mapping)
-                    or int(h.get("k", 0)) < 1 or not float(h.get("weight", 0)) > 0):
-                raise ValueError(f"model.hubness.pairs['{key}']: 'a|b' of two views {cols} -> "
-                                 "{'k': int >= 1, 'weight': > 0}")
 
     @property
     def columns(self) -> list[str]:
@@ -245,10 +239,8 @@ class TrainConfig(ConfigBase):
     def trainer_kwargs(self, n_train: int | None = None, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments of `train.trainer.Trainer` (after `task` and `out`). `n_train`: the
         batch never exceeds the training items; `overrides` win (a stage's own epochs, say)."""
-        kw: dict[str, Any] = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                              "weight_decay": self.weight_decay, "warmup": self.warmup, "grad_clip": self.grad_clip,
-                              "seed": self.seed, "patience": self.patience, "progress": self.progress,
-                              "precision": self.precision}
+        kw: dict[str, Any] = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup",
+                                                           "grad_clip", "seed", "patience", "progress", "precision")}
         kw.update(overrides)
         if n_train is not None:
             kw["batch_size"] = min(kw["batch_size"], n_train)
@@ -280,12 +272,10 @@ class AlignTrainConfig(TrainConfig):
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs >= 1, batch_size >= 2, lr > 0")
         super().__post_init__()
-        if self.start not in ("auto", "closed_form", "scratch"):
-            raise ValueError(f"train.start must be auto, closed_form or scratch, not {self.start!r}")
-        if self.route not in ("auto", "single", "off"):
-            raise ValueError(f"train.route must be auto, single or off, not {self.route!r}")
-        if self.hubness not in ("auto", "off"):
-            raise ValueError(f"train.hubness must be auto or off, not {self.hubness!r}")
+        for name, ok in (("start", ("auto", "closed_form", "scratch")), ("route", ("auto", "single", "off")),
+                         ("hubness", ("auto", "off"))):
+            if getattr(self, name) not in ok:
+                raise ValueError(f"train.{name} must be {', '.join(ok[:-1])} or {ok[-1]}, not {getattr(self, name)!r}")
 
 
 @dataclass

@@ -29,12 +29,19 @@ __all__ = ["HubCorrection", "hub_pairs"]
 def hub_pairs(columns: list[str], cfg: Mapping[str, Any]) -> list[tuple[str, str, int, float]]:
     """(a, b, k, w) of every corrected pair of `model.hubness`, in the order of `columns`."""
     pairs = cfg.get("pairs") or {}
+    known = {f"{a}|{b}" for i, a in enumerate(columns) for b in columns[i + 1:]}
+    if set(pairs) - known:
+        raise ValueError(f"model.hubness.pairs: {sorted(set(pairs) - known)} are not 'a|b' of two views {columns}")
     out = []
     for i, a in enumerate(columns):
         for b in columns[i + 1:]:
             p = pairs.get(f"{a}|{b}")
-            if p is not None:
-                out.append((a, b, int(p["k"]), float(p["weight"])))
+            if p is None:
+                continue
+            k, w = int(p.get("k", 0)), float(p.get("weight", 0))
+            if k < 1 or not w > 0:
+                raise ValueError(f"model.hubness.pairs['{a}|{b}']: k >= 1 and weight > 0, not {dict(p)}")
+            out.append((a, b, k, w))
     return out
 
 
