@@ -59,7 +59,8 @@ def tiny_run(scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from crossalign.recipes.align import train
 
     out = tmp_path_factory.mktemp("run")
-    # One shared space (train.route off): the rooms that use this run test the single-space model;
-    # routed runs (one output block per pair) are tested in tests/test_routing.py.
-    run, _ = train(small_config(scenes_small, out, route="off"), resume=False, progress=False)
+    # One shared space (train.route and train.hubness off): the rooms that use this run test the
+    # single-space model; routed and hubness-corrected runs are tested in tests/test_routing.py and
+    # tests/test_hubness.py.
+    run, _ = train(small_config(scenes_small, out, route="off", hubness="off"), resume=False, progress=False)
     return run

@@ -135,3 +135,49 @@ def test_chosen_correction_is_what_the_run_serves(tmp_path: Path) -> None:
     assert again["hubness"]["a|b"]["chosen"] == rep["chosen"]
     assert load_run(run)[0].out_dim == model.out_dim  # corrected once, not twice
 
+
+
+def test_corrected_run_is_served_over_http(tiny_run: Path, tmp_path: Path) -> None:
+    """A run with image<->text corrected loads in a real `crossalign serve`: /v1/embeddings returns the
+    library's unit vectors, as wide as /health says, and image . text ranks as CSLS."""
+    import shutil
+
+    import httpx
+    from serving import serving
+
+    from crossalign.align.embedder import Embedder
+    from crossalign.align.io import load_run, save_model
+    from crossalign.evaluate.run_eval import load_table
+    from crossalign.train.hubness import HubChoice, _banks, hub_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    plain, cfg = load_run(run)
+    table = load_table(cfg)
+    banks = _banks(plain, table.split("train"), None, 0)
+    choice = HubChoice()  # a fixed choice: this test is about serving it, not choosing it
+    choice.hubness = {"pairs": {"image|text": {"k": 10, "weight": 1.0}},
+                      "bank": {c: len(banks[c]) for c in ("image", "text")}}
+    choice.banks = {c: torch.from_numpy(banks[c]) for c in ("image", "text")}
+    hubbed, hcfg = hub_model(plain, cfg, choice)
+    save_model(hubbed, hcfg, run, "best")
+    (run / "model.safetensors").unlink(missing_ok=True)
+
+    va = table.split("val")
+    x = {c: torch.from_numpy(np.asarray(va.features[c])) for c in ("image", "text")}
+    with torch.no_grad():
+        z = {c: hubbed.embed(c, x[c]) for c in x}
+        p = {c: plain.embed(c, x[c]) for c in x}
+    r = {c: (p[c] @ choice.banks[o].T).topk(10, dim=1).values.mean(1) for c, o in (("image", "text"), ("text", "image"))}
+    csls = p["image"] @ p["text"].T - r["text"][None, :] - r["image"][:, None]
+    assert_close_scaled(z["image"] @ z["text"].T * hubbed.hub.K, csls, rtol=1e-5)  # type: ignore[union-attr]
+
+    texts = ["two small red circles", "a large blue square at the top"]
+    ref = Embedder.from_run(run).embed("text", texts)
+    with serving([str(run)], tmp_path / "serve.log") as (url, _):
+        res = httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60)
+        assert res.status_code == 200, res.text
+        got = np.array([d["embedding"] for d in res.json()["data"]], dtype=np.float32)
+        assert httpx.get(url + "/health", timeout=10).json()["dim"] == hubbed.out_dim == plain.out_dim + 2 + 4
+    assert_close_scaled(torch.from_numpy(got), torch.from_numpy(np.asarray(ref, dtype=np.float32)), rtol=1e-4)
+    assert_close_scaled(torch.from_numpy(got).norm(dim=1), torch.ones(2), rtol=1e-5)
