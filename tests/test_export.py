@@ -43,9 +43,10 @@ def plain_run(scenes_small: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
     from crossalign.recipes.align import train
 
-    # route off: a sentence-transformers pipeline holds one space (export refuses a routed run)
-    run, _ = train(small_config(scenes_small, tmp_path_factory.mktemp("plain"), start="scratch", route="off"),
-                   resume=False, progress=False)
+    # route and hubness off: a sentence-transformers pipeline holds one space and no bank (export
+    # refuses a routed or a hubness-corrected run)
+    run, _ = train(small_config(scenes_small, tmp_path_factory.mktemp("plain"), start="scratch", route="off",
+                                hubness="off"), resume=False, progress=False)
     return run
 
 
