@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -50,3 +50,14 @@ def serving(args: list[str], log: Path, env: dict[str, str] | None = None,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def embeddings_over_http(run: Path, texts: list[str], log: Path) -> tuple[Any, int]:
+    """POST /v1/embeddings of `texts` to a real `crossalign serve RUN`: (vectors (n, dim), /health's dim)."""
+    import numpy as np
+
+    with serving([str(run)], log) as (url, _):
+        res = httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60)
+        assert res.status_code == 200, res.text
+        got = np.array([d["embedding"] for d in res.json()["data"]], dtype=np.float32)
+        return got, int(httpx.get(url + "/health", timeout=10).json()["dim"])

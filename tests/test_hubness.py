@@ -142,8 +142,7 @@ def test_corrected_run_is_served_over_http(tiny_run: Path, tmp_path: Path) -> No
     library's unit vectors, as wide as /health says, and image . text ranks as CSLS."""
     import shutil
 
-    import httpx
-    from serving import serving
+    from serving import embeddings_over_http
 
     from crossalign.align.embedder import Embedder
     from crossalign.align.io import load_run, save_model
@@ -174,10 +173,7 @@ def test_corrected_run_is_served_over_http(tiny_run: Path, tmp_path: Path) -> No
 
     texts = ["two small red circles", "a large blue square at the top"]
     ref = Embedder.from_run(run).embed("text", texts)
-    with serving([str(run)], tmp_path / "serve.log") as (url, _):
-        res = httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60)
-        assert res.status_code == 200, res.text
-        got = np.array([d["embedding"] for d in res.json()["data"]], dtype=np.float32)
-        assert httpx.get(url + "/health", timeout=10).json()["dim"] == hubbed.out_dim == plain.out_dim + 2 + 4
+    got, dim = embeddings_over_http(run, texts, tmp_path / "serve.log")
+    assert dim == hubbed.out_dim == plain.out_dim + 2 + 4
     assert_close_scaled(torch.from_numpy(got), torch.from_numpy(np.asarray(ref, dtype=np.float32)), rtol=1e-4)
     assert_close_scaled(torch.from_numpy(got).norm(dim=1), torch.ones(2), rtol=1e-5)

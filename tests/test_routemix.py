@@ -119,8 +119,7 @@ def test_mixed_route_is_served_over_http(tiny_run: Path, tmp_path: Path) -> None
     """A run whose image<->text pair is a mixture (a tuned closed form, ASIF and the joint space) loads in a
     real `crossalign serve`: /v1/embeddings returns the library's unit vectors, and image . text is the
     weighted cosine of the pair's parts / (views - 1)."""
-    import httpx
-    from serving import serving
+    from serving import embeddings_over_http
 
     from crossalign.align.embedder import Embedder
     from crossalign.align.io import load_run, save_model
@@ -160,11 +159,8 @@ def test_mixed_route_is_served_over_http(tiny_run: Path, tmp_path: Path) -> None
 
     texts = ["two small red circles", "a large blue square at the top"]
     ref = Embedder.from_run(run).embed("text", texts)
-    with serving([str(run)], tmp_path / "serve.log") as (url, _):
-        res = httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60)
-        assert res.status_code == 200, res.text
-        got = np.array([d["embedding"] for d in res.json()["data"]], dtype=np.float32)
-        assert httpx.get(url + "/health", timeout=10).json()["dim"] == routed.out_dim
+    got, dim = embeddings_over_http(run, texts, tmp_path / "serve.log")
+    assert dim == routed.out_dim
     assert got.shape == (2, routed.out_dim)
     assert_close_scaled(torch.from_numpy(got), torch.from_numpy(np.asarray(ref, dtype=np.float32)), rtol=1e-4)
     assert_close_scaled(torch.from_numpy(got).norm(dim=1), torch.ones(2), rtol=1e-5)
