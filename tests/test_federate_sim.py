@@ -160,6 +160,7 @@ def test_one_site_one_epoch_equals_centralised_training(pairs: Path, flwr_home: 
     ref_cfg = pair_run_config(pairs, tmp_path / "central", epochs=1)
     ref_cfg.train.start = "scratch"  # FedAvg trains the configured heads; compare with plain training of them
     ref_cfg.train.route = "off"  # per-pair routing happens after training; the weights compared are the trained ones
+    ref_cfg.train.hubness = "off"  # so does the hubness correction (federations are never corrected)
     central, _ = train(ref_cfg, resume=False, progress=False)
     fed = FederationConfig(run=pair_run_config(pairs, tmp_path / "fed"), sites=1, rounds=1, local_epochs=1,
                            site_cache="{cache}/features", timeout=600, start="scratch")
