@@ -171,7 +171,6 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
     routing = _route(cfg, out, tr, va, norm_extra) if cfg.train.route != "off" and (out / "best.safetensors").exists() else {}
     if (out / "best.safetensors").exists():
         routing |= _hubness(cfg, out, tr, va, norm_extra)
-    if (out / "best.safetensors").exists():
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
     others = [v for k, v in cands.items() if k != winner]
     t = cfg.train
