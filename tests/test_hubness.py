@@ -125,7 +125,8 @@ def test_chosen_correction_is_what_the_run_serves(tmp_path: Path) -> None:
     assert all(i["dim"] == model.out_dim and i["parity_max_abs_diff"] < 1e-4 for i in info), info
     z = embed_table(model, va)
     got = (retrieval_metrics(z["a"], z["b"], va.groups())["R@1"] + retrieval_metrics(z["b"], z["a"], va.groups())["R@1"]) / 2
-    assert got == pytest.approx(rep["val_R@1"][rep["chosen"]], abs=1e-9)
+    # the served vectors rank as the chosen CSLS scores did; float32 ties on another CPU may move one row
+    assert got == pytest.approx(rep["val_R@1"][rep["chosen"]], abs=1.0 / len(va) + 1e-9)
     base, _ = unhubbed(model, cfg)
     zb = embed_table(base, va)
     zp = embed_table(plain, va)
