@@ -46,14 +46,16 @@ for run in a.runs:
     test = {"off": directions(evaluate_model(model, cfg, table, "test", evaluators=("retrieval",)).metrics)}
     on = hub_model(model, cfg, choice) if choice.hubness else (model, cfg)
     test["on"] = directions(evaluate_model(*on, table, "test", evaluators=("retrieval",)).metrics)
+    hub = on[0].hub
+    bank_mb = sum(b.numel() * b.element_size() for b in hub.buffers()) / 2**20 if hub is not None else 0.0  # stored
     found = [p for p in (run / "benchmark.json", run.parent / "benchmark.json") if p.exists()]
     bench = json.loads(found[0].read_text()) if found else {}
     base = {m: {d: bench[m][f"{d}/R@1"] for d in test["on"] if f"{d}/R@1" in bench[m]}
             for m in bench if m not in ("crossalign", "random")}
     per_run.append({"run": str(run), "fit_s": round(fit_s, 1), "test": test, "baselines": base,
-                    "n_test": len(table.split("test")),
+                    "n_test": len(table.split("test")), "bank_MiB": round(bank_mb, 1),
                     "chosen": {k: {"chosen": r["chosen"], "val_gain": r["gain"]} for k, r in choice.report.items()}})
-    print(f"{run}: {fit_s:.1f} s; " + ", ".join(f"{k}: {r['chosen']} ({r['gain']:+.3f})"
+    print(f"{run}: {fit_s:.1f} s, banks {bank_mb:.1f} MiB; " + ", ".join(f"{k}: {r['chosen']} ({r['gain']:+.3f})"
                                                 for k, r in choice.report.items()), flush=True)
 
 dirs = list(per_run[0]["test"]["on"])

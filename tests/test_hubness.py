@@ -12,26 +12,16 @@ import torch.nn.functional as F
 from numeric import assert_close_scaled
 
 
-def test_hub_vectors_rank_exactly_by_csls() -> None:
-    """<z_a, z_b> * K = s - w (r_a(y) + r_b(x)): both directions rank as CSLS, every vector is unit
-    length, and a view outside a corrected pair is untouched there."""
-    from crossalign.align.hubness import HubCorrection
+def _csls_check(hub, z: dict, full: dict) -> None:  # type: ignore[no-untyped-def]
+    """Corrected a.b * K == CSLS over the full-width banks `full`; unit norms; a|c stays the plain cosine."""
     from crossalign.evaluate.retrieval import score_ranks
 
-    torch.manual_seed(0)
-    cfg = {"pairs": {"a|b": {"k": 5, "weight": 1.0}, "b|c": {"k": 3, "weight": 0.5}},
-           "bank": {"a": 40, "b": 50, "c": 30}}
-    hub = HubCorrection(["a", "b", "c"], cfg, 16)
-    assert hub.width == 2 * 2 + 3 and hub.K == pytest.approx(1 + 2 * 1.5)
-    for c in "abc":
-        hub.banks[c].z.copy_(F.normalize(torch.randn(hub.banks[c].z.shape), dim=-1))
-    z = {c: F.normalize(torch.randn(20, 16), dim=-1) for c in "abc"}
     h = {c: hub(c, z[c]) for c in "abc"}
     for c in "abc":
-        assert_close_scaled(h[c].norm(dim=1), torch.ones(20), rtol=1e-5)
+        assert_close_scaled(h[c].norm(dim=1), torch.ones(len(z[c])), rtol=1e-5)
 
     def r(x: torch.Tensor, other: str, k: int) -> torch.Tensor:
-        return (x @ hub.banks[other].z.T).topk(k, dim=1).values.mean(1)
+        return (x @ full[other].T).topk(k, dim=1).values.mean(1)
 
     csls = z["a"] @ z["b"].T - r(z["b"], "a", 5)[None, :] - r(z["a"], "b", 5)[:, None]
     assert_close_scaled(h["a"] @ h["b"].T * hub.K, csls, rtol=1e-5)
@@ -39,6 +29,83 @@ def test_hub_vectors_rank_exactly_by_csls() -> None:
     assert (score_ranks((h["b"] @ h["a"].T).numpy()) == score_ranks(csls.T.numpy())).all()
     # a|c is not corrected: its cross-view scores are the plain cosines / K
     assert_close_scaled(h["a"] @ h["c"].T * hub.K, z["a"] @ z["c"].T, rtol=1e-5)
+
+
+def test_hub_vectors_rank_exactly_by_csls() -> None:
+    """<z_a, z_b> * K = s - w (r_a(y) + r_b(x)): both directions rank as CSLS, every vector is unit
+    length, and a view outside a corrected pair is untouched there. Also for a run saved with one
+    full-width bank a view (the layout before per-pair banks)."""
+    from crossalign.align.hubness import HubCorrection
+
+    torch.manual_seed(0)
+    pairs = {"a|b": {"k": 5, "weight": 1.0}, "b|c": {"k": 3, "weight": 0.5}}
+    # float16 values: what per-pair banks hold (the full-width layout keeps float32)
+    full = {c: F.normalize(torch.randn(n, 16), dim=-1).half().float() for c, n in (("a", 40), ("b", 50), ("c", 30))}
+    z = {c: F.normalize(torch.randn(20, 16), dim=-1) for c in "abc"}
+    hub = HubCorrection(["a", "b", "c"], {"pairs": pairs, "bank": {"a|b": {"a": 40, "b": 50},
+                                                                   "b|c": {"b": 50, "c": 30}}}, 16)
+    assert hub.width == 2 * 2 + 3 and hub.K == pytest.approx(1 + 2 * 1.5) and not hub.per_view
+    for key in ("a|b", "b|c"):
+        for c in key.split("|"):
+            hub.banks[key][c].z.copy_(full[c])
+    _csls_check(hub, z, full)
+    old = HubCorrection(["a", "b", "c"], {"pairs": pairs, "bank": {"a": 40, "b": 50, "c": 30}}, 16)
+    assert old.per_view
+    for c in "abc":
+        old.banks[c].z.copy_(full[c])
+    _csls_check(old, z, full)
+
+
+def test_routed_banks_hold_only_their_pair_block() -> None:
+    """In a routed model two views share only their pair's block, so banks cut to that block give the
+    same CSLS as full-width banks, at a fraction of the floats."""
+    from crossalign.align.hubness import HubCorrection
+    from crossalign.align.routes import Router
+
+    torch.manual_seed(1)
+    router = Router(["a", "b", "c"], {}, {c: (8,) for c in "abc"}, 16)  # every pair 'joint': 3 blocks of 16
+    blocks = router.blocks
+    assert blocks == {"a|b": (0, 16), "a|c": (16, 32), "b|c": (32, 48)} and router.out_dim == 48
+
+    def routed(c: str, n: int) -> torch.Tensor:
+        x = F.normalize(torch.randn(n, 16), dim=-1)
+        return router(c, x, torch.zeros(n, 8))  # (n, 48) unit rows, zero outside c's pairs
+
+    full = {c: routed(c, n).half().float() for c, n in (("a", 40), ("b", 50), ("c", 30))}
+    z = {c: routed(c, 20) for c in "abc"}
+    pairs = {"a|b": {"k": 5, "weight": 1.0}, "b|c": {"k": 3, "weight": 0.5}}
+    hub = HubCorrection(["a", "b", "c"], {"pairs": pairs, "bank": {"a|b": {"a": 40, "b": 50},
+                                                                   "b|c": {"b": 50, "c": 30}}}, 48, blocks)
+    for key in ("a|b", "b|c"):
+        s0, s1 = blocks[key]
+        for c in key.split("|"):
+            assert hub.banks[key][c].z.shape[1] == 16
+            hub.banks[key][c].z.copy_(full[c][:, s0:s1])
+    _csls_check(hub, z, full)
+
+
+def test_bank_float_cap_keeps_a_nested_seeded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wide block keeps fewer bank items (MAX_FLOATS), never under MIN_BANK, drawn from the view's
+    seeded sample in rank order, so a narrower block's bank contains a wider one's; float16 values."""
+    from types import SimpleNamespace
+
+    import crossalign.train.hubness as th
+
+    monkeypatch.setattr(th, "MAX_FLOATS", 1000 * 128)
+    rng = np.random.default_rng(0)
+    n = 3000
+    banks = {c: (rng.standard_normal((n, 128)).astype(np.float32), rng.permutation(n)) for c in "ab"}
+    got = th.pair_banks(SimpleNamespace(router=None, out_dim=128), banks, ["a|b"])["a|b"]  # type: ignore[arg-type]
+    assert got["a"].shape == (1000, 128) and got["a"].dtype == np.float16
+    z, rank = banks["a"]
+    first = np.sort(np.argsort(rank)[:1000])
+    assert np.array_equal(got["a"], z[first].astype(np.float16))  # the first of the seeded order, in item order
+    narrow = th.pair_banks(SimpleNamespace(router=None, out_dim=32), {c: (b[0][:, :32], b[1]) for c, b in banks.items()},
+                           ["a|b"])["a|b"]  # type: ignore[arg-type]
+    assert len(narrow["a"]) == n  # 3000 x 32 values fit: every item
+    assert set(map(bytes, got["a"][:, :32])) <= set(map(bytes, narrow["a"]))
+    monkeypatch.setattr(th, "MAX_FLOATS", 10)
+    assert len(th.pair_banks(SimpleNamespace(router=None, out_dim=128), banks, ["a|b"])["a|b"]["b"]) == th.MIN_BANK  # type: ignore[arg-type]
 
 
 def test_bad_hubness_config(tmp_path: Path) -> None:
@@ -55,6 +122,8 @@ def test_bad_hubness_config(tmp_path: Path) -> None:
         RunConfig.from_dict({"model": {"views": views}, "train": {"hubness": "sometimes"}})
     with pytest.raises(ValueError, match="bank"):
         HubCorrection(["a", "b"], {"pairs": {"a|b": {"k": 3, "weight": 1.0}}, "bank": {"a": 5}}, 8)
+    with pytest.raises(ValueError, match=r"bank\['a\|b'\]\['b'\]"):
+        HubCorrection(["a", "b"], {"pairs": {"a|b": {"k": 3, "weight": 1.0}}, "bank": {"a|b": {"a": 5, "b": 0}}}, 8)
 
 
 def _noisy_pair(n_train: int = 200, n_val: int = 200, n_test: int = 200, d: int = 64, latent: int = 16,
@@ -148,17 +217,17 @@ def test_corrected_run_is_served_over_http(tiny_run: Path, tmp_path: Path) -> No
     from crossalign.align.embedder import Embedder
     from crossalign.align.io import load_run, save_model
     from crossalign.evaluate.run_eval import load_table
-    from crossalign.train.hubness import HubChoice, _banks, hub_model
+    from crossalign.train.hubness import HubChoice, _banks, hub_model, pair_banks
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     plain, cfg = load_run(run)
     table = load_table(cfg)
-    banks = _banks(plain, table.split("train"), None, 0)
+    banks = pair_banks(plain, _banks(plain, table.split("train"), None, 0), ["image|text"])["image|text"]
     choice = HubChoice()  # a fixed choice: this test is about serving it, not choosing it
     choice.hubness = {"pairs": {"image|text": {"k": 10, "weight": 1.0}},
-                      "bank": {c: len(banks[c]) for c in ("image", "text")}}
-    choice.banks = {c: torch.from_numpy(banks[c]) for c in ("image", "text")}
+                      "bank": {"image|text": {c: len(banks[c]) for c in ("image", "text")}}}
+    choice.banks = {"image|text": {c: torch.from_numpy(banks[c]) for c in ("image", "text")}}
     hubbed, hcfg = hub_model(plain, cfg, choice)
     save_model(hubbed, hcfg, run, "best")
     (run / "model.safetensors").unlink(missing_ok=True)
@@ -168,7 +237,7 @@ def test_corrected_run_is_served_over_http(tiny_run: Path, tmp_path: Path) -> No
     with torch.no_grad():
         z = {c: hubbed.embed(c, x[c]) for c in x}
         p = {c: plain.embed(c, x[c]) for c in x}
-    r = {c: (p[c] @ choice.banks[o].T).topk(10, dim=1).values.mean(1) for c, o in (("image", "text"), ("text", "image"))}
+    r = {c: (p[c] @ choice.banks["image|text"][o].float().T).topk(10, dim=1).values.mean(1) for c, o in (("image", "text"), ("text", "image"))}
     csls = p["image"] @ p["text"].T - r["text"][None, :] - r["image"][:, None]
     assert_close_scaled(z["image"] @ z["text"].T * hubbed.hub.K, csls, rtol=1e-5)  # type: ignore[union-attr]
 

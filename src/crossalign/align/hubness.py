@@ -46,28 +46,53 @@ def hub_pairs(columns: list[str], cfg: Mapping[str, Any]) -> list[tuple[str, str
 
 
 class _Bank(nn.Module):
-    def __init__(self, n: int, dim: int):
+    def __init__(self, n: int, dim: int, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.register_buffer("z", torch.zeros(n, dim))  # (n, dim) unit rows, saved with the run
+        self.register_buffer("z", torch.zeros(n, dim, dtype=dtype))  # (n, dim) rows, saved with the run
+
+
+def _count(v: Any, where: str) -> int:
+    n = int(v) if isinstance(v, (int, float)) else 0
+    if n < 1:
+        raise ValueError(f"model.hubness.bank{where}: the number of bank items (>= 1), not {v!r}")
+    return n
 
 
 class HubCorrection(nn.Module):
-    """`model.hubness` = {"pairs": {"a|b": {"k": int, "weight": float}}, "bank": {view: items}}; the banks
-    (buffers, the views' training items in the space before correction) are filled from a run's weights."""
+    """`model.hubness` = {"pairs": {"a|b": {"k": int, "weight": float}}, "bank": {"a|b": {"a": n, "b": n}}};
+    the banks (buffers: the views' training items in the space before correction) are filled from a
+    run's weights. Each corrected pair keeps its own two float16 banks, cut to the pair's block of the vector
+    (`blocks`: {"a|b": (start, end)} of a routed model, where two views share only their pair's block;
+    None: the whole vector), so a wide routed run stores only what its scores read. Runs saved before
+    (`"bank": {view: n}`, one full-width bank a view) still load."""
 
-    def __init__(self, columns: list[str], cfg: Mapping[str, Any], dim: int):
+    def __init__(self, columns: list[str], cfg: Mapping[str, Any], dim: int,
+                 blocks: Mapping[str, tuple[int, int]] | None = None):
         super().__init__()
         self.columns = list(columns)
         self.pairs = hub_pairs(self.columns, cfg)
         if not self.pairs:
             raise ValueError("model.hubness: no pair of the model's views is corrected")
         banks = cfg.get("bank") or {}
+        # per view (runs saved before the per-pair banks) or per pair, never mixed
+        self.per_view = bool(banks) and all(not isinstance(v, Mapping) for v in banks.values())
+        self.slices: dict[str, tuple[int, int]] = {}
         self.banks = nn.ModuleDict()
-        for c in sorted({c for a, b, _, _ in self.pairs for c in (a, b)}):
-            n = int(banks.get(c, 0))
-            if n < 1:
-                raise ValueError(f"model.hubness.bank: view '{c}' needs its number of bank items")
-            self.banks[c] = _Bank(n, dim)
+        if self.per_view:
+            for c in sorted({c for a, b, _, _ in self.pairs for c in (a, b)}):
+                self.banks[c] = _Bank(_count(banks.get(c), f"['{c}']"), dim)
+        for a, b, _, _ in self.pairs:
+            key = f"{a}|{b}"
+            self.slices[key] = (0, dim) if blocks is None or self.per_view else tuple(blocks[key])  # type: ignore[assignment]
+            if self.per_view:
+                continue
+            sides = banks.get(key)
+            if not isinstance(sides, Mapping):
+                raise ValueError(f"model.hubness.bank['{key}']: {{view: items}} for both views of the pair")
+            w = self.slices[key][1] - self.slices[key][0]
+            # float16: half the bytes; choose_hubness scored these same rounded values
+            self.banks[key] = nn.ModuleDict({c: _Bank(_count(sides.get(c), f"['{key}']['{c}']"), w, torch.float16)
+                                             for c in (a, b)})
         load = {c: sum(w for a, b, _, w in self.pairs if c in (a, b)) for c in self.columns}
         self.K = 1.0 + 2.0 * max(load.values())
 
@@ -75,10 +100,16 @@ class HubCorrection(nn.Module):
     def width(self) -> int:
         return 2 * len(self.pairs) + len(self.columns)
 
-    def penalty(self, z: torch.Tensor, other: str, k: int) -> torch.Tensor:
-        """(B, dim) -> (B,): mean similarity of each vector to its k nearest bank items of view `other`."""
-        bank = self.banks[other].z
-        s = z @ bank.T  # (B, n)
+    def bank(self, key: str, other: str) -> torch.Tensor:
+        """(n, w) float32 bank of view `other` for pair `key`."""
+        return (self.banks[other].z if self.per_view else self.banks[key][other].z).float()
+
+    def penalty(self, z: torch.Tensor, key: str, other: str, k: int) -> torch.Tensor:
+        """(B, dim) -> (B,): mean similarity of each vector to its k nearest bank items of view `other`
+        (within pair `key`'s block: the only part of the vectors the two views share)."""
+        s0, s1 = self.slices[key]
+        bank = self.bank(key, other)
+        s = z[:, s0:s1] @ bank.T  # (B, n)
         return s.topk(min(k, bank.shape[0]), dim=1).values.mean(1)
 
     def forward(self, col: str, z: torch.Tensor) -> torch.Tensor:
@@ -86,11 +117,11 @@ class HubCorrection(nn.Module):
         zero = z.new_zeros(z.shape[0])
         coords: list[torch.Tensor] = []
         for a, b, k, w in self.pairs:
-            t = math.sqrt(w)
+            t, key = math.sqrt(w), f"{a}|{b}"
             if col == a:
-                coords += [zero + t, -w * self.penalty(z, b, k) / t]
+                coords += [zero + t, -w * self.penalty(z, key, b, k) / t]
             elif col == b:
-                coords += [-w * self.penalty(z, a, k) / t, zero + t]
+                coords += [-w * self.penalty(z, key, a, k) / t, zero + t]
             else:
                 coords += [zero, zero]
         hub = torch.stack(coords, 1)  # (B, 2P)

@@ -58,7 +58,8 @@ class AlignmentModel(nn.Module):
                                                        for c in cfg.columns}, cfg.dim) if cfg.routes else None
         # Hubness correction (align/hubness.py): CSLS per pair, appended to the (routed) vectors.
         width = self.router.out_dim if self.router is not None else cfg.dim
-        self.hub = HubCorrection(cfg.columns, cfg.hubness, width) if cfg.hubness.get("pairs") else None
+        self.hub = (HubCorrection(cfg.columns, cfg.hubness, width, self.router.blocks if self.router else None)
+                    if cfg.hubness.get("pairs") else None)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),
                                         requires_grad=cfg.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias)))

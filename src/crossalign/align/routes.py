@@ -133,6 +133,12 @@ class Router(nn.Module):
     def out_dim(self) -> int:
         return sum(self.widths)
 
+    @property
+    def blocks(self) -> dict[str, tuple[int, int]]:
+        """{"a|b": (start, end)}: where each pair's block lies in the routed vector."""
+        ends = [sum(self.widths[:i + 1]) for i in range(len(self.widths))]
+        return {route_key(a, b): (e - w, e) for (a, b), w, e in zip(self.pairs, self.widths, ends)}
+
     def block(self, col: str, key: str, joint: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """The unit vector of `col` in the space pair `key` is routed to: (B, width). A mixture
         concatenates its parts' unit vectors, each scaled by sqrt(weight)."""

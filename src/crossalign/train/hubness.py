@@ -26,19 +26,24 @@ from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.retrieval import score_ranks
 
-__all__ = ["HubChoice", "choose_hubness", "hub_model", "unhubbed"]
+__all__ = ["HubChoice", "choose_hubness", "hub_model", "pair_banks", "unhubbed"]
 
 log = logging.getLogger(__name__)
 KS, WEIGHTS = (10, 30, 100), (0.5, 1.0)  # neighbours in the bank; weight of the penalty
 MAX_BANK = 4096  # bank items per view (a seeded sample beyond: each query pays bank x dim)
+# values per bank (float16: 8 MiB): a wide block (a routed pair's mixture, ~2 400 wide on emoji) keeps
+# fewer items, never under MIN_BANK. Emoji's 1 458 items fit whole: a cap at a quarter of this cost
+# 0.005 test mean R@1 there (fewer items, noisier neighbourhoods), this one nothing (README)
+MAX_FLOATS, MIN_BANK = 1 << 22, 256
 
 
 class HubChoice:
-    """`hubness` (for `model.hubness`, empty when no pair gains), `banks` ({view: (n, dim)}) and `report`."""
+    """`hubness` (for `model.hubness`, empty when no pair gains), `banks` ({"a|b": {view: (n, w)}}: each
+    corrected pair's two banks within its block) and `report`."""
 
     def __init__(self) -> None:
         self.hubness: dict[str, Any] = {}
-        self.banks: dict[str, torch.Tensor] = {}
+        self.banks: dict[str, dict[str, torch.Tensor]] = {}
         self.report: dict[str, Any] = {}
 
 
@@ -50,21 +55,45 @@ def _score(s: np.ndarray, groups: np.ndarray | None) -> tuple[float, float]:
 
 @torch.inference_mode()
 def _banks(model: AlignmentModel, tr: FeatureTable, extra: Mapping[str, np.ndarray] | None,
-           seed: int) -> dict[str, np.ndarray]:
-    """Each view's training items in the model's space: the paired rows, then its unpaired items."""
-    z = embed_table(model, tr)
+           seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{view: (bank (n, dim), rank (n,))}: a seeded sample of at most MAX_BANK of the view's training
+    items (the paired rows, then its unpaired items) in the model's space, in item order; `rank` is each
+    item's place in the sample's random order, so the first m by rank are themselves a seeded sample.
+    Only the sampled items are embedded (a routed vector can be many thousands wide)."""
     skip = set(tuned_columns(model))  # a fine-tuned tower reads raw items; unpaired ones are features
     rng = np.random.default_rng(seed)
     out = {}
     for c in model.columns:
-        parts = [z[c]]
-        if extra is not None and c in extra and c not in skip and len(extra[c]):
-            x = torch.from_numpy(np.asarray(extra[c]))
-            parts += [model.embed(c, x[i:i + 1024]).numpy() for i in range(0, len(x), 1024)]
-        bank = np.concatenate(parts).astype(np.float32)
-        if len(bank) > MAX_BANK:
-            bank = bank[np.sort(rng.choice(len(bank), MAX_BANK, replace=False))]
-        out[c] = bank
+        ext = np.asarray(extra[c]) if extra is not None and c in extra and c not in skip else None
+        n_ext = 0 if ext is None else len(ext)
+        pick = rng.permutation(len(tr) + n_ext)[:MAX_BANK]
+        rank = np.empty(len(tr) + n_ext, np.int64)
+        rank[pick] = np.arange(len(pick))
+        sel = np.sort(pick)
+        mask = np.zeros(len(tr), bool)
+        mask[sel[sel < len(tr)]] = True
+        parts = [embed_table(model, tr.subset(mask), columns=[c])[c]]
+        if ext is not None:
+            x = torch.from_numpy(ext[sel[sel >= len(tr)] - len(tr)])
+            parts += [model.embed(c, x[i:i + 1024]).float().numpy() for i in range(0, len(x), 1024)]
+        out[c] = (np.concatenate(parts).astype(np.float32), rank[sel])
+    return out
+
+
+def pair_banks(model: AlignmentModel, banks: Mapping[str, tuple[np.ndarray, np.ndarray]],
+               keys: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """{"a|b": {view: (n, w)}}: each pair's two banks cut to its block (the whole vector when unrouted),
+    as many items as MAX_FLOATS allows (at least MIN_BANK), the first by sample rank, rounded to float16
+    (as the run stores them, so what validation scores is what the run serves)."""
+    blocks = model.router.blocks if model.router is not None else {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key in keys:
+        s0, s1 = blocks.get(key, (0, model.out_dim))
+        out[key] = {}
+        for c in key.split("|"):
+            z, rank = banks[c]
+            keep = np.sort(np.argsort(rank, kind="stable")[:max(MIN_BANK, MAX_FLOATS // (s1 - s0))])
+            out[key][c] = np.ascontiguousarray(z[keep, s0:s1]).astype(np.float16)
     return out
 
 
@@ -81,14 +110,18 @@ def choose_hubness(model: AlignmentModel, tr: FeatureTable, va: FeatureTable,
     out = HubChoice()
     if model.hub is not None:
         raise ValueError("choose_hubness needs the model without its hubness correction (see unhubbed)")
-    banks = _banks(model, tr, extra, seed)
+    cols = model.columns
+    keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
+    banks = pair_banks(model, _banks(model, tr, extra, seed), keys)
+    blocks = model.router.blocks if model.router is not None else {}
     zv, groups = embed_table(model, va), va.groups()
     pairs: dict[str, dict[str, Any]] = {}
-    cols = model.columns
     for i, a in enumerate(cols):
         for b in cols[i + 1:]:
+            s0, s1 = blocks.get(f"{a}|{b}", (0, model.out_dim))
             s = zv[a] @ zv[b].T  # (N, N)
-            ra, rb = _topk_means(zv[a], banks[b]), _topk_means(zv[b], banks[a])
+            ra = _topk_means(zv[a][:, s0:s1], banks[f"{a}|{b}"][b].astype(np.float32))
+            rb = _topk_means(zv[b][:, s0:s1], banks[f"{a}|{b}"][a].astype(np.float32))
             scores = {"off": _score(s, groups)}
             for k in KS:
                 for w in WEIGHTS:
@@ -102,9 +135,8 @@ def choose_hubness(model: AlignmentModel, tr: FeatureTable, va: FeatureTable,
                 pairs[key] = {"k": int(k_), "weight": float(w_)}
             log.info("hubness %s: %s (val R@1 %.3f, off %.3f)", key, win, scores[win][0], scores["off"][0])
     if pairs:
-        used = sorted({c for key in pairs for c in key.split("|")})
-        out.hubness = {"pairs": pairs, "bank": {c: len(banks[c]) for c in used}}
-        out.banks = {c: torch.from_numpy(banks[c]) for c in used}
+        out.hubness = {"pairs": pairs, "bank": {key: {c: len(z) for c, z in banks[key].items()} for key in pairs}}
+        out.banks = {key: {c: torch.from_numpy(z) for c, z in banks[key].items()} for key in pairs}
     return out
 
 
@@ -124,6 +156,6 @@ def hub_model(model: AlignmentModel, cfg: RunConfig, choice: HubChoice) -> tuple
     c = copy.deepcopy(cfg)
     c.model.hubness = choice.hubness
     hubbed = AlignmentModel(c.model, model.specs, build_towers(c, model.specs))
-    banks = {f"hub.banks.{v}.z": t for v, t in choice.banks.items()}
+    banks = {f"hub.banks.{key}.{v}.z": t for key, sides in choice.banks.items() for v, t in sides.items()}
     hubbed.load_state_dict(model.state_dict() | banks, strict=True)
     return hubbed.eval(), c
