@@ -247,3 +247,31 @@ def test_corrected_run_is_served_over_http(tiny_run: Path, tmp_path: Path) -> No
     assert dim == hubbed.out_dim == plain.out_dim + 2 + 4
     assert_close_scaled(torch.from_numpy(got), torch.from_numpy(np.asarray(ref, dtype=np.float32)), rtol=1e-4)
     assert_close_scaled(torch.from_numpy(got).norm(dim=1), torch.ones(2), rtol=1e-5)
+
+
+def test_baselines_get_the_same_correction_chosen_on_validation() -> None:
+    """Every baseline but `random` chooses CSLS on validation like `train.hubness` (the planted noisy
+    pair: CCA gains there), its test vectors rank by the CSLS scores, and `hubness=False` keeps the
+    plain cosines."""
+    from crossalign.evaluate.baselines import run_baselines
+    from crossalign.evaluate.csls import csls_vectors, parse, topk_means
+    from crossalign.evaluate.retrieval import score_ranks
+
+    table = _noisy_pair()
+    sel: dict = {}
+    on = run_baselines(table, ["a", "b"], methods=["cca", "ridge", "random"], selected=sel)
+    off = run_baselines(table, ["a", "b"], methods=["cca", "ridge", "random"], hubness=False)
+    assert "csls" not in sel["random"]["a-b"]
+    cca = sel["cca"]["a-b"]["csls"]
+    assert cca["chosen"] != "off" and cca["val_gain"] > 0, cca
+    assert on["cca"]["mean/R@1"] != off["cca"]["mean/R@1"] and on["random"] == off["random"]
+
+    torch.manual_seed(0)
+    za, zb = (F.normalize(torch.randn(30, 8), dim=-1).numpy() for _ in range(2))
+    bank_a, bank_b = (F.normalize(torch.randn(50, 8), dim=-1).numpy() for _ in range(2))
+    k, w = parse("k10/w0.5")
+    csls = za @ zb.T - w * (topk_means(za, bank_b, (k,))[k][:, None] + topk_means(zb, bank_a, (k,))[k][None, :])
+    qa, qb = csls_vectors(za, zb, bank_a, bank_b, "k10/w0.5")
+    assert_close_scaled(torch.from_numpy(qa @ qb.T), torch.from_numpy(csls), rtol=1e-5)
+    assert (score_ranks(qb @ qa.T) == score_ranks(csls.T)).all()
+    assert csls_vectors(za, zb, bank_a, bank_b, "off")[0] is za

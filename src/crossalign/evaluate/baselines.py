@@ -11,6 +11,11 @@ as crossalign's heads are:
 - `encoder`: the encoders' own cosine, where both columns come from the same encoder;
 - `asif`: training-free relative representations over the train pairs as anchors (k, p tuned);
 - `random`: an untrained random projection of each view (the floor).
+
+Every baseline but `random` also gets the hubness correction crossalign's `train.hubness: auto` gets
+(CSLS, evaluate/csls.py: "off" or the best k and weight on validation, banks of its own projected
+training items), so a corrected model is never compared with plain-cosine baselines
+(`hubness=False` for the plain ones).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import numpy as np
 
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.closed_form import PairScorer
+from crossalign.evaluate.csls import OFF, choose_pair, csls_vectors
 from crossalign.evaluate.retrieval import retrieval_metrics
 from crossalign.evaluate.tuning import TUNERS, Fitted, ViewData
 
-__all__ = ["BASELINES", "DEFAULT_METHODS", "fit_baselines", "project", "run_baselines", "view_data",
-           "selection_split"]
+__all__ = ["BASELINES", "DEFAULT_METHODS", "baseline_vectors", "fit_baselines", "project", "run_baselines",
+           "view_data", "selection_split"]
 
 log = logging.getLogger(__name__)
 BASELINES = TUNERS
@@ -105,28 +111,70 @@ def project(f: Fitted, xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.n
             zb / np.linalg.norm(zb, axis=1, keepdims=True).clip(1e-9))
 
 
-def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",
-                  methods: list[str] | None = None, seed: int = 0, val_split: str = "val", progress: bool = False,
-                  selected: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
-    """{method: {"a->b/R@1": ...}} on the test split for every ordered pair of views.
+MAX_BANK = 4096  # training items a bank holds (as train/hubness.py)
 
-    `selected`, when given, receives {method: {"a-b": {"val": score, "params": {...}}}}: what the
-    validation split chose. The test split is read only after every choice is made."""
-    fits = fit_baselines(table, columns, train_split, methods, seed, val_split, progress, selected)
-    te = table.split(test_split)  # first read of the test split
-    groups = te.groups()
-    out: dict[str, dict[str, float]] = {}
+
+def _hub_choices(fits: dict[str, dict[tuple[str, str], Fitted]], tr: FeatureTable, va: FeatureTable,
+                 seed: int) -> dict[tuple[str, str, str], tuple[str, dict[str, Any], np.ndarray, np.ndarray]]:
+    """{(method, a, b): (CSLS choice, report, bank_a, bank_b)} for every fitted pair but `random`'s."""
+    rows = np.sort(np.random.default_rng(seed).permutation(len(tr))[:MAX_BANK])
+    out = {}
     for name, fs in fits.items():
-        res: dict[str, float] = {}
+        if name == "random":
+            continue
+        for (a, b), f in fs.items():
+            bank_a, bank_b = project(f, np.asarray(tr.features[a])[rows], np.asarray(tr.features[b])[rows])
+            za, zb = project(f, np.asarray(va.features[a]), np.asarray(va.features[b]))
+            win, scores = choose_pair(za, zb, bank_a, bank_b, va.groups())
+            report = {"chosen": win, "val_gain": round(scores[win][0] - scores[OFF][0], 6)}
+            out[(name, a, b)] = (win, report, bank_a, bank_b)
+    return out
+
+
+def baseline_vectors(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",
+                     methods: list[str] | None = None, seed: int = 0, val_split: str = "val", progress: bool = False,
+                     selected: dict[str, Any] | None = None, hubness: bool = True
+                     ) -> tuple[dict[str, dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]], np.ndarray | None]:
+    """({method: {(a, b): (test vectors of a, of b)}}, the test split's groups): every baseline fitted,
+    tuned and (`hubness`) CSLS-chosen on validation before the test split is first read.
+
+    `selected`, when given, receives {method: {"a-b": {"val": score, "params": {...}, "csls": {...}}}}:
+    what the validation split chose."""
+    fits = fit_baselines(table, columns, train_split, methods, seed, val_split, progress, selected)
+    hub = _hub_choices(fits, *selection_split(table, train_split, val_split, seed), seed) if hubness else {}
+    if selected is not None:
+        for (name, a, b), (_, report, _, _) in hub.items():
+            selected[name][f"{a}-{b}"]["csls"] = report
+    te = table.split(test_split)  # first read of the test split
+    out: dict[str, dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]] = {}
+    for name, fs in fits.items():
+        out[name] = {}
         for (a, b), f in fs.items():
             za, zb = project(f, te.features[a], te.features[b])
+            if (name, a, b) in hub:
+                win, _, bank_a, bank_b = hub[(name, a, b)]
+                za, zb = csls_vectors(za, zb, bank_a, bank_b, win)
+            out[name][(a, b)] = (za, zb)
+    return out, te.groups()
+
+
+def run_baselines(table: FeatureTable, columns: list[str], train_split: str = "train", test_split: str = "test",
+                  methods: list[str] | None = None, seed: int = 0, val_split: str = "val", progress: bool = False,
+                  selected: dict[str, Any] | None = None, hubness: bool = True) -> dict[str, dict[str, float]]:
+    """{method: {"a->b/R@1": ...}} on the test split for every ordered pair of views (`baseline_vectors`)."""
+    from crossalign.evaluate.evaluators import mean_over_directions
+
+    vecs, groups = baseline_vectors(table, columns, train_split, test_split, methods, seed, val_split, progress,
+                                    selected, hubness)
+    out: dict[str, dict[str, float]] = {}
+    for name, pairs in vecs.items():
+        res: dict[str, float] = {}
+        for (a, b), (za, zb) in pairs.items():
             for q, d, key in ((za, zb, f"{a}->{b}"), (zb, za, f"{b}->{a}")):
                 for k, v in retrieval_metrics(q, d, groups).items():
                     res[f"{key}/{k}"] = v
         if not res:
             continue
-        from crossalign.evaluate.evaluators import mean_over_directions
-
         res.update(mean_over_directions(res))
         out[name] = res
     return out

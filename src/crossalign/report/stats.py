@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from crossalign.data.features import FeatureTable
-from crossalign.evaluate.baselines import fit_baselines, project
+from crossalign.evaluate.baselines import baseline_vectors
 from crossalign.evaluate.retrieval import ranks
 
 __all__ = ["model_ranks", "baseline_ranks", "metrics_from_ranks", "bootstrap", "METRICS"]
@@ -33,15 +33,13 @@ def baseline_ranks(
     seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """{method: {"a->b": ranks}} with the baselines of `evaluate.baselines`: fitted on the train split,
-    hyperparameters chosen on validation, exactly as `crossalign benchmark` scores them."""
-    fits = fit_baselines(table, list(columns), train_split, list(methods), seed)
-    te = table.split(test_split)
-    groups = te.groups()
+    hyperparameters and the hubness correction chosen on validation, exactly as `crossalign benchmark`
+    scores them."""
+    vecs, groups = baseline_vectors(table, list(columns), train_split, test_split, list(methods), seed)
     out: dict[str, dict[str, np.ndarray]] = {}
-    for name, fs in fits.items():
+    for name, pairs in vecs.items():
         res = {}
-        for (a, b), f in fs.items():
-            za, zb = project(f, te.features[a], te.features[b])
+        for (a, b), (za, zb) in pairs.items():
             res[f"{a}->{b}"], res[f"{b}->{a}"] = ranks(za, zb, groups), ranks(zb, za, groups)
         out[name] = res
     return out

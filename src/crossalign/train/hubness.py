@@ -1,7 +1,7 @@
 """`train.hubness: auto`: after routing, correct hubness (CSLS, align/hubness.py) on the pairs of views
-where the validation split says it pays.
+where the validation split says it pays (the choice itself: evaluate/csls.py, which the baselines use too).
 
-Per pair (a, b), candidates are "off" and every (k, w) of the grid below: the validation score matrix
+Per pair (a, b), candidates are "off" and every (k, w) of evaluate/csls.py's grid: the validation score matrix
 s(x, y) - w (r_a(y) + r_b(x)), with r the mean similarity to the k nearest items of the other view's
 bank (its training items, paired and unpaired, in the model's space). Each is scored by R@1 averaged
 over a -> b and b -> a, then MRR; a candidate replaces "off" only when strictly better, so a pair that
@@ -24,12 +24,11 @@ from crossalign.align.io import build_towers
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
-from crossalign.evaluate.retrieval import score_ranks
+from crossalign.evaluate.csls import choose_pair, parse
 
 __all__ = ["HubChoice", "choose_hubness", "hub_model", "pair_banks", "unhubbed"]
 
 log = logging.getLogger(__name__)
-KS, WEIGHTS = (10, 30, 100), (0.5, 1.0)  # neighbours in the bank; weight of the penalty
 MAX_BANK = 4096  # bank items per view (a seeded sample beyond: each query pays bank x dim)
 # values per bank (float16: 8 MiB): a wide block (a routed pair's mixture, ~2 400 wide on emoji) keeps
 # fewer items, never under MIN_BANK. Emoji's 1 458 items fit whole: a cap at a quarter of this cost
@@ -45,12 +44,6 @@ class HubChoice:
         self.hubness: dict[str, Any] = {}
         self.banks: dict[str, dict[str, torch.Tensor]] = {}
         self.report: dict[str, Any] = {}
-
-
-def _score(s: np.ndarray, groups: np.ndarray | None) -> tuple[float, float]:
-    """(R@1, MRR) of an (N, N) score matrix, averaged over rows -> columns and columns -> rows."""
-    ra, rb = score_ranks(s, groups), score_ranks(s.T, groups)
-    return float(((ra <= 1).mean() + (rb <= 1).mean()) / 2), float(((1 / ra).mean() + (1 / rb).mean()) / 2)
 
 
 @torch.inference_mode()
@@ -97,12 +90,6 @@ def pair_banks(model: AlignmentModel, banks: Mapping[str, tuple[np.ndarray, np.n
     return out
 
 
-def _topk_means(z: np.ndarray, bank: np.ndarray) -> dict[int, np.ndarray]:
-    """{k: (N,)} mean similarity of each row of z to its k nearest bank rows, for every k of KS."""
-    s = -np.sort(-(z @ bank.T), axis=1)  # (N, n) descending
-    return {k: s[:, :min(k, s.shape[1])].mean(1) for k in KS}
-
-
 def choose_hubness(model: AlignmentModel, tr: FeatureTable, va: FeatureTable,
                    extra: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> HubChoice:
     """Per pair of `model`'s views (a model without a correction, in eval mode), "off" or the best (k, w)
@@ -118,21 +105,15 @@ def choose_hubness(model: AlignmentModel, tr: FeatureTable, va: FeatureTable,
     pairs: dict[str, dict[str, Any]] = {}
     for i, a in enumerate(cols):
         for b in cols[i + 1:]:
-            s0, s1 = blocks.get(f"{a}|{b}", (0, model.out_dim))
-            s = zv[a] @ zv[b].T  # (N, N)
-            ra = _topk_means(zv[a][:, s0:s1], banks[f"{a}|{b}"][b].astype(np.float32))
-            rb = _topk_means(zv[b][:, s0:s1], banks[f"{a}|{b}"][a].astype(np.float32))
-            scores = {"off": _score(s, groups)}
-            for k in KS:
-                for w in WEIGHTS:
-                    scores[f"k{k}/w{w}"] = _score(s - w * (ra[k][:, None] + rb[k][None, :]), groups)
-            win = max(scores, key=lambda m: (scores[m], -list(scores).index(m)))  # ties keep the earlier
             key = f"{a}|{b}"
+            s0, s1 = blocks.get(key, (0, model.out_dim))
+            win, scores = choose_pair(zv[a][:, s0:s1], zv[b][:, s0:s1], banks[key][a].astype(np.float32),
+                                      banks[key][b].astype(np.float32), groups)
             out.report[key] = {"chosen": win, "val_R@1": {m: v[0] for m, v in scores.items()},
                                "gain": scores[win][0] - scores["off"][0]}
             if win != "off":
-                k_, w_ = win[1:].split("/w")
-                pairs[key] = {"k": int(k_), "weight": float(w_)}
+                k_, w_ = parse(win)
+                pairs[key] = {"k": k_, "weight": w_}
             log.info("hubness %s: %s (val R@1 %.3f, off %.3f)", key, win, scores[win][0], scores["off"][0])
     if pairs:
         out.hubness = {"pairs": pairs, "bank": {key: {c: len(z) for c, z in banks[key].items()} for key in pairs}}
