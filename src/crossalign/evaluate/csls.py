@@ -26,10 +26,18 @@ def parse(name: str) -> tuple[int, float]:
     return int(k), float(w)
 
 
-def topk_means(z: np.ndarray, bank: np.ndarray, ks: tuple[int, ...] = KS) -> dict[int, np.ndarray]:
-    """{k: (N,)} mean similarity of each row of z to its k nearest bank rows."""
-    s = -np.sort(-(z @ bank.T), axis=1)  # (N, n) descending
-    return {k: s[:, :min(k, s.shape[1])].mean(1) for k in ks}
+def topk_means(z: np.ndarray, bank: np.ndarray, ks: tuple[int, ...] = KS, chunk: int = 1024) -> dict[int, np.ndarray]:
+    """{k: (N,)} mean similarity of each row of z to its k nearest bank rows (rows in chunks, so a large
+    split never holds its whole (N, n) score matrix; only the top max(ks) are sorted)."""
+    top = min(max(ks), len(bank))
+    parts = []
+    for i in range(0, len(z), chunk):
+        s = z[i:i + chunk] @ bank.T  # (c, n)
+        if top < s.shape[1]:
+            s = -np.partition(-s, top - 1, axis=1)[:, :top]  # (c, top): the top values, unordered
+        parts.append(-np.sort(-s, axis=1))  # descending
+    s = np.concatenate(parts) if parts else np.zeros((0, top), z.dtype)
+    return {k: s[:, :min(k, top)].mean(1) for k in ks}
 
 
 def _score(s: np.ndarray, groups: np.ndarray | None) -> tuple[float, float]:
