@@ -32,8 +32,16 @@ from crossalign.evaluate.csls import OFF, choose_pair, csls_vectors
 from crossalign.evaluate.retrieval import retrieval_metrics
 from crossalign.evaluate.tuning import TUNERS, Fitted, ViewData
 
-__all__ = ["BASELINES", "DEFAULT_METHODS", "baseline_vectors", "fit_baselines", "project", "run_baselines",
-           "view_data", "selection_split"]
+__all__ = [
+    "BASELINES",
+    "DEFAULT_METHODS",
+    "baseline_vectors",
+    "fit_baselines",
+    "project",
+    "run_baselines",
+    "selection_split",
+    "view_data",
+]
 
 log = logging.getLogger(__name__)
 BASELINES = TUNERS

@@ -14,7 +14,7 @@ import numpy as np
 
 from crossalign.evaluate.retrieval import score_ranks
 
-__all__ = ["KS", "WEIGHTS", "OFF", "choose_pair", "csls_vectors", "parse", "topk_means"]
+__all__ = ["KS", "OFF", "WEIGHTS", "choose_pair", "csls_vectors", "parse", "topk_means"]
 
 KS, WEIGHTS = (10, 30, 100), (0.5, 1.0)  # neighbours in the bank; weight of the penalty
 OFF = "off"
