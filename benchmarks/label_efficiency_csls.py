@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from label_efficiency import BASELINES, _config  # noqa: E402  (the same baselines and config)
+from label_efficiency import BASELINES, _config  # the same baselines and config
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--data", required=True)
