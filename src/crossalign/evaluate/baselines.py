@@ -28,7 +28,7 @@ import numpy as np
 
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.closed_form import PairScorer
-from crossalign.evaluate.csls import OFF, choose_pair, csls_vectors
+from crossalign.evaluate.csls import MAX_BANK, OFF, choose_pair, csls_vectors
 from crossalign.evaluate.retrieval import retrieval_metrics
 from crossalign.evaluate.tuning import TUNERS, Fitted, ViewData
 
@@ -117,9 +117,6 @@ def project(f: Fitted, xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.n
     za, zb = (np.asarray(z, np.float32) for z in (f.maps[0](xa), f.maps[1](xb)))
     return (za / np.linalg.norm(za, axis=1, keepdims=True).clip(1e-9),
             zb / np.linalg.norm(zb, axis=1, keepdims=True).clip(1e-9))
-
-
-MAX_BANK = 4096  # training items a bank holds (as train/hubness.py)
 
 
 def _hub_choices(fits: dict[str, dict[tuple[str, str], Fitted]], tr: FeatureTable, va: FeatureTable,

@@ -14,10 +14,11 @@ import numpy as np
 
 from crossalign.evaluate.retrieval import score_ranks
 
-__all__ = ["KS", "OFF", "WEIGHTS", "choose_pair", "csls_vectors", "parse", "topk_means"]
+__all__ = ["KS", "MAX_BANK", "OFF", "WEIGHTS", "choose_pair", "csls_vectors", "parse", "topk_means"]
 
 KS, WEIGHTS = (10, 30, 100), (0.5, 1.0)  # neighbours in the bank; weight of the penalty
 OFF = "off"
+MAX_BANK = 4096  # training items a bank holds (a seeded sample beyond: each query pays bank x width)
 
 
 def parse(name: str) -> tuple[int, float]:

@@ -24,12 +24,11 @@ from crossalign.align.io import build_towers
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
-from crossalign.evaluate.csls import choose_pair, parse
+from crossalign.evaluate.csls import MAX_BANK, choose_pair, parse
 
 __all__ = ["HubChoice", "choose_hubness", "hub_model", "pair_banks", "unhubbed"]
 
 log = logging.getLogger(__name__)
-MAX_BANK = 4096  # bank items per view (a seeded sample beyond: each query pays bank x dim)
 # values per bank (float16: 8 MiB): a wide block (a routed pair's mixture, ~2 400 wide on emoji) keeps
 # fewer items, never under MIN_BANK. Emoji's 1 458 items fit whole: a cap at a quarter of this cost
 # 0.005 test mean R@1 there (fewer items, noisier neighbourhoods), this one nothing (README)
