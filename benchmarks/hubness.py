@@ -30,6 +30,23 @@ from crossalign.evaluate.run_eval import evaluate_model, load_table
 from crossalign.train.hubness import choose_hubness, hub_model, unhubbed
 
 
+def one_item_ms(model, feats, reps: int = 40) -> float:  # type: ignore[no-untyped-def]
+    """Median milliseconds to embed one item (what `serve` does per single request), over the views."""
+    import numpy as np
+    import torch
+
+    times = []
+    with torch.inference_mode():
+        for c, f in feats.items():
+            x = torch.from_numpy(np.asarray(f[:1]))
+            model.embed(c, x)  # warm-up (and the float32 copy of a float16 bank)
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                model.embed(c, x)
+                times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
 def directions(metrics: dict[str, float]) -> dict[str, float]:
     return {k.removesuffix("/R@1"): v for k, v in metrics.items()
             if k.endswith("/R@1") and "->" in k and not k.startswith("mean")}
@@ -46,6 +63,9 @@ for run in a.runs:
     test = {"off": directions(evaluate_model(model, cfg, table, "test", evaluators=("retrieval",)).metrics)}
     on = hub_model(model, cfg, choice) if choice.hubness else (model, cfg)
     test["on"] = directions(evaluate_model(*on, table, "test", evaluators=("retrieval",)).metrics)
+    te = table.split("test")
+    feats = {c: te.features[c] for c in cfg.model.columns if c in te.features}
+    ms = {"off": round(one_item_ms(model, feats), 3), "on": round(one_item_ms(on[0], feats), 3)}
     hub = on[0].hub
     bank_mb = sum(b.numel() * b.element_size() for b in hub.buffers()) / 2**20 if hub is not None else 0.0  # stored
     found = [p for p in (run / "benchmark.json", run.parent / "benchmark.json") if p.exists()]
@@ -53,9 +73,9 @@ for run in a.runs:
     base = {m: {d: bench[m][f"{d}/R@1"] for d in test["on"] if f"{d}/R@1" in bench[m]}
             for m in bench if m not in ("crossalign", "random")}
     per_run.append({"run": str(run), "fit_s": round(fit_s, 1), "test": test, "baselines": base,
-                    "n_test": len(table.split("test")), "bank_MiB": round(bank_mb, 1),
+                    "n_test": len(table.split("test")), "bank_MiB": round(bank_mb, 1), "one_item_ms": ms,
                     "chosen": {k: {"chosen": r["chosen"], "val_gain": r["gain"]} for k, r in choice.report.items()}})
-    print(f"{run}: {fit_s:.1f} s, banks {bank_mb:.1f} MiB; " + ", ".join(f"{k}: {r['chosen']} ({r['gain']:+.3f})"
+    print(f"{run}: {fit_s:.1f} s, banks {bank_mb:.1f} MiB, one item {ms['off']:.2f} -> {ms['on']:.2f} ms; " + ", ".join(f"{k}: {r['chosen']} ({r['gain']:+.3f})"
                                                 for k, r in choice.report.items()), flush=True)
 
 dirs = list(per_run[0]["test"]["on"])
