@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossalign.evaluate.retrieval import score_ranks
+from crossalign.evaluate.retrieval import score_margin, score_ranks
 
-__all__ = ["KS", "MAX_BANK", "OFF", "WEIGHTS", "choose_pair", "csls_vectors", "parse", "topk_means"]
+__all__ = ["KS", "MAX_BANK", "OFF", "WEIGHTS", "choose_pair", "choose_pair_margin", "csls_vectors", "parse", "topk_means"]
 
 KS, WEIGHTS = (10, 30, 100), (0.5, 1.0)  # neighbours in the bank; weight of the penalty
 OFF = "off"
@@ -51,14 +51,29 @@ def choose_pair(za: np.ndarray, zb: np.ndarray, bank_a: np.ndarray, bank_b: np.n
                 groups: np.ndarray | None) -> tuple[str, dict[str, tuple[float, float]]]:
     """Validation vectors of the two views (row i of each a pair) and their banks -> (winner, {candidate:
     (R@1, MRR)}); ties keep the earlier candidate, so "off" unless a correction is strictly better."""
+    win, scores, _ = choose_pair_margin(za, zb, bank_a, bank_b, groups, margin=False)
+    return win, scores
+
+
+def choose_pair_margin(za: np.ndarray, zb: np.ndarray, bank_a: np.ndarray, bank_b: np.ndarray,
+                       groups: np.ndarray | None, margin: bool = True) -> tuple[str, dict[str, tuple[float, float]], float]:
+    """`choose_pair`, and the winner's `score_margin` averaged over both directions (0.0 unless `margin`)."""
     s = za @ zb.T  # (N, N)
     ra, rb = topk_means(za, bank_b), topk_means(zb, bank_a)
-    scores = {OFF: _score(s, groups)}
-    for k in KS:
-        for w in WEIGHTS:
-            scores[f"k{k}/w{w}"] = _score(s - w * (ra[k][:, None] + rb[k][None, :]), groups)
-    order = list(scores)
-    return max(order, key=lambda m: (scores[m], -order.index(m))), scores
+
+    def matrix(name: str) -> np.ndarray:  # (N, N) the pair's scores with `name` applied
+        if name == OFF:
+            return s
+        k, w = parse(name)
+        return s - w * (ra[k][:, None] + rb[k][None, :])
+
+    order = [OFF] + [f"k{k}/w{w}" for k in KS for w in WEIGHTS]
+    scores = {m: _score(matrix(m), groups) for m in order}
+    win = max(order, key=lambda m: (scores[m], -order.index(m)))
+    if not margin:
+        return win, scores, 0.0
+    best = matrix(win)
+    return win, scores, (score_margin(best, groups) + score_margin(best.T, groups)) / 2
 
 
 def csls_vectors(za: np.ndarray, zb: np.ndarray, bank_a: np.ndarray, bank_b: np.ndarray,

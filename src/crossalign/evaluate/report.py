@@ -96,8 +96,9 @@ def routes_table(train_result: dict[str, Any], title: str = "") -> Table | None:
     routes = train_result.get("routes") or {}
     if not routes:
         return None
-    t = Table(title=title or ("per-pair routing on validation (R@1, both directions)" if train_result.get("routed")
-                              else "per-pair candidates on validation: every pair kept the joint space"))
+    served = " as served, with the CSLS correction" if any("val_plain" in r for r in routes.values()) else ""
+    t = Table(title=title or (f"per-pair routing on validation (R@1, both directions{served})" if train_result.get("routed")
+                              else f"per-pair candidates on validation{served}: every pair kept the joint space"))
     for name, just in (("pair", "left"), ("served by", "left"), ("margin", "right"), ("joint", "right"),
                        ("closed form", "right"), ("asif", "right"), ("mix", "right")):
         t.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]

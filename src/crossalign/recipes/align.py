@@ -193,7 +193,7 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
     from crossalign.align.embed import embed_table
     from crossalign.align.io import load_run
     from crossalign.evaluate.evaluators import RetrievalEvaluator
-    from crossalign.train.routing import choose_routes, joint_model, routed_model
+    from crossalign.train.routing import choose_routes, joint_model, pair_closed_forms, routed_model
 
     t0 = time.perf_counter()
     tuned_tops = [v.column for v in cfg.model.views if (v.options or {}).get("tune_last")]
@@ -202,10 +202,8 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
         return {"routed": False, "routes": {}, "route_skipped": f"tune_last on {tuned_tops}"}
     loaded = load_run(out)
     model, cfg_w = joint_model(*loaded)  # a resumed run routed (and corrected) before is routed afresh
-    # Two views started from their closed form already had it as a candidate: only ASIF is new there.
-    again = len(cfg.model.columns) > 2 or cfg.train.start == "scratch"
-    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=again,
-                           mix=cfg.train.route == "auto", extra=extra)
+    choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=pair_closed_forms(cfg),
+                           mix=cfg.train.route == "auto", extra=extra, hubness=cfg.train.hubness != "off")
     if not choice.routes:
         if loaded[0] is not model:  # it was routed before; now every pair keeps the joint space
             save_model(model, cfg_w, out, "best")

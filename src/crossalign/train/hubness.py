@@ -26,7 +26,8 @@ from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable
 from crossalign.evaluate.csls import MAX_BANK, choose_pair, parse
 
-__all__ = ["HubChoice", "choose_hubness", "hub_model", "pair_banks", "unhubbed"]
+__all__ = ["HubChoice", "bank_extra", "bank_rows", "bank_sample", "choose_hubness", "hub_model", "pair_banks",
+           "sample_banks", "unhubbed"]
 
 log = logging.getLogger(__name__)
 # values per bank (float16: 8 MiB): a wide block (a routed pair's mixture, ~2 400 wide on emoji) keeps
@@ -45,31 +46,52 @@ class HubChoice:
         self.report: dict[str, Any] = {}
 
 
-@torch.inference_mode()
-def _banks(model: AlignmentModel, tr: FeatureTable, extra: Mapping[str, np.ndarray] | None,
-           seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{view: (bank (n, dim), rank (n,))}: a seeded sample of at most MAX_BANK of the view's training
-    items (the paired rows, then its unpaired items) in the model's space, in item order; `rank` is each
-    item's place in the sample's random order, so the first m by rank are themselves a seeded sample.
-    Only the sampled items are embedded (a routed vector can be many thousands wide)."""
-    skip = set(tuned_columns(model))  # a fine-tuned tower reads raw items; unpaired ones are features
+def bank_sample(n_rows: int, n_extra: Mapping[str, int], columns: list[str], seed: int
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{view: (items, rank)}: a seeded sample of at most MAX_BANK of the view's training items (index < n_rows:
+    a paired train row; beyond: its unpaired item index - n_rows), in item order; `rank` is each item's
+    place in the sample's random order, so the first m by rank are themselves a seeded sample. Routing
+    (train/routing.py) draws the same sample, so what it scores is what this stage corrects with."""
     rng = np.random.default_rng(seed)
     out = {}
-    for c in model.columns:
-        ext = np.asarray(extra[c]) if extra is not None and c in extra and c not in skip else None
-        n_ext = 0 if ext is None else len(ext)
-        pick = rng.permutation(len(tr) + n_ext)[:MAX_BANK]
-        rank = np.empty(len(tr) + n_ext, np.int64)
+    for c in columns:
+        n = n_rows + n_extra.get(c, 0)
+        pick = rng.permutation(n)[:MAX_BANK]
+        rank = np.empty(n, np.int64)
         rank[pick] = np.arange(len(pick))
         sel = np.sort(pick)
+        out[c] = (sel, rank[sel])
+    return out
+
+
+def bank_extra(model: AlignmentModel, extra: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The unpaired items that join each view's bank: none for a fine-tuned tower (it reads raw items,
+    unpaired ones are features)."""
+    skip = set(tuned_columns(model))
+    return {c: np.asarray(extra[c]) for c in model.columns if extra is not None and c in extra and c not in skip}
+
+
+@torch.inference_mode()
+def sample_banks(model: AlignmentModel, tr: FeatureTable, extra: Mapping[str, np.ndarray] | None,
+           seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{view: (bank (n, dim), rank (n,))}: `bank_sample`'s items in the model's space. Only the sampled
+    items are embedded (a routed vector can be many thousands wide)."""
+    ext = bank_extra(model, extra)
+    out = {}
+    for c, (sel, rank) in bank_sample(len(tr), {c: len(x) for c, x in ext.items()}, model.columns, seed).items():
         mask = np.zeros(len(tr), bool)
         mask[sel[sel < len(tr)]] = True
         parts = [embed_table(model, tr.subset(mask), columns=[c])[c]]
-        if ext is not None:
-            x = torch.from_numpy(ext[sel[sel >= len(tr)] - len(tr)])
+        if c in ext:
+            x = torch.from_numpy(ext[c][sel[sel >= len(tr)] - len(tr)])
             parts += [model.embed(c, x[i:i + 1024]).float().numpy() for i in range(0, len(x), 1024)]
-        out[c] = (np.concatenate(parts).astype(np.float32), rank[sel])
+        out[c] = (np.concatenate(parts).astype(np.float32), rank)
     return out
+
+
+def bank_rows(width: int) -> int:
+    """How many items (the first by rank) a bank `width` wide keeps: MAX_FLOATS values, at least MIN_BANK."""
+    return max(MIN_BANK, MAX_FLOATS // max(1, width))
 
 
 def pair_banks(model: AlignmentModel, banks: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -84,7 +106,7 @@ def pair_banks(model: AlignmentModel, banks: Mapping[str, tuple[np.ndarray, np.n
         out[key] = {}
         for c in key.split("|"):
             z, rank = banks[c]
-            keep = np.sort(np.argsort(rank, kind="stable")[:max(MIN_BANK, MAX_FLOATS // (s1 - s0))])
+            keep = rank < bank_rows(s1 - s0)  # ranks are 0..n-1: the first by rank, in item order
             out[key][c] = np.ascontiguousarray(z[keep, s0:s1]).astype(np.float16)
     return out
 
@@ -98,7 +120,7 @@ def choose_hubness(model: AlignmentModel, tr: FeatureTable, va: FeatureTable,
         raise ValueError("choose_hubness needs the model without its hubness correction (see unhubbed)")
     cols = model.columns
     keys = [f"{a}|{b}" for i, a in enumerate(cols) for b in cols[i + 1:]]
-    banks = pair_banks(model, _banks(model, tr, extra, seed), keys)
+    banks = pair_banks(model, sample_banks(model, tr, extra, seed), keys)
     blocks = model.router.blocks if model.router is not None else {}
     zv, groups = embed_table(model, va), va.groups()
     pairs: dict[str, dict[str, Any]] = {}

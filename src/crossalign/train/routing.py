@@ -9,8 +9,9 @@ baseline). Every closed form the tuners fitted is a candidate (CCA, kernel CCA, 
 shared encoder space), not only the pair's best one. With `train.route: auto` the best `MIX_TOP` single
 candidates are also mixed at score level: the block sqrt(w1) u1 (+) sqrt(w2) u2 (+) ... gives the
 similarity sum_i w_i cos_i, the weights on a grid of quarters (align/routes.py). Each candidate and
-mixture is scored on validation by R@1 averaged over a->b and b->a; ties go to the simpler route (fewer
-parts, then MRR, then the earlier candidate: joint first). The test split is never read. When every
+mixture is scored on validation by R@1 averaged over a->b and b->a (with `hubness`, as served after the
+CSLS correction: train/route_csls.py); ties go to the simpler route (fewer parts, then MRR, then the
+standardised margin, then the earlier candidate: joint first). The test split is never read. When every
 pair keeps `joint` the model is unchanged; otherwise the winners become `model.routes` and fixed blocks
 of the model.
 """
@@ -34,10 +35,11 @@ from crossalign.config import RunConfig
 from crossalign.data.features import FeatureTable, with_unpaired
 from crossalign.encoders import EncoderSpec
 from crossalign.evaluate.closed_form import PairScorer
-from crossalign.evaluate.retrieval import retrieval_metrics
+from crossalign.evaluate.retrieval import retrieval_metrics, score_margin
+from crossalign.train.route_csls import HubScorer
 from crossalign.train.start import apply_closed_form, fit_closed_form
 
-__all__ = ["choose_routes", "RouteChoice", "joint_model", "routed_model"]
+__all__ = ["RouteChoice", "choose_routes", "joint_model", "pair_closed_forms", "routed_model"]
 
 log = logging.getLogger(__name__)
 MAX_WIDTH = 512  # components a pair's closed form may keep (the baselines' PCA cap)
@@ -56,10 +58,18 @@ class RouteChoice:
         self.mix_s = 0.0  # seconds spent scoring mixtures (the candidates' fits are the rest)
 
 
+def pair_closed_forms(cfg: RunConfig) -> bool:
+    """Whether routing fits each pair's own closed forms. Two views started from their closed form already
+    had it as a start candidate, compared uncorrected; with `train.hubness` on, the pair's closed forms
+    are candidates again, scored as served (cedict: 0.669 -> 0.676 test mean R@1, README)."""
+    return len(cfg.model.columns) > 2 or cfg.train.start == "scratch" or cfg.train.hubness != "off"
+
+
 def _pair_score(za: np.ndarray, zb: np.ndarray, groups: np.ndarray | None, a: str, b: str) -> dict[str, float]:
     ab, ba = retrieval_metrics(za, zb, groups), retrieval_metrics(zb, za, groups)
+    s = za @ zb.T  # (N, N)
     return {f"{a}->{b}": ab["R@1"], f"{b}->{a}": ba["R@1"], "R@1": (ab["R@1"] + ba["R@1"]) / 2,
-            "MRR": (ab["MRR"] + ba["MRR"]) / 2}
+            "MRR": (ab["MRR"] + ba["MRR"]) / 2, "margin": (score_margin(s, groups) + score_margin(s.T, groups)) / 2}
 
 
 def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable, a: str, b: str, dim: int,
@@ -125,27 +135,36 @@ def _weights(n: int) -> list[tuple[int, ...]]:
 
 
 def _mixtures(cands: dict[str, dict[str, float]], vals: dict[str, dict[str, np.ndarray]], groups: np.ndarray | None,
-              a: str, b: str) -> dict[str, tuple[list[tuple[str, float]], dict[str, float]]]:
-    """Score-level mixtures of the best MIX_TOP single candidates on validation: {name: (parts, scores)}."""
+              a: str, b: str, hub: HubScorer | None = None, fitted: dict[str, Any] | None = None
+              ) -> dict[str, tuple[list[tuple[str, float]], dict[str, float]]]:
+    """Score-level mixtures of the best MIX_TOP single candidates on validation: {name: (parts, scores)}
+    (`hub`: each scored with its best CSLS correction, as `cands` then are)."""
     top = sorted(vals, key=lambda m: (cands[m]["R@1"], cands[m]["MRR"]), reverse=True)[:MIX_TOP]
     out = {}
     for w in _weights(len(top)) if len(top) > 1 else []:
         parts = [(m, x / MIX_STEPS) for m, x in zip(top, w) if x]
-        z = {c: np.concatenate([vals[m][c] * np.sqrt(x) for m, x in parts], 1) for c in (a, b)}  # unit rows
-        out["+".join(f"{m}*{x:.2f}" for m, x in parts)] = (parts, _pair_score(z[a], z[b], groups, a, b))
+        if hub is not None:
+            scores = hub.score(a, b, parts, vals, fitted or {})
+        else:
+            z = {c: np.concatenate([vals[m][c] * np.sqrt(x) for m, x in parts], 1) for c in (a, b)}  # unit rows
+            scores = _pair_score(z[a], z[b], groups, a, b)
+        out["+".join(f"{m}*{x:.2f}" for m, x in parts)] = (parts, scores)
     return out
 
 
 def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: FeatureTable,
                   seed: int = 0, closed_forms: bool = True, mix: bool = True,
-                  single: RouteChoice | None = None, extra: Extra = None) -> RouteChoice:
+                  single: RouteChoice | None = None, extra: Extra = None, hubness: bool = False) -> RouteChoice:
     """Per pair of `model`'s views, the best on validation of the joint space, the pair's closed forms,
     ASIF and (`mix`) their mixtures (see the module docstring). `model` is the joint winner, in eval
     mode. `closed_forms`: False when the joint start already was that pair's closed form (two views).
     `single`: also filled with the choice among single candidates, from the same fits (benchmarks).
     `extra`: unpaired items per view (semi-supervised runs): the pairs' closed forms standardise their
-    inputs as the run does and may use their PCA axes (`semi_cca`); ASIF's anchors stay the pairs."""
+    inputs as the run does and may use their PCA axes (`semi_cca`); ASIF's anchors stay the pairs.
+    `hubness`: score every candidate and mixture with its best CSLS correction, as `train.hubness: auto` will
+    serve it (train/route_csls.py); the plain scores are kept in the report (`val_plain`)."""
     out = RouteChoice()
+    hub = HubScorer(model, tr, va, extra, seed) if hubness else None
     cols, groups = model.columns, va.groups()
     joint = embed_table(model, va)
     inputs = {c: linear_input_shape(model.specs[c], c in model.towers) for c in cols}
@@ -162,13 +181,19 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
                     vals[m], fitted[m] = val, (route, mods)
                 route, banks, val = _asif(tr, va, a, b, asif_cache)
                 vals["asif"], fitted["asif"] = val, (route, banks)
-            cands = {m: _pair_score(v[a], v[b], groups, a, b) for m, v in vals.items()}
+            cands = plain = {m: _pair_score(v[a], v[b], groups, a, b) for m, v in vals.items()}
+            if hub is not None:
+                cands = {m: hub.score(a, b, [(m, 1.0)], vals, fitted) for m in vals}
             t0 = time.perf_counter()
-            mixes = _mixtures(cands, vals, groups, a, b) if mix else {}
+            mixes = _mixtures(cands, vals, groups, a, b, hub, fitted) if mix else {}
             out.mix_s += time.perf_counter() - t0
             _select(out, key, cands, mixes, fitted)
             if single is not None:
                 _select(single, key, cands, {}, fitted)
+            if hub is not None:
+                for choice in (out, single):
+                    if choice is not None:
+                        choice.report[key]["val_plain"] = plain
     for choice in (out, single):
         if choice is not None and all(r["method"] == "joint" for r in choice.routes.values()):
             choice.routes = {}
@@ -177,10 +202,12 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
 
 def _select(out: RouteChoice, key: str, cands: dict[str, dict[str, float]],
             mixes: dict[str, tuple[list[tuple[str, float]], dict[str, float]]], fitted: dict[str, Any]) -> None:
-    """The pair's winner into `out`: best R@1, ties to fewer parts, then MRR, then the earlier candidate."""
+    """The pair's winner into `out`: best R@1, ties to fewer parts, then MRR, then the standardised margin
+    (`score_margin`: where a small validation split saturates R@1 and MRR), then the earlier candidate."""
     order = list(cands) + list(mixes)  # singles first (joint first), then mixtures
     scores = cands | {n: s for n, (_, s) in mixes.items()}
-    win = max(order, key=lambda m: (scores[m]["R@1"], -m.count("+"), scores[m]["MRR"], -order.index(m)))
+    win = max(order, key=lambda m: (scores[m]["R@1"], -m.count("+"), scores[m]["MRR"], scores[m].get("margin", 0.0),
+                                    -order.index(m)))
     runner = max((scores[m]["R@1"] for m in cands if m != win), default=None)
     if win in mixes:
         parts = mixes[win][0]
