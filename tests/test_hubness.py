@@ -151,7 +151,10 @@ def _config(out: Path, hubness: str):  # type: ignore[no-untyped-def]
     return RunConfig.from_dict({"model": {"views": [{"column": c, "encoder": f"synthetic:{c}"} for c in "ab"],
                                           "dim": 16},
                                 "train": {"out": str(out), "epochs": 2, "progress": False, "seed": 0, "data": "unused",
-                                          "start": "closed_form", "hubness": hubness}})
+                                          "start": "closed_form", "hubness": hubness,
+                                          # the joint model alone: with the correction on, a two-view run
+                                          # may also be routed to its closed forms (tests/test_route_csls.py)
+                                          "route": "off"}})
 
 
 def test_chosen_correction_is_what_the_run_serves(tmp_path: Path) -> None:
@@ -217,13 +220,13 @@ def test_corrected_run_is_served_over_http(tiny_run: Path, tmp_path: Path) -> No
     from crossalign.align.embedder import Embedder
     from crossalign.align.io import load_run, save_model
     from crossalign.evaluate.run_eval import load_table
-    from crossalign.train.hubness import HubChoice, _banks, hub_model, pair_banks
+    from crossalign.train.hubness import HubChoice, hub_model, pair_banks, sample_banks
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     plain, cfg = load_run(run)
     table = load_table(cfg)
-    banks = pair_banks(plain, _banks(plain, table.split("train"), None, 0), ["image|text"])["image|text"]
+    banks = pair_banks(plain, sample_banks(plain, table.split("train"), None, 0), ["image|text"])["image|text"]
     choice = HubChoice()  # a fixed choice: this test is about serving it, not choosing it
     choice.hubness = {"pairs": {"image|text": {"k": 10, "weight": 1.0}},
                       "bank": {"image|text": {c: len(banks[c]) for c in ("image", "text")}}}
