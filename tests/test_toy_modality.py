@@ -86,6 +86,8 @@ def test_vector_modality_end_to_end(vector_registered: None, tmp_path: Path) -> 
         "train": {"data": str(data), "out": str(tmp_path / "run"), "epochs": 3, "batch_size": 32,
                   "progress": False, "patience": 0}})
     run, _ = train(cfg, resume=False, progress=False)
+    from crossalign.index.identity import run_identity
+
     saved = json.loads((run / "encoders.json").read_text())
     assert saved["vector"]["name"] == "vector:projection"
     assert saved["vector"]["options"] == {"input_shape": [SIZE], "dim": 32, "seed": 0}  # inferred from the data
@@ -121,7 +123,7 @@ def test_vector_modality_end_to_end(vector_registered: None, tmp_path: Path) -> 
                                                                  "a thing that is blue"]}, timeout=60)
         assert r.status_code == 200, r.text
         z = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
-        assert z.shape == (2, 32)
+        assert z.shape == (2, run_identity(run).dim)  # the run's width (a routed pair: its route's)
         local = np.concatenate([s.embedder.embed("vector", [vec]), s.embedder.embed("text", ["a thing that is blue"])])
         np.testing.assert_allclose(z, local, rtol=1e-4, atol=1e-4 * float(np.abs(local).max()))
         r = httpx.post(url + "/v1/search", json={"vector": vec, "k": 3}, timeout=60)
