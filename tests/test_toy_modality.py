@@ -125,7 +125,10 @@ def test_vector_modality_end_to_end(vector_registered: None, tmp_path: Path) -> 
         z = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
         assert z.shape == (2, run_identity(run).dim)  # the run's width (a routed pair: its route's)
         local = np.concatenate([s.embedder.embed("vector", [vec]), s.embedder.embed("text", ["a thing that is blue"])])
-        np.testing.assert_allclose(z, local, rtol=1e-4, atol=1e-4 * float(np.abs(local).max()))
+        # Unit vectors, compared by direction: a routed closed form whitens its inputs, so the server's
+        # and this process's float32 summation orders in MiniLM can move a small element by ~1e-3.
+        cos = (z * local).sum(1) / (np.linalg.norm(z, axis=1) * np.linalg.norm(local, axis=1))
+        assert (cos > 1 - 1e-5).all(), cos
         r = httpx.post(url + "/v1/search", json={"vector": vec, "k": 3}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["id"] == "blue0"
