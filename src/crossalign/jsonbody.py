@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import marshal
+import os
 import re
+import threading
+import time
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "parse", "parse_to_marshal", "check_depth", "BodyError"]
+__all__ = ["MAX_DEPTH", "parse", "parse_to_marshal", "check_depth", "BodyError", "exit_with_parent"]
 
 MAX_DEPTH = 32  # deeper JSON than any request needs (a sensor array is 2-3 levels)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -82,3 +85,15 @@ def parse_to_marshal(raw: bytes) -> tuple[bool, Any]:
         return True, marshal.dumps(parse(raw))
     except BodyError as e:
         return False, (e.code, e.message, e.param)
+
+
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Worker-process initializer: exit as soon as `parent` is gone. A server killed hard (SIGKILL, OOM)
+    never shuts its pool down, and its spawned parser would otherwise live on as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

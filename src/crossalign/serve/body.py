@@ -8,6 +8,7 @@ import asyncio
 import logging
 import marshal
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -53,7 +54,8 @@ def _parse_inline(raw: bytes) -> dict[str, Any]:
 def _parser() -> ProcessPoolExecutor:
     global _pool
     if _pool is None:  # spawn: the server has threads and torch; forking it is unsafe
-        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=jsonbody.exit_with_parent, initargs=(os.getpid(),))
     return _pool
 
 
