@@ -73,7 +73,7 @@ def bank_extra(model: AlignmentModel, extra: Mapping[str, np.ndarray] | None) ->
 
 @torch.inference_mode()
 def sample_banks(model: AlignmentModel, tr: FeatureTable, extra: Mapping[str, np.ndarray] | None,
-           seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{view: (bank (n, dim), rank (n,))}: `bank_sample`'s items in the model's space. Only the sampled
     items are embedded (a routed vector can be many thousands wide)."""
     ext = bank_extra(model, extra)
