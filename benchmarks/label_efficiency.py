@@ -1,15 +1,22 @@
-"""Label efficiency on `scenes`: what unpaired items buy when only a fraction of the rows is paired.
+"""Label efficiency on `scenes` or a built-in real set: what unpaired items buy when only a fraction of
+the rows is paired.
 
 For each fraction F of the training rows kept paired (the rest become unpaired items, each keeping
 one view), on the same cached features and the same val/test splits:
   - crossalign trained on the pairs only (`--semi none`), with `pseudo-pairs`, with `self-training`;
   - CCA / Procrustes / ridge / ASIF fitted on the same pairs;
-and, with no pairs at all, Gromov-Wasserstein matching of text <-> audio on `--gw-items` training
-items (true pairs recovered, then after the Procrustes map). Prints a table, writes JSON and a
-learning-curve PNG.
+and, with no pairs at all, Gromov-Wasserstein matching of one pair of views (`GW_PAIR`: text <-> audio
+on scenes, Chinese <-> English headwords on cedict) on `--gw-items` training items (true pairs
+recovered, then after the Procrustes map). Prints a table, writes JSON and a learning-curve PNG.
+The baselines get the hubness correction where validation gains (`run_baselines`' default), as
+`benchmark` gives them.
 
     python benchmarks/label_efficiency.py --start closed_form --epochs 2 --semi-start 0 --refresh 1 --seed S --out s<S>.json
     python benchmarks/label_efficiency.py --merge s0.json s1.json s2.json   # mean ± sd over seeds
+    python benchmarks/label_efficiency.py --set cedict --data runs/le/cedict --start closed_form --epochs 10 ...
+
+A real set's views and encoders are chosen as the CLI chooses them for `--modalities` (as
+benchmarks/real.py does), with `train`'s default head.
 """
 
 from __future__ import annotations
@@ -29,11 +36,27 @@ VIEWS = [{"column": "image", "encoder": "image:efficientnet-lite0", "options": {
          {"column": "text", "encoder": "text:minilm"},
          {"column": "audio", "encoder": "audio:whisper-tiny"}]
 BASELINES = ["cca", "procrustes", "ridge", "asif"]
+REAL_SETS: dict[str, list[str]] = {"cedict": ["text_zh", "text"], "emoji": ["image", "text", "text_zh", "audio"],
+                                   "ucr": ["sensor", "text"]}  # as benchmarks/real.py
+GW_PAIR: dict[str, tuple[str, str]] = {"scenes": ("text", "audio"), "cedict": ("text_zh", "text"),
+                                       "emoji": ("text", "text_zh"), "ucr": ("sensor", "text")}
 
 
-def _config(data: Path, out: Path, epochs: int, seed: int, start: str = "auto") -> Any:
+def _config(data: Path, out: Path, epochs: int, seed: int, start: str = "auto", name: str = "scenes") -> Any:
     from crossalign.config import RunConfig
 
+    if name != "scenes":
+        from crossalign.cli.common import apply_cli_defaults
+        from crossalign.data.encoder_choice import recorded_encoders, resolve_views
+        from crossalign.data.manifest import load_manifest
+
+        cfg = RunConfig.from_dict({"model": {"views": [{"column": c} for c in REAL_SETS[name]]},
+                                   "train": {"data": str(data), "out": str(out), "epochs": epochs, "seed": seed,
+                                             "progress": False, "start": start}})
+        m = load_manifest(data)
+        apply_cli_defaults(cfg.model.views, recorded_encoders(m))  # exactly what `--modalities` would do
+        resolve_views(cfg.model.views, m)
+        return cfg
     return RunConfig.from_dict({
         # A lighter head than the demo's (token_dim 32, hidden 512) keeps 13 runs in minutes on 2 cores.
         "model": {"views": copy.deepcopy(VIEWS), "dim": 256,
@@ -58,17 +81,17 @@ def _gw_all(table: Any, args: Any) -> dict[str, Any]:
     if not args.gw_items:
         return {}
     gw: dict[str, Any] = {}
-    for enc in [None] + [e for e in args.gw_audio.split(",") if e]:
+    for enc in [None] + [e for e in args.gw_audio.split(",") if e and args.set == "scenes"]:
         t = table if enc is None else _gw_table(Path(args.data), enc)
         tag = "" if enc is None else f"_{enc.split(':', 1)[1]}"
-        gw[f"zero_pairs{tag}"] = _gw(t, args.gw_items, args.seed, 0)
+        gw[f"zero_pairs{tag}"] = _gw(t, args.gw_items, args.seed, 0, GW_PAIR[args.set])
         if args.gw_seeds:
-            gw[f"{args.gw_seeds}_seeds{tag}"] = _gw(t, args.gw_items, args.seed, args.gw_seeds)
+            gw[f"{args.gw_seeds}_seeds{tag}"] = _gw(t, args.gw_items, args.seed, args.gw_seeds, GW_PAIR[args.set])
     return gw
 
 
-def _gw(table: Any, n: int, seed: int, seeds: int) -> dict[str, Any]:
-    """Zero (or `seeds`) pairs: text <-> audio of n training items, B shuffled."""
+def _gw(table: Any, n: int, seed: int, seeds: int, pair: tuple[str, str] = ("text", "audio")) -> dict[str, Any]:
+    """Zero (or `seeds`) pairs: view a <-> view b of n training items, B shuffled."""
     import numpy as np
 
     from crossalign.semi.unpaired import align_unpaired
@@ -77,14 +100,15 @@ def _gw(table: Any, n: int, seed: int, seeds: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(tr), size=min(n, len(tr)), replace=False)
     perm = rng.permutation(len(rows))
-    xa, xb = tr.features["text"][rows], tr.features["audio"][rows][perm]
+    xa, xb = tr.features[pair[0]][rows], tr.features[pair[1]][rows][perm]
     truth = np.argsort(perm)
     sp = np.stack([np.arange(seeds), truth[:seeds]], 1) if seeds else None
     res = align_unpaired(xa, xb, seeds=sp, truth=truth, seed=seed)
-    return {k: v for k, v in res.report.items()}
+    return {"views": list(pair)} | {k: v for k, v in res.report.items()}
 
 
-def _plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
+def _plot(rows: list[dict[str, Any]], methods: list[str], path: Path, name: str = "scenes",
+          cols: list[str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,11 +123,12 @@ def _plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
             ax.plot([100 * x for x in xs], ys, style, label=m, lw=2 if m.startswith("crossalign") else 1)
     ax.set_xscale("log")
     ax.set_xlabel("training rows paired (%), the rest unpaired items")
-    ax.set_ylabel("mean test R@1 (image, text, audio; 6 directions)")
+    cols = cols or ["image", "text", "audio"]
+    ax.set_ylabel(f"mean test R@1 ({', '.join(cols)}; {len(cols) * (len(cols) - 1)} directions)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("scenes: label efficiency")
+    ax.set_title(f"{name}: label efficiency")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -111,7 +136,9 @@ def _plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="runs/le/data", help="scenes folder (made here if missing)")
+    ap.add_argument("--set", default="scenes", choices=["scenes", *REAL_SETS],
+                    help="the data: generated scenes, or a built-in real set (made by its builder if missing)")
+    ap.add_argument("--data", default=None, help="the set's folder (made here if missing; default runs/le/SET)")
     ap.add_argument("--n", type=int, default=2000, help="scenes to generate when --data is missing")
     ap.add_argument("--fractions", default="0.1,1,0.01,0.05,0.25", help="run in this order (10 %% and 100 %% first)")
     ap.add_argument("--methods", default="none,pseudo-pairs,self-training")
@@ -133,6 +160,7 @@ def main() -> None:
                     help="score finished run folders (WORK/f<F>-<method>, from runs split over processes) "
                          "instead of training; baselines and GW are computed here")
     args = ap.parse_args()
+    args.data = args.data or ("runs/le/data" if args.set == "scenes" else f"runs/le/{args.set}")
     if args.collect:
         return _collect(args)
     if args.merge:
@@ -155,16 +183,19 @@ def main() -> None:
 
     data, work = Path(args.data), Path(args.work)
     if not (data / "manifest.jsonl").exists():
-        make_dataset("scenes", data, n=args.n, seed=args.seed, progress=True)
+        if args.set == "scenes":
+            make_dataset("scenes", data, n=args.n, seed=args.seed, progress=True)
+        else:
+            make_dataset(args.set, data, progress=True)
     t0 = time.time()
-    cfg0 = _config(data, work / "x", args.epochs, args.seed)
+    cfg0 = _config(data, work / "x", args.epochs, args.seed, name=args.set)
     table, _ = prepare_features(cfg0, progress=True)
     cols = cfg0.model.columns
     print(f"features: {len(table)} rows in {time.time() - t0:.0f} s "
           f"(train {len(table.split('train'))}, val {len(table.split('val'))}, test {len(table.split('test'))})")
     gw = _gw_all(table, args)
     for k, v in gw.items():
-        print(f"GW text<->audio, {v['n_a']} items, {k}: recovered {v['gw_recovered']:.3f} by GW, "
+        print(f"GW {'<->'.join(v['views'])}, {v['n_a']} items, {k}: recovered {v['gw_recovered']:.3f} by GW, "
               f"{v['map_recovered']:.3f} after the map ({v['gw_seconds']} s)", flush=True)
     methods = [m.strip() for m in args.methods.split(",")]
     rows: list[dict[str, Any]] = []
@@ -176,7 +207,7 @@ def main() -> None:
         for m in methods if f < 1 else ["none"]:
             name = "crossalign" if m == "none" else f"crossalign+{m}"
             t = time.time()
-            cfg = _config(data, work / f"f{f:g}-{m}", args.epochs, args.seed, args.start)
+            cfg = _config(data, work / f"f{f:g}-{m}", args.epochs, args.seed, args.start, args.set)
             semi = SemiConfig(method=m, paired_fraction=f, start=args.semi_start, refresh=args.refresh)
             run, _ = train_semi(cfg, semi, data=sd, resume=False, progress=False)
             row.setdefault("winner", {})[name] = json.loads((run / "train_result.json").read_text())["winner"]
@@ -231,7 +262,7 @@ def _collect(args: Any) -> None:
     from crossalign.recipes.align import prepare_features
 
     t0 = time.time()
-    cfg0 = _config(Path(args.data), Path(args.work) / "x", args.epochs, args.seed)
+    cfg0 = _config(Path(args.data), Path(args.work) / "x", args.epochs, args.seed, name=args.set)
     table, _ = prepare_features(cfg0, progress=False)
     cols = cfg0.model.columns
     runs: dict[float, dict[str, Path]] = {}
@@ -267,7 +298,7 @@ def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list
            extra: dict[str, Any] | None = None) -> None:
     rows = sorted(rows, key=lambda r: r["fraction"])
     all_methods = list(dict.fromkeys(m for r in rows for m in r["results"]))
-    print("\nmean test R@1 (image, text, audio; 6 directions)")
+    print(f"\n{args.set}: mean test R@1 ({', '.join(cols)}; {len(cols) * (len(cols) - 1)} directions)")
     print("| pairs | " + " | ".join(all_methods) + " |")
     print("|---|" + "---|" * len(all_methods))
     for r in rows:
@@ -299,7 +330,7 @@ def _write(rows: list[dict[str, Any]], gw: dict[str, Any], args: Any, cols: list
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
-    _plot(rows, all_methods, out.with_suffix(".png"))
+    _plot(rows, all_methods, out.with_suffix(".png"), args.set, cols)
     print(f"wrote {out} and {out.with_suffix('.png')}  ({res['seconds']} s; {load})", flush=True)
 
 
