@@ -59,12 +59,7 @@ best_mixes = sorted((m for m in mixes), key=lambda m: -scores[m]["R@1"])[:a.mixt
 va_, vb = a.pair.split("|")
 rows: dict[str, dict] = {}
 for m in list(cands) + best_mixes:
-    if m in mixes:
-        parts = mixes[m][0]
-        route = {"method": R.MIX, "parts": [{"weight": x, **fitted[p][0]} for p, x in parts]}
-        mods = {p: fitted[p][1] for p, _ in parts}
-    else:
-        route, mods = fitted[m][0], {m: fitted[m][1]}
+    route, mods = R.candidate_route(m, mixes, fitted)
     ch = copy.deepcopy(choice)
     ch.routes[a.pair] = route
     ch.state = {k: v for k, v in ch.state.items() if not k.startswith(f"router.paths.{a.pair}")}

@@ -39,7 +39,7 @@ from crossalign.evaluate.retrieval import retrieval_metrics, score_margin
 from crossalign.train.route_csls import HubScorer
 from crossalign.train.start import apply_closed_form, fit_closed_form
 
-__all__ = ["RouteChoice", "choose_routes", "joint_model", "pair_closed_forms", "routed_model"]
+__all__ = ["RouteChoice", "candidate_route", "choose_routes", "joint_model", "pair_closed_forms", "routed_model"]
 
 log = logging.getLogger(__name__)
 MAX_WIDTH = 512  # components a pair's closed form may keep (the baselines' PCA cap)
@@ -209,12 +209,7 @@ def _select(out: RouteChoice, key: str, cands: dict[str, dict[str, float]],
     win = max(order, key=lambda m: (scores[m]["R@1"], -m.count("+"), scores[m]["MRR"], scores[m].get("margin", 0.0),
                                     -order.index(m)))
     runner = max((scores[m]["R@1"] for m in cands if m != win), default=None)
-    if win in mixes:
-        parts = mixes[win][0]
-        route = {"method": MIX, "parts": [{"weight": x, **fitted[m][0]} for m, x in parts]}
-        mods = {m: fitted[m][1] for m, _ in parts}
-    else:
-        route, mods = fitted[win][0], {win: fitted[win][1]}
+    route, mods = candidate_route(win, mixes, fitted)
     # margin: over the best other *single* candidate (a mixture's gain over every one of its parts)
     out.report[key] = {"chosen": win, "margin": scores[win]["R@1"] - runner if runner is not None else None,
                        "val": scores, "route": route}
@@ -222,6 +217,16 @@ def _select(out: RouteChoice, key: str, cands: dict[str, dict[str, float]],
     if win != "joint":
         out.state.update(_route_state(key, route, mods))
     log.info("route %s: %s (val R@1 %.3f, joint %.3f)", key, win, scores[win]["R@1"], cands["joint"]["R@1"])
+
+
+def candidate_route(name: str, mixes: dict[str, tuple[list[tuple[str, float]], dict[str, float]]],
+                    fitted: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(route, {method: fitted modules}) of one scored candidate: a single method, or a mixture's parts."""
+    if name in mixes:
+        parts = mixes[name][0]
+        return ({"method": MIX, "parts": [{"weight": x, **fitted[m][0]} for m, x in parts]},
+                {m: fitted[m][1] for m, _ in parts})
+    return fitted[name][0], {name: fitted[name][1]}
 
 
 def _route_state(key: str, route: dict[str, Any], mods: dict[str, Any]) -> dict[str, torch.Tensor]:
