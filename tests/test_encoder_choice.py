@@ -56,6 +56,32 @@ def test_text_defaults_follow_script_and_column_language(tmp_path: Path) -> None
     assert column_language("audio_pt_br") == "pt" and column_language("image_xray") is None
 
 
+def test_text_in_two_languages_shares_the_multilingual_encoder(tmp_path: Path) -> None:
+    from crossalign.cli.common import config_from_args
+
+    rows = [{"id": f"r{i}", "text_zh": f"红色的猫 {i}", "text": f"a red cat {i}", "text_neg": f"a blue cat {i}"}
+            for i in range(6)]
+    m = write_manifest(rows, tmp_path / "m.jsonl")
+    views = [ViewSpec("text_zh"), ViewSpec("text"), ViewSpec("text_neg")]
+    lines = resolve_views(views, load_manifest(m))
+    assert [v.encoder for v in views] == ["text:e5-small"] * 3
+    assert "beside text_zh" in lines[1] and "--encoder text=text:minilm" in lines[1]
+    # English alone, or English beside English, keeps the English default.
+    views = [ViewSpec("text"), ViewSpec("text_neg")]
+    resolve_views(views, load_manifest(m))
+    assert [v.encoder for v in views] == ["text:minilm"] * 2
+    # A choice someone made is never switched: --encoder on the CLI wins.
+    cfg = config_from_args(None, m, "text_zh,text", None, encoders=["text=text:minilm"], announce=False)
+    assert [v.encoder for v in cfg.model.views] == ["text:e5-small", "text:minilm"]
+    # `encode` chooses the columns together as `train` does, and records that for `train`.
+    r = runner.invoke(app, ["encode", "--data", str(m), "--encoder", "text_zh", "--encoder", "text"])
+    assert r.exit_code == 0, r.output
+    assert "text: text:e5-small" in flat(r.output)
+    cfg = config_from_args(None, m, "text,text_neg", None, announce=False)
+    assert cfg.model.views[0].encoder == "text:e5-small" and "crossalign encode" in cfg.model.views[0].why
+    assert cfg.model.views[1].encoder == "text:minilm"  # both English: no second language to share with
+
+
 def test_audio_defaults_by_language() -> None:
     assert choose_default("audio", "audio", None)[0] == "audio:whisper-tiny"
     assert choose_default("audio_en", "audio", None)[0] == "audio:whisper-tiny"

@@ -37,7 +37,7 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
            nproc: Annotated[int, typer.Option(help="worker processes (torchrun on this machine)")] = 1) -> None:
     """Extract features into the content-keyed cache; a second run re-uses them, bad rows are listed."""
     from crossalign.cli.common import apply_cli_defaults
-    from crossalign.data.encoder_choice import record_encoded, recorded_encoders
+    from crossalign.data.encoder_choice import record_encoded, recorded_encoders, resolve_views
     from crossalign.data.extract import encode_column
     from crossalign.data.features import build_view_encoder, view_encoder, view_modality
     from crossalign.data.manifest import load_manifest
@@ -52,13 +52,15 @@ def encode(data: Annotated[Path, typer.Option(help="manifest or its folder")],
     m = load_manifest(data).select(split)
     views = parse_views(encoder)
     apply_cli_defaults(views, recorded_encoders(m))  # the same bare-column options `train` uses
+    for v in views:
+        if v.column not in m.columns:
+            raise typer.BadParameter(f"column '{v.column}' not in {m.path} (columns: {', '.join(m.columns)})")
+    resolve_views(views, m)  # chosen together, as `train` chooses them (text in two languages shares one)
     if ctx.world_size > 1:  # every rank encodes its rows into the cache; rank 0 then reports the whole
         encode_views_share(m, views, ctx, batch_size=batch_size, cache_dir=cache_dir, progress=ctx.rank == 0)
         if ctx.rank != 0:
             return
     for v in views:
-        if v.column not in m.columns:
-            raise typer.BadParameter(f"column '{v.column}' not in {m.path} (columns: {', '.join(m.columns)})")
         enc = build_view_encoder(v, m)  # an unset encoder is chosen from the column's name and content
         record_encoded(m, v.column, view_encoder(v), v.options)  # `train` then uses the same one
         cf = encode_column(m, v.column, enc, batch_size=batch_size, progress=True, cache_dir=cache_dir,

@@ -87,6 +87,10 @@ def with_unpaired(table: FeatureTable, col: str, extra: Mapping[str, np.ndarray]
 def encode_views(manifest: Manifest, views: list[ViewSpec], *, encoders: dict[str, Encoder] | None = None,
                  batch_size: int = 32, progress: bool = False, cache_dir: Path | None = None) -> FeatureTable:
     encoders = dict(encoders or {})
+    if any(v.encoder is None for v in views if v.column not in encoders):
+        from crossalign.data.encoder_choice import resolve_views
+
+        resolve_views([v for v in views if v.column not in encoders], manifest)  # chosen together, not one by one
     cols: dict[str, ColumnFeatures] = {}
     for v in views:
         enc = encoders.get(v.column) or build_view_encoder(v, manifest)
