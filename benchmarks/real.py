@@ -96,8 +96,12 @@ def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None
     seeds = len(per_seed)
     dirs = directions(cols)
     methods = list(per_seed[0])
-    table_out = {d: {m: _stats([r[m][f"{d}/R@1"] for r in per_seed]) for m in methods} for d in dirs}
-    mean = {m: _stats([statistics.fmean(r[m][f"{d}/R@1"] for d in dirs) for r in per_seed]) for m in methods}
+    # A baseline may cover some directions only (`encoder`: the pairs that share an encoder); its
+    # mean is over every direction or not given.
+    table_out = {d: {m: _stats([r[m][f"{d}/R@1"] for r in per_seed]) for m in methods
+                     if f"{d}/R@1" in per_seed[0][m]} for d in dirs}
+    mean = {m: _stats([statistics.fmean(r[m][f"{d}/R@1"] for d in dirs) for r in per_seed]) for m in methods
+            if all(f"{d}/R@1" in per_seed[0][m] for d in dirs)}
     out: dict[str, object] = {"columns": cols, "encoders": choice, "n_test": len(table.split("test")),
                               "n_train": len(table.split("train")), "seeds": seeds, "directions": table_out,
                               "mean": mean, "features_s": t_feat, "routes": routes}
@@ -110,34 +114,38 @@ def run_set(name: str, seeds: int, epochs: int | None, root: Path, n: int | None
 
 def print_table(name: str, res: dict[str, object]) -> None:
     dirs: dict[str, dict[str, dict[str, float]]] = res["directions"]  # type: ignore[assignment]
-    methods = list(next(iter(dirs.values())))
+    methods = list(dict.fromkeys(m for by in dirs.values() for m in by))
     w = max(len(d) for d in dirs) + 2
     print(f"\n{name}: test R@1, mean ± sd over {res['seeds']} seeds ({res['n_test']} test rows)")
     print("direction".ljust(w) + "".join(m.rjust(16) for m in methods))
     rows = list(dirs.items()) + [("mean", res["mean"])]  # type: ignore[list-item]
     for d, by in rows:
-        print(d.ljust(w) + "".join(f"{by[m]['mean']:.3f} ± {by[m]['sd']:.3f}".rjust(16) for m in methods))
+        print(d.ljust(w) + "".join((f"{by[m]['mean']:.3f} ± {by[m]['sd']:.3f}" if m in by else "—").rjust(16)
+                                   for m in methods))
     if "untrained_e5" in res:
         print(f"untrained e5 on both columns (raw cosine): {res['untrained_e5']}")
 
 
 def markdown(name: str, res: dict[str, object], methods: tuple[str, ...] = ("crossalign", "cca", "kcca", "ridge",
-                                                                              "procrustes", "asif")) -> str:
+                                                                              "procrustes", "asif", "encoder")) -> str:
     """The README table of one set: every direction, mean ± sd over seeds (sd only where nonzero),
     the best per row in bold, each direction's gap to the best baseline, and the test split's own
     sampling sd of crossalign's R@1 (sqrt(p(1-p)/n): gaps below it are noise)."""
     dirs: dict[str, dict[str, dict[str, float]]] = res["directions"]  # type: ignore[assignment]
-    have = [m for m in methods if m in next(iter(dirs.values()))]
+    have = [m for m in methods if any(m in by for by in dirs.values())]
     lines = [f"| {name} direction | " + " | ".join(f"**{m}**" if m == "crossalign" else m for m in have)
              + " | gap to best baseline | test sd |", "|---" * (len(have) + 3) + "|"]
     n = int(res["n_test"])  # type: ignore[call-overload]
     for d, by in list(dirs.items()) + [("mean", res["mean"])]:  # type: ignore[list-item]
-        top = max(by[m]["mean"] for m in have)
+        top = max(by[m]["mean"] for m in have if m in by)
         cells = []
         for m in have:
+            if m not in by:  # a baseline that does not cover this direction
+                cells.append("—")
+                continue
             v = f"{by[m]['mean']:.3f}" + (f" ± {by[m]['sd']:.3f}" if by[m]["sd"] > 5e-4 else "")
             cells.append(f"**{v}**" if by[m]["mean"] >= top - 1e-9 else v)
-        gap = by["crossalign"]["mean"] - max(by[m]["mean"] for m in have if m != "crossalign")
+        gap = by["crossalign"]["mean"] - max(by[m]["mean"] for m in have if m != "crossalign" and m in by)
         p = by["crossalign"]["mean"]
         sd = f"{(p * (1 - p) / n) ** 0.5:.3f}" if d != "mean" else "—"  # directions are correlated
         lines.append(f"| {d} | " + " | ".join(cells) + f" | {gap:+.3f} | {sd} |")
