@@ -97,7 +97,7 @@ def _gw(table: Any, n: int, seed: int, seeds: int, pair: tuple[str, str] = ("tex
     """Zero (or `seeds`) pairs: view a <-> view b of n training items, B shuffled."""
     import numpy as np
 
-    from crossalign.semi.unpaired import align_unpaired
+    from crossalign.semi.unpaired import align_unpaired, init_for
 
     tr = table.split("train")
     rng = np.random.default_rng(seed)
@@ -106,7 +106,10 @@ def _gw(table: Any, n: int, seed: int, seeds: int, pair: tuple[str, str] = ("tex
     xa, xb = tr.features[pair[0]][rows], tr.features[pair[1]][rows][perm]
     truth = np.argsort(perm)
     sp = np.stack([np.arange(seeds), truth[:seeds]], 1) if seeds else None
-    res = align_unpaired(xa, xb, seeds=sp, truth=truth, seed=seed)
+    # One pretrained encoder for both views: its shared space is the start, as `align-unpaired` picks it.
+    spec_a, spec_b = table.specs[pair[0]], table.specs[pair[1]]
+    init = init_for(spec_a.name, spec_b.name, spec_a.options, spec_b.options)
+    res = align_unpaired(xa, xb, seeds=sp, truth=truth, seed=seed, init=init)
     return {"views": list(pair)} | {k: v for k, v in res.report.items()}
 
 

@@ -80,6 +80,59 @@ def test_seeded_gw_and_linear_map_on_noisy_views() -> None:
         align_unpaired(xa, xb, seeds=np.array([[0, 999]]))
 
 
+def test_shared_space_start_where_gw_sees_only_distances() -> None:
+    """Two collections through one encoder: the same 16-d items, each side shifted by its own offset
+    (a language's) and noised, B shuffled. The shared-space start (centre each side, one-to-one by
+    cosine) recovers them; seeds stay pinned; different feature spaces are refused."""
+    from crossalign.semi.unpaired import align_unpaired, init_for
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((300, 16))
+    perm = rng.permutation(300)
+    xa = z + 3.0 * rng.standard_normal(16) + 0.3 * rng.standard_normal((300, 16))
+    xb = (z + 3.0 * rng.standard_normal(16))[perm] + 0.3 * rng.standard_normal((300, 16))
+    truth = np.argsort(perm)
+    res = align_unpaired(xa, xb, truth=truth, init="shared")
+    assert res.report["init"] == "shared" and res.report["gw_loss"] is None
+    assert res.report["gw_recovered"] >= 0.95 and res.report["map_recovered"] >= 0.95, res.report
+    assert res.map.w.shape == (16, 16)  # every dimension: the shared space is the alignment
+    seeds = np.stack([np.arange(5), (truth[:5] + 1) % 300], 1)  # deliberately wrong "known" pairs
+    pinned = align_unpaired(xa, xb, seeds=seeds, truth=truth, init="shared")
+    assert (pinned.gw.match[:5] == seeds[:, 1]).all()
+    with pytest.raises(ValueError, match="one feature space"):
+        align_unpaired(xa, xb[:, :8], init="shared")
+    with pytest.raises(ValueError, match="init must be"):
+        align_unpaired(xa, xb, init="nearest")
+    # Which start `align-unpaired --init auto` takes: one pretrained space, or a cascade into it.
+    assert init_for("text:e5-small", "text:e5-small") == "shared"
+    assert init_for("text:minilm", "audio:whisper-asr") == "shared"  # transcripts embedded by MiniLM
+    assert init_for("text:minilm", "audio:whisper-asr", None, {"text": "text:e5-small"}) == "signature"
+    assert init_for("text:minilm", "audio:whisper-tiny") == "signature"
+    assert init_for("sensor:mlp", "sensor:mlp") == "signature"  # from scratch: no space of its own yet
+
+
+def test_align_unpaired_cli_across_languages_shares_e5(tmp_path: Path) -> None:
+    """Chinese words and their English glosses in two collections, no pairs: the English side gets
+    e5 like the Chinese one, the start is their shared space, and most words find their gloss."""
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
+    from crossalign.data.manifest import write_manifest
+
+    words = [("猫", "cat"), ("狗", "dog"), ("水", "water"), ("火", "fire"), ("书", "book"), ("太阳", "sun"),
+             ("月亮", "moon"), ("苹果", "apple"), ("老师", "teacher"), ("医院", "hospital"), ("米饭", "cooked rice"),
+             ("飞机", "airplane")]
+    write_manifest([{"id": f"w{i}", "text_zh": zh} for i, (zh, _) in enumerate(words)], tmp_path / "zh.jsonl")
+    write_manifest([{"id": f"w{i}", "text": en} for i, (_, en) in reversed(list(enumerate(words)))], tmp_path / "en.jsonl")
+    out = tmp_path / "un"
+    r = CliRunner().invoke(app, ["align-unpaired", "--data", str(tmp_path / "zh.jsonl"), "--data", str(tmp_path / "en.jsonl"),
+                                 "--ids-match", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "text: text:e5-small (English text beside text_zh" in r.output and "start: shared" in r.output
+    rep = json.loads((out / "unpaired.json").read_text())
+    assert rep["init"] == "shared" and rep["map_recovered"] >= 0.5, rep  # chance is 1/12
+
+
 def test_linear_map_round_trip(tmp_path: Path) -> None:
     from crossalign.semi.linmap import LinearMap, fit_linear_map
 
@@ -322,8 +375,9 @@ def test_cli_train_benchmark_and_align_unpaired(scenes_small: Path, tmp_path: Pa
 @pytest.mark.slow  # transcribes 66 clips: ~1 min on 2 loaded cores
 def test_align_unpaired_with_no_pairs_through_a_speech_cascade(scenes_small: Path, tmp_path: Path) -> None:
     """Captions and their recordings, shuffled, no seed pairs: with `--encoder audio=audio:whisper-asr`
-    both sides live in a text space, and GW from the distance-signature start recovers pairs above
-    chance. (At 1 000 items: 0.2 % with Whisper's own states, 63 % with the cascade; docs/semi.md.)"""
+    both sides live in MiniLM's space, so `--init auto` matches them there (no GW), and GW from the
+    distance-signature start still recovers pairs above chance. (At 1 000 items: GW 0.2 % with
+    Whisper's own states, 63 % with the cascade; docs/semi.md.)"""
     from typer.testing import CliRunner
 
     from crossalign.cli import app
@@ -340,4 +394,11 @@ def test_align_unpaired_with_no_pairs_through_a_speech_cascade(scenes_small: Pat
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "unpaired.json").read_text())
     # 66 items are few for GW (8 recovered here, 13 of the first 40); chance is one item
-    assert rep["seeds"] == 0 and rep["gw_recovered"] >= 4 / len(rows), rep
+    assert rep["seeds"] == 0 and rep["init"] == "shared" and rep["gw_recovered"] >= 0.5, rep
+    out = tmp_path / "gw"
+    r = CliRunner().invoke(app, ["align-unpaired", "--data", str(tmp_path / "a.jsonl"), "--data", str(tmp_path / "b.jsonl"),
+                                 "--encoder", "audio=audio:whisper-asr", "--ids-match", "--dim", "8", "--init", "signature",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "unpaired.json").read_text())
+    assert rep["init"] == "signature" and rep["gw_recovered"] >= 4 / len(rows), rep

@@ -91,10 +91,14 @@ def align_unpaired_cmd(
         seeds: Annotated[Path | None, typer.Option(help="known pairs: CSV/JSONL with ids in fields a, b")] = None,
         out: Annotated[Path, typer.Option(help="output folder (map, matches, report)")] = Path("runs/unpaired"),
         method: Annotated[str, typer.Option(help="GW solver: auto | exact | entropic")] = "auto",
-        init: Annotated[str, typer.Option(help="GW start: signature (items' distance quantiles) | product")] = "signature",
+        init: Annotated[str, typer.Option(
+            help="auto | shared (no GW: the encoder space both columns share) | signature (GW from the items' "
+                 "distance quantiles) | product (GW from the independent coupling); auto: shared when both "
+                 "columns go through one encoder, else signature")] = "auto",
         encoder: EncoderOpt = None,
         max_items: Annotated[int, typer.Option(help="items per side that GW sees (seeded subsample beyond)")] = 3000,
-        dim: Annotated[int, typer.Option(help="PCA dimensions of the linear map")] = 64,
+        dim: Annotated[int | None, typer.Option(
+            help="PCA dimensions of the linear map (default 64 after GW, every dimension in a shared space)")] = None,
         linear_map: Annotated[str, typer.Option("--map", help="procrustes | ridge")] = "procrustes",
         refine: Annotated[int, typer.Option(help="rounds of re-matching + refitting the map")] = 0,
         ids_match: Annotated[bool, typer.Option(help="ids shared by A and B are true pairs: report how many are recovered")] = False,
@@ -112,6 +116,7 @@ def align_unpaired_cmd(
         raise typer.BadParameter("--modalities names one view column per collection, e.g. text,audio")
     views = apply_encoder_args([_view(c) for c in cols], encoder, add_missing=False)
     try:
+        init = _choose_encoders_and_init(data, views, init)
         (ids_a, xa, pa), (ids_b, xb, pb) = (collection_features(p, v, progress=True) for p, v in zip(data, views))
         pairs = read_seed_pairs(seeds, ids_a, ids_b) if seeds else None
         truth = None
@@ -129,11 +134,36 @@ def align_unpaired_cmd(
                      for i, (j, s) in enumerate(zip(res.match, res.score, strict=True)))
     report = {**res.report, "data": [str(p) for p in data], "columns": cols, "skipped_a": len(pa), "skipped_b": len(pb)}
     (out / "unpaired.json").write_text(json.dumps(report, indent=2))
-    typer.echo(f"{len(xa)} x {len(xb)} items, GW {res.report['method']} on {res.report['gw_items_a']} x "
-               f"{res.report['gw_items_b']} in {res.report['gw_seconds']} s, {len(pairs) if pairs is not None else 0} seeds")
+    how = "matched in their shared encoder space" if init == "shared" else f"GW {res.report['method']}"
+    typer.echo(f"{len(xa)} x {len(xb)} items, {how} on {res.report['gw_items_a']} x {res.report['gw_items_b']} "
+               f"in {res.report['gw_seconds']} s, {len(pairs) if pairs is not None else 0} seeds")
     if truth is not None:
-        typer.echo(f"true pairs recovered: GW {res.report['gw_recovered']:.3f}, after the map {res.report['map_recovered']:.3f}")
+        typer.echo(f"true pairs recovered: {'shared-space' if init == 'shared' else 'GW'} matching "
+                   f"{res.report['gw_recovered']:.3f}, after the map {res.report['map_recovered']:.3f}")
     typer.echo(f"wrote {out / 'matches.jsonl'}, {out / 'map.safetensors'}, {out / 'unpaired.json'}")
+
+
+def _choose_encoders_and_init(data: list[Path], views: list, init: str) -> str:  # type: ignore[type-arg]
+    """Each collection's encoder, chosen together (text in two languages shares the multilingual
+    one, as in `train`), printed; -> the matcher's start (`auto`: shared when one encoder serves both)."""
+    from crossalign.data.encoder_choice import resolve_view, share_multilingual
+    from crossalign.data.manifest import load_manifest
+    from crossalign.semi.unpaired import INITS, init_for
+
+    if init != "auto" and init not in INITS:
+        raise ValueError(f"--init must be auto or one of {', '.join(INITS)}, not {init!r}")
+    ms = [load_manifest(p) for p in data]
+    for v, m in zip(views, ms, strict=True):
+        if v.column not in m.columns:
+            raise ValueError(f"{m.path}: no column '{v.column}' (columns are {m.columns})")
+        resolve_view(v, m)
+    share_multilingual(views, ms)
+    for v, p in zip(views, data, strict=True):
+        typer.echo(f"{p}: {v.column}: {v.encoder} ({v.why})")
+    va, vb = views
+    chosen = init_for(va.encoder, vb.encoder, va.options, vb.options) if init == "auto" else init
+    typer.echo(f"start: {chosen}" + (" (both columns go through one encoder)" if init == "auto" and chosen == "shared" else ""))
+    return chosen
 
 
 def register(app: typer.Typer) -> None:

@@ -178,16 +178,17 @@ def _not_english(column: str, manifest: Manifest | None) -> bool:
     return script_profile([r.get(column) for r in manifest.rows[:PROBE_ROWS]])[1] >= NON_LATIN_THRESHOLD
 
 
-def share_multilingual(views: list[Any], manifest: Manifest | None) -> None:
+def share_multilingual(views: list[Any], manifest: Manifest | list[Manifest | None] | None) -> None:
     """Text views in several languages share one multilingual encoder: an English text view whose
     encoder was only the English default switches to the multilingual one when a text view of the
     run in another language has it. A view someone chose (`--encoder`, a config, `encode`'s record)
-    is left alone."""
-    text = [v for v in views if view_modality(v) == "text"]
-    other = [v.column for v in text if v.encoder == MULTILINGUAL["text"] and _not_english(v.column, manifest)]
+    is left alone. `manifest`: the views' manifest, or one per view (collections read apart)."""
+    ms = manifest if isinstance(manifest, list) else [manifest] * len(views)
+    text = [(v, m) for v, m in zip(views, ms, strict=True) if view_modality(v) == "text"]
+    other = [v.column for v, m in text if v.encoder == MULTILINGUAL["text"] and _not_english(v.column, m)]
     if not other:
         return
-    for v in text:
+    for v, _ in text:
         if v.encoder == "text:minilm" and v.why == ENGLISH_DEFAULT_WHY and not v.options:
             v.encoder = MULTILINGUAL["text"]
             v.why = (f"English text beside {', '.join(other)} in another language: one multilingual encoder "

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from crossalign.encoders.base import Encoder, EncoderFacts, EncoderSpec, TuningTargets
 
 __all__ = ["ENCODERS", "DEFAULT_ENCODERS", "build_encoder", "Encoder", "EncoderSpec", "encoder_modality",
-           "EncoderFacts", "TuningTargets", "encoder_facts", "register", "unregister", "default_sensor_tower"]
+           "EncoderFacts", "TuningTargets", "encoder_facts", "output_space", "register", "unregister", "default_sensor_tower"]
 
 
 def _minilm(**o: Any) -> Encoder:
@@ -88,9 +88,9 @@ FACTS: dict[str, EncoderFacts] = {
                                        card=("Whisper tiny.en (CTranslate2)", "openai/whisper-tiny.en", "mit")),
     "audio:whisper-base": EncoderFacts(batch_invariant=False,
                                        card=("Whisper base (CTranslate2)", "openai/whisper-base", "mit")),
-    "audio:whisper-asr": EncoderFacts(batch_invariant=False,
+    "audio:whisper-asr": EncoderFacts(batch_invariant=False, embeds_with=("text", "text:minilm"),
                                       card=("Whisper tiny.en (CTranslate2) + all-MiniLM-L6-v2", "openai/whisper-tiny.en", "mit")),
-    "audio:whisper-base-asr": EncoderFacts(batch_invariant=False,
+    "audio:whisper-base-asr": EncoderFacts(batch_invariant=False, embeds_with=("text", "text:e5-small"),
                                            card=("Whisper base (CTranslate2) + multilingual-e5-small", "openai/whisper-base", "mit")),
     "sensor:mlp": EncoderFacts(needs_input_shape=True),
     "sensor:conv1d": EncoderFacts(needs_input_shape=True, input_ranks=(1, 2)),
@@ -144,6 +144,20 @@ def unregister(name: str) -> None:
 
 def encoder_facts(name: str) -> EncoderFacts:
     return FACTS.get(name, EncoderFacts())
+
+
+def output_space(name: str, options: dict[str, Any] | None = None) -> str | None:
+    """Which pretrained embedding space an encoder's outputs live in ("text:minilm" for MiniLM and for
+    Whisper transcripts embedded by MiniLM), or None for a tower trained from scratch. Two columns
+    with the same space can be compared before any training."""
+    facts, options = encoder_facts(name), options or {}
+    if facts.embeds_with is not None:
+        opt, default = facts.embeds_with
+        return output_space(str(options.get(opt, default)))
+    if facts.card is None and not name.startswith("hf:"):
+        return None
+    keep = {k: v for k, v in sorted(options.items()) if k not in ("threads", "input_shape")}
+    return name + (f" {keep}" if keep else "")
 
 
 def encoder_modality(name: str, modality: str | None = None) -> str:

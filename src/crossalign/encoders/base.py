@@ -22,6 +22,8 @@ class EncoderFacts:
     needs_input_shape: bool = False  # takes `input_shape`, inferred from the column's arrays when not given
     input_ranks: tuple[int, ...] | None = None  # array ranks it accepts (None: any)
     card: tuple[str, str | None, str] | None = None  # pretrained: (what it is, Hugging Face id, licence)
+    # A cascade whose outputs are another encoder's embeddings: (option naming it, its default).
+    embeds_with: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,27 @@
 `gw_match` there, fits `fit_linear_map` on the matched pairs (plus seeds), optionally refines the
 map a few rounds (re-match by one-to-one assignment in the mapped space, refit: the Procrustes
 refinement of Conneau et al. 2018), and finally matches every A item to its nearest B item.
+
+When both collections went through the same encoder (`init="shared"`, what `init_for` picks), that
+encoder's space is already a rough alignment, and GW, which sees only each side's own distances,
+throws it away: on 1000 cedict pairs (Chinese and English both through e5) GW recovers 0.0 %, a
+one-to-one assignment by cosine after centring each side (which removes the language's offset)
+recovers 56 %. So that start replaces GW there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from crossalign.semi.gw import MAX_EXACT, GWMatch, gw_match
 from crossalign.semi.linmap import LinearMap, fit_linear_map
 
-__all__ = ["UnpairedResult", "align_unpaired", "recovered"]
+__all__ = ["INITS", "UnpairedResult", "align_unpaired", "init_for", "recovered", "shared_match"]
+
+INITS = ("signature", "product", "shared")
 
 
 @dataclass
@@ -26,7 +35,7 @@ class UnpairedResult:
     sub_a: np.ndarray  # (m_a,) A items that took part in GW
     sub_b: np.ndarray  # (m_b,)
     map: LinearMap
-    report: dict[str, float | int | str] = field(default_factory=dict)
+    report: dict[str, float | int | str | None] = field(default_factory=dict)
 
 
 def recovered(match: np.ndarray, truth: np.ndarray) -> float:
@@ -43,6 +52,46 @@ def _subsample(n: int, m: int, keep: np.ndarray, rng: np.random.Generator) -> np
     return np.sort(np.concatenate([keep, pick]).astype(np.int64))
 
 
+def init_for(encoder_a: str | None, encoder_b: str | None, options_a: dict[str, Any] | None = None,
+             options_b: dict[str, Any] | None = None) -> str:
+    """`shared` when both collections' features live in one pretrained space (the same encoder, or
+    a speech cascade embedding transcripts with the other side's text encoder), else GW's `signature`."""
+    from crossalign.encoders import output_space
+
+    if encoder_a is None or encoder_b is None:
+        return "signature"
+    space = output_space(encoder_a, options_a)
+    return "shared" if space is not None and space == output_space(encoder_b, options_b) else "signature"
+
+
+def shared_match(xa: np.ndarray, xb: np.ndarray, seeds: np.ndarray | None = None) -> GWMatch:
+    """Match A to B in the encoder space they share: each side centred on its own mean, then unit
+    length; one-to-one assignment by cosine when n_a == n_b, else each A item's nearest B item.
+    Seed pairs are pinned to each other."""
+    import time
+
+    from scipy.optimize import linear_sum_assignment
+
+    if xa.reshape(len(xa), -1).shape[1] != xb.reshape(len(xb), -1).shape[1]:
+        raise ValueError(f"init 'shared' needs one feature space; A has {xa.shape[1:]} and B {xb.shape[1:]} features")
+    t0 = time.time()
+    ua, ub = _centred_unit(xa), _centred_unit(xb)
+    sim = ua @ ub.T  # (n_a, n_b)
+    if seeds is not None and len(seeds):
+        sim[seeds[:, 0], :] = -2.0
+        sim[:, seeds[:, 1]] = -2.0
+        sim[seeds[:, 0], seeds[:, 1]] = 2.0
+    match = linear_sum_assignment(-sim)[1] if len(xa) == len(xb) else sim.argmax(1)
+    return GWMatch(np.asarray(match, np.int64), sim, float("nan"), "shared", time.time() - t0)
+
+
+def _centred_unit(x: np.ndarray) -> np.ndarray:
+    x = x.reshape(len(x), -1).astype(np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    x = x - x.mean(0)
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+
+
 def _assign(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one assignment maximising total cosine (rows of za to rows of zb)."""
     from scipy.optimize import linear_sum_assignment
@@ -52,11 +101,18 @@ def _assign(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def align_unpaired(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None = None, method: str = "auto",
-                   max_items: int = MAX_EXACT, dim: int = 64, kind: str = "procrustes", refine: int = 0,
+                   max_items: int = MAX_EXACT, dim: int | None = None, kind: str = "procrustes", refine: int = 0,
                    standardize: bool = False, seed: int = 0, truth: np.ndarray | None = None,
                    init: str = "signature") -> UnpairedResult:
     """xa (n_a, ...), xb (n_b, ...) features of two unpaired collections; seeds (s, 2) known (a, b)
-    index pairs; truth (n_a,) the true B index of each A item or -1 (only for the report)."""
+    index pairs; truth (n_a,) the true B index of each A item or -1 (only for the report).
+    init: signature | product (GW's start) | shared (no GW: the encoder space both share, `shared_match`).
+    dim: the map's PCA dimensions (default 64 after GW; every dimension in a shared space, whose
+    own geometry is the alignment: 64 of e5's 384 lose a fifth of cedict's matches)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, not {init!r}")
+    if dim is None:
+        dim = xa.reshape(len(xa), -1).shape[1] if init == "shared" else 64
     rng = np.random.default_rng(seed)
     seeds = np.zeros((0, 2), np.int64) if seeds is None else np.asarray(seeds, np.int64).reshape(-1, 2)
     if len(seeds) and (seeds.min() < 0 or seeds[:, 0].max() >= len(xa) or seeds[:, 1].max() >= len(xb)):
@@ -65,8 +121,11 @@ def align_unpaired(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None =
     sb = _subsample(len(xb), max_items, np.unique(seeds[:, 1]), rng)
     pos_a, pos_b = {int(i): k for k, i in enumerate(sa)}, {int(i): k for k, i in enumerate(sb)}
     sub_seeds = np.array([[pos_a[int(a)], pos_b[int(b)]] for a, b in seeds], np.int64).reshape(-1, 2)
-    g = gw_match(xa[sa], xb[sb], seeds=sub_seeds if len(sub_seeds) else None, method=method,
-                 standardize=standardize, init=init)
+    if init == "shared":
+        g = shared_match(xa[sa], xb[sb], sub_seeds if len(sub_seeds) else None)
+    else:
+        g = gw_match(xa[sa], xb[sb], seeds=sub_seeds if len(sub_seeds) else None, method=method,
+                     standardize=standardize, init=init)
     ia, ib = sa, sb[g.match]
     if len(seeds):  # known pairs always count, whatever GW made of them
         ia, ib = np.concatenate([ia, seeds[:, 0]]), np.concatenate([ib, seeds[:, 1]])
@@ -81,8 +140,9 @@ def align_unpaired(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None =
         sim = za[s:s + 4096] @ zb.T
         match[s:s + 4096] = sim.argmax(1)
         score[s:s + 4096] = sim.max(1)
-    report: dict[str, float | int | str] = {"n_a": len(xa), "n_b": len(xb), "gw_items_a": len(sa), "gw_items_b": len(sb),
-                                            "seeds": len(seeds), "method": g.method, "gw_loss": g.gw_loss,
+    report: dict[str, float | int | str | None] = {"n_a": len(xa), "n_b": len(xb), "gw_items_a": len(sa), "gw_items_b": len(sb),
+                                            "seeds": len(seeds), "init": init, "method": g.method,
+                                            "gw_loss": None if np.isnan(g.gw_loss) else g.gw_loss,
                                             "gw_seconds": round(g.seconds, 2), "map": kind, "map_dim": int(lm.w.shape[1]),
                                             "refine": refine}
     if truth is not None:
