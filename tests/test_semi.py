@@ -108,6 +108,8 @@ def test_shared_space_start_where_gw_sees_only_distances() -> None:
     assert init_for("text:minilm", "audio:whisper-asr") == "shared"  # transcripts embedded by MiniLM
     assert init_for("text:minilm", "audio:whisper-asr", None, {"text": "text:e5-small"}) == "signature"
     assert init_for("text:minilm", "audio:whisper-tiny") == "signature"
+    assert init_for("text:minilm", "audio:whisper-asr", {"normalize": True}, None, (384,), (384,)) == "shared"
+    assert init_for("image:efficientnet-lite0", "image:efficientnet-lite0", None, None, (10, 1297), (1280,)) == "signature"
     assert init_for("sensor:mlp", "sensor:mlp") == "signature"  # from scratch: no space of its own yet
 
 

@@ -107,7 +107,7 @@ def align_unpaired_cmd(
     import numpy as np
 
     from crossalign.semi.data import collection_features, read_seed_pairs
-    from crossalign.semi.unpaired import align_unpaired
+    from crossalign.semi.unpaired import align_unpaired, init_for
 
     if len(data) != 2:
         raise typer.BadParameter("give exactly two collections: --data A --data B")
@@ -116,8 +116,12 @@ def align_unpaired_cmd(
         raise typer.BadParameter("--modalities names one view column per collection, e.g. text,audio")
     views = apply_encoder_args([_view(c) for c in cols], encoder, add_missing=False)
     try:
-        init = _choose_encoders_and_init(data, views, init)
+        _choose_encoders(data, views, init)
         (ids_a, xa, pa), (ids_b, xb, pb) = (collection_features(p, v, progress=True) for p, v in zip(data, views))
+        if init == "auto":
+            va, vb = views
+            init = init_for(va.encoder, vb.encoder, va.options, vb.options, xa.shape[1:], xb.shape[1:])
+            typer.echo(f"start: {init}" + (" (both collections are in one encoder space)" if init == "shared" else ""))
         pairs = read_seed_pairs(seeds, ids_a, ids_b) if seeds else None
         truth = None
         if ids_match:
@@ -143,12 +147,12 @@ def align_unpaired_cmd(
     typer.echo(f"wrote {out / 'matches.jsonl'}, {out / 'map.safetensors'}, {out / 'unpaired.json'}")
 
 
-def _choose_encoders_and_init(data: list[Path], views: list, init: str) -> str:  # type: ignore[type-arg]
+def _choose_encoders(data: list[Path], views: list, init: str) -> None:  # type: ignore[type-arg]
     """Each collection's encoder, chosen together (text in two languages shares the multilingual
-    one, as in `train`), printed; -> the matcher's start (`auto`: shared when one encoder serves both)."""
+    one, as in `train`), and printed."""
     from crossalign.data.encoder_choice import resolve_view, share_multilingual
     from crossalign.data.manifest import load_manifest
-    from crossalign.semi.unpaired import INITS, init_for
+    from crossalign.semi.unpaired import INITS
 
     if init != "auto" and init not in INITS:
         raise ValueError(f"--init must be auto or one of {', '.join(INITS)}, not {init!r}")
@@ -160,10 +164,6 @@ def _choose_encoders_and_init(data: list[Path], views: list, init: str) -> str: 
     share_multilingual(views, ms)
     for v, p in zip(views, data, strict=True):
         typer.echo(f"{p}: {v.column}: {v.encoder} ({v.why})")
-    va, vb = views
-    chosen = init_for(va.encoder, vb.encoder, va.options, vb.options) if init == "auto" else init
-    typer.echo(f"start: {chosen}" + (" (both columns go through one encoder)" if init == "auto" and chosen == "shared" else ""))
-    return chosen
 
 
 def register(app: typer.Typer) -> None:

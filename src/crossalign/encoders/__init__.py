@@ -148,16 +148,13 @@ def encoder_facts(name: str) -> EncoderFacts:
 
 def output_space(name: str, options: dict[str, Any] | None = None) -> str | None:
     """Which pretrained embedding space an encoder's outputs live in ("text:minilm" for MiniLM and for
-    Whisper transcripts embedded by MiniLM), or None for a tower trained from scratch. Two columns
-    with the same space can be compared before any training."""
-    facts, options = encoder_facts(name), options or {}
+    Whisper transcripts embedded by MiniLM), or None for a tower trained from scratch. Options that
+    change the layout (a grid, tokens) change the feature shape, which callers compare as well."""
+    facts = encoder_facts(name)
     if facts.embeds_with is not None:
         opt, default = facts.embeds_with
-        return output_space(str(options.get(opt, default)))
-    if facts.card is None and not name.startswith("hf:"):
-        return None
-    keep = {k: v for k, v in sorted(options.items()) if k not in ("threads", "input_shape")}
-    return name + (f" {keep}" if keep else "")
+        return output_space(str((options or {}).get(opt, default)))
+    return name if facts.card is not None or name.startswith("hf:") else None
 
 
 def encoder_modality(name: str, modality: str | None = None) -> str:
