@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_EXACT", "MAX_ITEMS", "GWMatch", "anchor_cost", "gw_match", "intra_cost", "signature_plan"]
+__all__ = ["MAX_EXACT", "MAX_ITEMS", "GWMatch", "anchor_cost", "centred_unit", "gw_match", "intra_cost",
+           "signature_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ MAX_EXACT = 3000  # above this `method="auto"` switches to entropic GW
 MAX_ITEMS = 12000  # two dense (n, n) float64 cost matrices beyond this need several GB: subsample
 
 
-def _unit(x: np.ndarray, standardize: bool = False) -> np.ndarray:
+def centred_unit(x: np.ndarray, standardize: bool = False) -> np.ndarray:
     """Centre (and optionally z-score per feature), then unit length. Centring alone keeps the
     geometry of a rotated copy intact; per-feature z-scoring does not, but evens out features of
     very different scales (grids + colour statistics)."""
@@ -43,7 +44,7 @@ def _unit(x: np.ndarray, standardize: bool = False) -> np.ndarray:
 
 def intra_cost(x: np.ndarray, standardize: bool = False) -> np.ndarray:
     """(n, n) cosine distances of centred features, divided by their mean (scale-free)."""
-    u = _unit(x, standardize)
+    u = centred_unit(x, standardize)
     c = np.clip(1.0 - u @ u.T, 0.0, None)
     np.fill_diagonal(c, 0.0)
     return c / max(float(c.mean()), 1e-12)
@@ -52,9 +53,9 @@ def intra_cost(x: np.ndarray, standardize: bool = False) -> np.ndarray:
 def anchor_cost(xa: np.ndarray, xb: np.ndarray, seeds: np.ndarray, standardize: bool = False) -> np.ndarray:
     """(n_a, n_b) cross cost from relative representations: each item as its cosines to the seed
     items of its own view (seed s is the same pair on both sides), compared by cosine distance."""
-    ua, ub = _unit(xa, standardize), _unit(xb, standardize)
+    ua, ub = centred_unit(xa, standardize), centred_unit(xb, standardize)
     ra, rb = ua @ ua[seeds[:, 0]].T, ub @ ub[seeds[:, 1]].T  # (n_a, s), (n_b, s)
-    ra, rb = _unit(ra) if len(seeds) > 1 else ra, _unit(rb) if len(seeds) > 1 else rb
+    ra, rb = centred_unit(ra) if len(seeds) > 1 else ra, centred_unit(rb) if len(seeds) > 1 else rb
     m = np.clip(1.0 - ra @ rb.T, 0.0, None)
     return m / max(float(m.mean()), 1e-12)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from crossalign.semi.gw import MAX_EXACT, GWMatch, gw_match
+from crossalign.semi.gw import MAX_EXACT, GWMatch, centred_unit, gw_match
 from crossalign.semi.linmap import LinearMap, fit_linear_map
 
 __all__ = ["INITS", "UnpairedResult", "align_unpaired", "init_for", "recovered", "shared_match"]
@@ -73,33 +73,23 @@ def shared_match(xa: np.ndarray, xb: np.ndarray, seeds: np.ndarray | None = None
     Seed pairs are pinned to each other."""
     import time
 
-    from scipy.optimize import linear_sum_assignment
-
     if xa.reshape(len(xa), -1).shape[1] != xb.reshape(len(xb), -1).shape[1]:
         raise ValueError(f"init 'shared' needs one feature space; A has {xa.shape[1:]} and B {xb.shape[1:]} features")
     t0 = time.time()
-    ua, ub = _centred_unit(xa), _centred_unit(xb)
-    sim = ua @ ub.T  # (n_a, n_b)
+    sim = centred_unit(xa) @ centred_unit(xb).T  # (n_a, n_b)
     if seeds is not None and len(seeds):
         sim[seeds[:, 0], :] = -2.0
         sim[:, seeds[:, 1]] = -2.0
         sim[seeds[:, 0], seeds[:, 1]] = 2.0
-    match = linear_sum_assignment(-sim)[1] if len(xa) == len(xb) else sim.argmax(1)
+    match = _assign(sim)[1] if len(xa) == len(xb) else sim.argmax(1)
     return GWMatch(np.asarray(match, np.int64), sim, float("nan"), "shared", time.time() - t0)
 
 
-def _centred_unit(x: np.ndarray) -> np.ndarray:
-    x = x.reshape(len(x), -1).astype(np.float64)
-    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-    x = x - x.mean(0)
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-
-
-def _assign(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one assignment maximising total cosine (rows of za to rows of zb)."""
+def _assign(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one assignment maximising the total similarity sim (n_a, n_b): (rows, their columns)."""
     from scipy.optimize import linear_sum_assignment
 
-    r, c = linear_sum_assignment(-(za @ zb.T))
+    r, c = linear_sum_assignment(-sim)
     return r, c
 
 
@@ -134,7 +124,7 @@ def align_unpaired(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None =
         ia, ib = np.concatenate([ia, seeds[:, 0]]), np.concatenate([ib, seeds[:, 1]])
     lm = fit_linear_map(xa, xb, ia, ib, k=dim, kind=kind)
     for _ in range(refine):
-        r, c = _assign(lm.map_a(xa[sa]), lm.map_b(xb[sb]))
+        r, c = _assign(lm.map_a(xa[sa]) @ lm.map_b(xb[sb]).T)
         ia, ib = np.concatenate([sa[r], seeds[:, 0]]), np.concatenate([sb[c], seeds[:, 1]])
         lm = fit_linear_map(xa, xb, ia, ib, k=dim, kind=kind)
     za, zb = lm.map_a(xa), lm.map_b(xb)
@@ -143,7 +133,7 @@ def align_unpaired(xa: np.ndarray, xb: np.ndarray, *, seeds: np.ndarray | None =
     one_to_one = len(xa) == len(xb) <= MAX_EXACT
     if one_to_one:
         sim = za @ zb.T  # (n, n)
-        match = _assign(za, zb)[1].astype(np.int64)
+        match = _assign(sim)[1].astype(np.int64)
         score = sim[np.arange(len(xa)), match].astype(np.float32)
     else:
         match, score = np.empty(len(xa), np.int64), np.empty(len(xa), np.float32)
