@@ -163,7 +163,9 @@ def main() -> None:
                     "the result then also holds the same best round's joint model alone (`joint_only`)")
     ap.add_argument("--strategy", default="fedavg", help="fedavg | fedprox | fedadam | fedyogi (the main federation)")
     ap.add_argument("--proximal-mu", type=float, default=0.0, help="FedProx: the proximal term's weight")
-    ap.add_argument("--server-lr", type=float, default=0.1, help="FedAdam/FedYogi: the server step (eta)")
+    ap.add_argument("--server-lr", type=float, default=None, help="the server step (FedAdam/FedYogi eta, default "
+                    "0.1; FedAvgM default 1.0)")
+    ap.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM: the server's momentum")
     ap.add_argument("--all-views", action="store_true", help="every site holds every view (a diagnostic)")
     ap.add_argument("--seed", type=int, default=0, help="partition, initialisation and batch order (the data and "
                     "its splits stay those of seed 0); use another --work per seed")
@@ -197,6 +199,7 @@ def main() -> None:
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
                            "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
                            "start": args.start, "seed": args.seed, "route": args.route, "strategy": args.strategy, "server_lr": args.server_lr,
+                           "server_momentum": args.server_momentum,
                            "proximal_mu": args.proximal_mu, "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
@@ -227,7 +230,7 @@ def main() -> None:
                            rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
                            route=args.route,
                            start=args.start, strategy=args.strategy, proximal_mu=args.proximal_mu,
-                           server_lr=args.server_lr, timeout=3600)
+                           server_lr=args.server_lr, server_momentum=args.server_momentum, timeout=3600)
     m = ensure_splits(load_manifest(data), cfg.train.seed)
     parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]

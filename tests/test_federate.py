@@ -171,7 +171,8 @@ def _reply(site: int, arrays: dict[str, np.ndarray], n: float):  # type: ignore[
         {"num-examples": n, "train-loss": 1.0, "site": float(site)})}), reply_to=ins)
 
 
-@pytest.mark.parametrize("strategy,dp", [("fedavg", False), ("fedadam", False), ("fedyogi", False), ("fedavg", True)])
+@pytest.mark.parametrize("strategy,dp", [("fedavg", False), ("fedavgm", False), ("fedadam", False), ("fedyogi", False),
+                                         ("fedavg", True)])
 def test_flower_strategies_leave_a_head_nobody_trained_bit_identical(task_identity, strategy: str, dp: bool) -> None:  # type: ignore[no-untyped-def]
     from flwr.app import ArrayRecord
 
@@ -193,7 +194,9 @@ def test_flower_strategies_leave_a_head_nobody_trained_bit_identical(task_identi
         inner = strat.inner.strategy if dp else strat.inner
         if dp:
             strat.inner.current_arrays = to_record_np(cur)
-        if hasattr(inner, "current_arrays"):
+        if strategy == "fedavgm":  # FedAvgM keeps an ArrayRecord, FedAdam/FedYogi a dict
+            inner.current_arrays = to_record_np(cur)
+        elif hasattr(inner, "current_arrays"):
             inner.current_arrays = {k: v.copy() for k, v in cur.items()}
         a = {"heads.image.w": cur["heads.image.w"] + 0.1, "heads.text.w": cur["heads.text.w"] - 0.1}
         b = {"heads.text.w": cur["heads.text.w"] + 0.3, "heads.image.w": cur["heads.image.w"] + 0.1}
@@ -209,3 +212,43 @@ def test_flower_strategies_leave_a_head_nobody_trained_bit_identical(task_identi
     assert r["train_failures"] == 0 and set(r["sites"]) == {"0", "1"} and r["arrays_trained"] == 2
     if dp:
         assert rec.privacy["releases"] == 2 and math.isfinite(rec.privacy["epsilon"]) and rec.privacy["epsilon"] > 0
+
+
+def test_fedavgm_steps_with_momentum_and_holds_an_array_nobody_trained_this_round(task_identity) -> None:  # type: ignore[no-untyped-def]
+    """Through the site-aware wrapper, Flower's FedAvgM takes step = average change + beta * last step;
+    an array trained in round 1 but by no site in round 2 keeps its value exactly, momentum or not;
+    a BatchNorm running statistic takes the sites' plain average every round."""
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from crossalign.config import RunConfig
+    from crossalign.federate.params import from_record, to_record_np
+    from crossalign.federate.record import FederationRecord
+    from crossalign.federate.strategy import build_strategy
+
+    run = RunConfig.from_dict({"model": {"views": [{"column": "image"}, {"column": "text"}]}})
+    fed = FederationConfig(run=run, sites=2, strategy="fedavgm", server_momentum=0.5, start="scratch")
+    assert fed.server_step() == 1.0
+    strat = build_strategy(fed, FederationRecord(config={}))
+
+    class _TwoNodes:  # all that configure_train asks of a Grid: which nodes are connected
+        def get_node_ids(self) -> list[int]:
+            return [101, 102]
+
+    var = "towers.sensor.net.0.running_var"  # a BatchNorm statistic: averaged, never stepped
+    cur = {"heads.image.w": np.zeros((2, 2), np.float32), "heads.text.w": np.ones((2, 2), np.float32),
+           var: np.ones(1, np.float32)}
+    steps = []
+    for rnd, sent in ((1, ("heads.image.w", "heads.text.w", var)), (2, ("heads.image.w", var))):
+        strat.current = {k: v.copy() for k, v in cur.items()}
+        assert len(list(strat.configure_train(rnd, to_record_np(cur), ConfigRecord({}), _TwoNodes()))) == 2  # type: ignore[arg-type]
+        a = {k: cur[k] + 0.2 for k in sent}
+        agg, _ = strat.aggregate_train(rnd, [_reply(0, a, 1.0), _reply(1, a, 1.0)])
+        assert isinstance(agg, ArrayRecord)
+        new = from_record(agg)
+        steps.append(new["heads.image.w"] - cur["heads.image.w"])
+        np.testing.assert_allclose(new[var], cur[var] + 0.2, rtol=1e-6)
+        if rnd == 2:
+            assert new["heads.text.w"].tobytes() == cur["heads.text.w"].tobytes()
+        cur = new
+    np.testing.assert_allclose(steps[0], 0.2, rtol=1e-6)
+    np.testing.assert_allclose(steps[1], 0.2 + 0.5 * 0.2, rtol=1e-6)

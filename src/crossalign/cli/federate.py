@@ -31,9 +31,10 @@ def federate_cmd(
                                       "of the closed-form views by the joint model, its own CCA or a mixture, "
                                       "whichever the sites' val rows prefer | keep the joint model (default; "
                                       "routing was neutral on scenes)")] = None,
-    strategy: Annotated[str | None, Opt(help="fedavg | fedprox | fedadam | fedyogi")] = None,
+    strategy: Annotated[str | None, Opt(help="fedavg | fedavgm | fedprox | fedadam | fedyogi")] = None,
     proximal_mu: Annotated[float | None, Opt(help="FedProx proximal weight mu")] = None,
-    server_lr: Annotated[float | None, Opt(help="FedAdam/FedYogi server learning rate")] = None,
+    server_lr: Annotated[float | None, Opt(help="server learning rate (FedAdam/FedYogi: default 0.1; FedAvgM: 1.0)")] = None,
+    server_momentum: Annotated[float | None, Opt(help="FedAvgM server momentum (default 0.9)")] = None,
     rounds: Annotated[int | None, Opt(help="federated rounds")] = None,
     local_epochs: Annotated[int | None, Opt(help="epochs each site trains per round")] = None,
     fraction_fit: Annotated[float | None, Opt(help="share of sites sampled per round")] = None,
@@ -74,7 +75,8 @@ def federate_cmd(
         if seed is not None:
             run.train.seed = seed
         upd = {"sites": sites, "start": start, "hybrid": hybrid, "hybrid_rounds": hybrid_rounds, "route": route, "partition": partition, "partition_key": partition_key, "strategy": strategy,
-               "proximal_mu": proximal_mu, "server_lr": server_lr, "rounds": rounds, "local_epochs": local_epochs,
+               "proximal_mu": proximal_mu, "server_lr": server_lr,
+               "server_momentum": server_momentum, "rounds": rounds, "local_epochs": local_epochs,
                "fraction_fit": fraction_fit, "min_sites": min_sites, "dp_clip": dp_clip, "dp_noise": dp_noise,
                "site_cache": site_cache,
                "site_modalities": parse_site_modalities(site_modalities) if site_modalities else None}

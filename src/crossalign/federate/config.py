@@ -16,7 +16,7 @@ from crossalign.config import ConfigBase, RunConfig
 
 __all__ = ["STARTS", "STRATEGIES", "FederationConfig", "load_federation_config", "parse_partition", "parse_site_modalities"]
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi")
 STARTS = ("closed_form", "scratch", "auto")
 
 
@@ -75,7 +75,8 @@ class FederationConfig(ConfigBase):
     route: bool = False
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
-    server_lr: float = 0.1  # FedAdam/FedYogi server step (eta)
+    server_lr: float | None = None  # server step: FedAdam/FedYogi eta (None: 0.1), FedAvgM (None: 1.0)
+    server_momentum: float = 0.9  # FedAvgM: momentum of the server's step (Hsu et al. 2019)
     rounds: int = 10
     local_epochs: int = 1
     fraction_fit: float = 1.0  # share of sites sampled per round
@@ -107,6 +108,10 @@ class FederationConfig(ConfigBase):
             raise ValueError("fraction_fit must be in (0, 1]")
         if self.min_sites < 0 or self.min_sites > self.sites:
             raise ValueError(f"min_sites must be between 0 and sites ({self.sites})")
+        if self.server_lr is not None and not self.server_lr > 0:
+            raise ValueError("server_lr must be > 0 (or null: the strategy's default)")
+        if not 0 <= self.server_momentum < 1:
+            raise ValueError("server_momentum must be in [0, 1)")
         if self.proximal_mu < 0 or self.dp_clip < 0 or self.dp_noise < 0:
             raise ValueError("proximal_mu, dp_clip and dp_noise must be >= 0")
         if (self.dp_noise > 0) != (self.dp_clip > 0):
@@ -133,6 +138,13 @@ class FederationConfig(ConfigBase):
         if start not in ("closed_form", "scratch"):
             raise ValueError(f"a start candidate is closed_form or scratch, not {start!r}")
         return FederationConfig.from_dict({**self.to_dict(), "start": start}, "federation")
+
+    def server_step(self) -> float:
+        """The server's learning rate: `server_lr`, or the strategy's usual one (FedAdam/FedYogi 0.1,
+        FedAvgM 1.0: the plain average plus momentum)."""
+        if self.server_lr is not None:
+            return self.server_lr
+        return 1.0 if self.strategy == "fedavgm" else 0.1
 
     def views_of(self, site: int) -> list[str]:
         return list(self.site_modalities.get(site, self.run.model.columns))

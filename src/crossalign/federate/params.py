@@ -19,6 +19,7 @@ __all__ = [
     "aggregate_per_parameter",
     "exchanged_keys",
     "from_record",
+    "is_statistic",
     "load_exchanged",
     "norm_keys",
     "pooled_norms",
@@ -26,6 +27,15 @@ __all__ = [
     "to_record",
     "to_record_np",
 ]
+
+
+STATISTICS = ("running_mean", "running_var")  # BatchNorm buffers: statistics, not weights
+
+
+def is_statistic(key: str) -> bool:
+    """A running statistic travels and is averaged, but a server optimiser must not step it: momentum
+    or Adam extrapolating a running variance past the sites' values can make it negative."""
+    return key.endswith(STATISTICS)
 
 
 def norm_keys(model: AlignmentModel) -> list[str]:

@@ -26,13 +26,14 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
     FedAvg,
+    FedAvgM,
     FedProx,
     FedYogi,
     Strategy,
 )
 
 from crossalign.federate.config import FederationConfig
-from crossalign.federate.params import aggregate_per_parameter, from_record, record_bytes, to_record_np
+from crossalign.federate.params import aggregate_per_parameter, from_record, is_statistic, record_bytes, to_record_np
 from crossalign.federate.privacy import epsilon_for, gdp_mu
 from crossalign.federate.record import FederationRecord, RoundFailed
 
@@ -49,9 +50,10 @@ def _common(fed: FederationConfig) -> dict[str, Any]:
 
 STRATEGY_FACTORIES: dict[str, Callable[[FederationConfig], FedAvg]] = {
     "fedavg": lambda f: FedAvg(**_common(f)),
+    "fedavgm": lambda f: FedAvgM(**_common(f), server_learning_rate=f.server_step(), server_momentum=f.server_momentum),
     "fedprox": lambda f: FedProx(**_common(f), proximal_mu=f.proximal_mu),
-    "fedadam": lambda f: FedAdam(**_common(f), eta=f.server_lr, eta_l=f.run.train.lr, tau=1e-3),
-    "fedyogi": lambda f: FedYogi(**_common(f), eta=f.server_lr, eta_l=f.run.train.lr, tau=1e-3),
+    "fedadam": lambda f: FedAdam(**_common(f), eta=f.server_step(), eta_l=f.run.train.lr, tau=1e-3),
+    "fedyogi": lambda f: FedYogi(**_common(f), eta=f.server_step(), eta_l=f.run.train.lr, tau=1e-3),
 }
 
 
@@ -95,6 +97,8 @@ class SiteAwareStrategy(Strategy):
         if self.frozen and server_round <= self.fed.held_rounds():
             config = ConfigRecord({**config, "frozen-views": ",".join(self.frozen)})
             rec["frozen_views"] = list(self.frozen)
+        if isinstance(self.inner, FedAvgM):  # its step starts from the model the sites get (Flower's
+            self.inner.current_arrays = arrays  # FedAvgM records it only once; we may hold arrays still)
         msgs = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._sent = record_bytes(arrays) + sum(len(str(v)) for v in config.values())
         rec["sampled"] = len(msgs)
@@ -176,8 +180,12 @@ class SiteAwareStrategy(Strategy):
             if agg is None:
                 rec["status"] = "failed"
                 raise RoundFailed(f"round {server_round}: the {self.fed.strategy} strategy returned no arrays")
-        # FedAdam/FedYogi compute in float64: back to the model's dtypes (exact for untouched arrays)
-        agg = to_record_np({k: v.astype(self.current[k].dtype, copy=False) for k, v in from_record(agg).items()})
+            # running statistics take the sites' average, not the server optimiser's step
+            agg = to_record_np({k: new[k] if is_statistic(k) else v for k, v in from_record(agg).items()})
+        # FedAdam/FedYogi compute in float64: back to the model's dtypes. An array no site trained this
+        # round keeps its value exactly (a server optimiser's momentum would still move it)
+        agg = to_record_np({k: (self.current[k] if k in untouched else v.astype(self.current[k].dtype, copy=False))
+                            for k, v in from_record(agg).items()})
         return agg, MetricRecord({"train-loss": rec["train_loss"]})
 
     def _privacy(self) -> None:
