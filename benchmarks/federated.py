@@ -70,6 +70,8 @@ def _config(args: argparse.Namespace, data: Path) -> Any:
         apply_cli_defaults(cfg.model.views, recorded_encoders(load_manifest(data)))
     cfg.train.data, cfg.train.epochs, cfg.train.batch_size = str(data), args.epochs, args.batch_size
     cfg.train.patience, cfg.train.progress = 0, False
+    if args.lr:
+        cfg.train.lr = args.lr
     cfg.train.seed = args.seed  # the site partition, the model's initialisation and the batch order
     return cfg
 
@@ -141,6 +143,7 @@ def main() -> None:
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10, help="centralised and single-site epochs")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=None, help="local peak learning rate (default: the config's)")
     ap.add_argument("--hidden", type=int, default=512, help="scenes head width")
     ap.add_argument("--start", choices=["closed_form", "scratch", "auto"], default="closed_form",
                     help="the federation's start (auto: both, the better on the sites' pooled val R@1)")
@@ -197,7 +200,7 @@ def main() -> None:
     cols = cfg.model.columns
     res: dict[str, Any] = {"set": args.set, "sites": args.sites, "alpha": args.alpha, "partition_key": spec["key"],
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
-                           "epochs": args.epochs, "batch_size": args.batch_size, "hybrid_rounds": args.hybrid_rounds,
+                           "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "hybrid_rounds": args.hybrid_rounds,
                            "start": args.start, "seed": args.seed, "route": args.route, "strategy": args.strategy, "server_lr": args.server_lr,
                            "server_momentum": args.server_momentum,
                            "proximal_mu": args.proximal_mu, "load_before": _uptime()}

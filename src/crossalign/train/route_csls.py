@@ -39,6 +39,8 @@ class HubScorer:
         self.model, self.extra, self.seed = model, extra, seed  # for the joint space's bank, when needed
         self._joint: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # {view: (joint vectors, rank)}
         self._cache: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+        # ASIF: a view's cosines to its anchors are the same in every pair it sits in (only k, p differ)
+        self._asif_sims: dict[tuple[str, int, int], np.ndarray] = {}
 
     def _items(self, c: str, keep: np.ndarray) -> np.ndarray:
         """Features of view c's sampled items where `keep`, in item order (train rows, then unpaired)."""
@@ -59,7 +61,10 @@ class HubScorer:
                     self._joint = sample_banks(self.model, self.tr, self.extra, self.seed)
                 z = self._joint[c][0][keep]
             elif route["method"] == "asif":
-                z = mods[c](self._items(c, keep))
+                sk = (c, int(keep.sum()), id(mods[c].anchors))
+                if sk not in self._asif_sims:
+                    self._asif_sims[sk] = mods[c].sims(self._items(c, keep))
+                z = mods[c].relative(self._asif_sims[sk])
             else:  # a closed form's LinearPath, as routing scores its validation vectors
                 x = torch.from_numpy(self._items(c, keep))
                 z = torch.cat([F.normalize(mods[c](x[i:i + 1024]), dim=-1) for i in range(0, len(x), 1024)]).numpy()

@@ -73,9 +73,12 @@ def _pair_score(za: np.ndarray, zb: np.ndarray, groups: np.ndarray | None, a: st
 
 
 def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable, a: str, b: str, dim: int,
-                kernel: dict[str, list[int]] | None = None, extra: Extra = None) -> AlignmentModel:
+                kernel: dict[str, list[int]] | None = None, extra: Extra = None,
+                cache: dict[str, Any] | None = None) -> AlignmentModel:
     """A throw-away two-view model whose linear paths hold the pair's closed form (`dim` wide), its
-    inputs standardised like the run's (train rows plus `extra`, the unpaired items, where given)."""
+    inputs standardised like the run's (train rows plus `extra`, the unpaired items, where given).
+    `cache`: each view's standardisation, fitted once and copied into every later pair model (the
+    same statistics: a view's training features do not depend on its partner, width or kernel)."""
     c = copy.deepcopy(cfg.model)
     c.dim = dim
     c.views = [v for v in c.views if v.column in (a, b)]
@@ -84,7 +87,16 @@ def _pair_model(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTable,
     c.head.linear_path, c.head.kernel = True, dict(kernel or {})
     sub = {k: specs[k] for k in (a, b)}
     model = AlignmentModel(c, sub, build_towers(RunConfig(model=c, train=cfg.train), sub))
-    model.fit_normalizers({k: torch.from_numpy(with_unpaired(tr, k, extra)) for k in (a, b)})
+    cache = {} if cache is None else cache
+    todo = [k for k in (a, b) if f"norm:{k}" not in cache]
+    model.fit_normalizers({k: torch.from_numpy(with_unpaired(tr, k, extra)) for k in todo})
+    state = model.state_dict()
+    for k in (a, b):
+        own = (f"heads.{k}.norm.", f"linear.{k}.norm.")
+        if k in todo:
+            cache[f"norm:{k}"] = {n: v.clone() for n, v in state.items() if n.startswith(own)}
+        else:
+            model.load_state_dict(cache[f"norm:{k}"], strict=False)
     return model
 
 
@@ -97,14 +109,15 @@ def _closed_forms(cfg: RunConfig, specs: dict[str, EncoderSpec], tr: FeatureTabl
     run's unpaired items per view: they join the standardisation and add the `semi_cca` candidate."""
     # As wide as the pair's closed form wants (the benchmark's baselines are not cut to the joint `dim`:
     # a kernel CCA cut from 8 to 6 components lost 3 points of R@1 on a synthetic pair).
-    model = _pair_model(cfg, specs, tr, a, b, MAX_WIDTH, extra=extra)
+    cache = {} if cache is None else cache
+    model = _pair_model(cfg, specs, tr, a, b, MAX_WIDTH, extra=extra, cache=cache)
     best = fit_closed_form(model, tr, va, seed=seed, cache=cache, extra=extra)
     if best is None:
         return {}
     out = {}
     for cf in (best.alternatives or {best.method: best}).values():
         width = max(2, max(m.weight().shape[1] for m in cf.maps.values()))
-        model = _pair_model(cfg, specs, tr, a, b, width, cf.kernel_shapes(), extra)
+        model = _pair_model(cfg, specs, tr, a, b, width, cf.kernel_shapes(), extra, cache)
         apply_closed_form(model, cf)
         route: dict[str, Any] = {"method": cf.method, "width": width, "params": cf.params}
         if cf.kernel_shapes():
