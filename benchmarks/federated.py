@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10, help="centralised and single-site epochs")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=None, help="local peak learning rate (default: the config's)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate: the sites' local peak, and the centralised and single-site runs' (default: the config's)")
     ap.add_argument("--hidden", type=int, default=512, help="scenes head width")
     ap.add_argument("--start", choices=["closed_form", "scratch", "auto"], default="closed_form",
                     help="the federation's start (auto: both, the better on the sites' pooled val R@1)")
