@@ -33,7 +33,13 @@ from flwr.serverapp.strategy import (
 )
 
 from crossalign.federate.config import FederationConfig
-from crossalign.federate.params import aggregate_per_parameter, from_record, is_statistic, record_bytes, to_record_np
+from crossalign.federate.params import (
+    aggregate_per_parameter,
+    from_record,
+    is_statistic,
+    record_bytes,
+    to_record_np,
+)
 from crossalign.federate.privacy import epsilon_for, gdp_mu
 from crossalign.federate.record import FederationRecord, RoundFailed
 
