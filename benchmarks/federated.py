@@ -100,7 +100,7 @@ def _federate(fed: Any, out: Path, cols: list[str]) -> dict[str, Any]:
         jf = evaluate_run(out / "joint-only", split="test").metrics
         joint = {"mean_R@1": _mean_r1(jf, cols), "directions": {k: v for k, v in jf.items() if k.endswith("/R@1")}}
     return {"mean_R@1": _mean_r1(fm, cols), "directions": {k: v for k, v in fm.items() if k.endswith("/R@1")},
-            "routing": rec.routing, "joint_only": joint,
+            "routing": rec.routing, "joint_only": joint, "averaged": rec.averaged,
             "val_by_round": vals, "first_round": first,
             "rounds_to_90pct": next(i + first for i, v in enumerate(vals) if v >= 0.9 * final),
             "bytes_per_round": sum(r["bytes_sent"] + r["bytes_received"] for r in rec.rounds) / len(rec.rounds),
@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--proximal-mu", type=float, default=0.0, help="FedProx: the proximal term's weight")
     ap.add_argument("--server-lr", type=float, default=None, help="the server step (FedAdam/FedYogi eta, default "
                     "0.1; FedAvgM default 1.0)")
+    ap.add_argument("--average-last", type=int, default=None, help="the mean of the last N rounds as a candidate "
+                    "(default: the federation's)")
     ap.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM: the server's momentum")
     ap.add_argument("--all-views", action="store_true", help="every site holds every view (a diagnostic)")
     ap.add_argument("--seed", type=int, default=0, help="partition, initialisation and batch order (the data and "
@@ -202,7 +204,7 @@ def main() -> None:
                            "site_modalities": spec["views"], "rounds": args.rounds, "local_epochs": args.local_epochs,
                            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "hybrid_rounds": args.hybrid_rounds,
                            "start": args.start, "seed": args.seed, "route": args.route, "strategy": args.strategy, "server_lr": args.server_lr,
-                           "server_momentum": args.server_momentum,
+                           "server_momentum": args.server_momentum, "average_last": args.average_last,
                            "proximal_mu": args.proximal_mu, "load_before": _uptime()}
     if args.set == "scenes":
         res.update({"n": args.n, "hidden": args.hidden})
@@ -233,7 +235,8 @@ def main() -> None:
                            rounds=args.rounds, local_epochs=args.local_epochs, hybrid_rounds=args.hybrid_rounds,
                            route=args.route,
                            start=args.start, strategy=args.strategy, proximal_mu=args.proximal_mu,
-                           server_lr=args.server_lr, server_momentum=args.server_momentum, timeout=3600)
+                           server_lr=args.server_lr, server_momentum=args.server_momentum, timeout=3600,
+                           **({} if args.average_last is None else {"average_last": args.average_last}))
     m = ensure_splits(load_manifest(data), cfg.train.seed)
     parts = partition_rows(m, "dirichlet", args.alpha, args.sites, cfg.train.seed, spec["key"])
     res["site_rows"] = [len(p) for p in parts]

@@ -56,14 +56,15 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def three_sites(pairs: Path, flwr_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """3 sites x 2 rounds; the model also has `sensor_b`, which no site holds."""
+    """3 sites x 2 rounds; the model also has `sensor_b`, which no site holds; the mean of both rounds
+    is scored as one more candidate (`average_last`)."""
     from crossalign.federate.config import FederationConfig
     from crossalign.federate.runner import run_federation
 
     out = tmp_path_factory.mktemp("fed3")
     run = pair_run_config(pairs, out, views=("text", "sensor", "sensor_b"), lr=1e-3)
     fed = FederationConfig(run=run, sites=3, rounds=2, local_epochs=2, partition="iid", timeout=600,
-                           site_modalities={s: ["text", "sensor"] for s in range(3)}, start="scratch")
+                           site_modalities={s: ["text", "sensor"] for s in range(3)}, start="scratch", average_last=2)
     received: list[tuple[int, str, Any]] = []
     before = set(_live_children())
     rec = run_federation(fed, out, on_receive=lambda rnd, phase, msg: received.append((rnd, phase, msg)))
@@ -95,6 +96,11 @@ def test_three_sites_two_rounds_no_failures_and_rising_val(three_sites: dict[str
         assert all(s["bytes_received"] > 0 and s["val_R@1"] is not None for s in r["sites"].values())
         assert r["bytes_sent"] > 0 and r["seconds"] > 0
     assert (out / "rounds.png").stat().st_size > 1000
+    avg = saved["averaged"]  # the mean of rounds 1 and 2, scored on the sites' val rows
+    assert avg["rounds"] == [1, 2] and 0 <= avg["val_R@1"] <= 1 and avg["failures"] == {"": 0}
+    result = json.loads((out / "train_result.json").read_text())
+    assert avg["kept"] == (avg["val_R@1"] > max(v1, v2)) == ("averaged_rounds" in result)
+    assert saved["best_val_R@1"] == (avg["val_R@1"] if avg["kept"] else max(v1, v2))
     assert not three_sites["left"], f"processes left running: {three_sites['left']}"
 
 

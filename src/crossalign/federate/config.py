@@ -73,6 +73,10 @@ class FederationConfig(ConfigBase):
     # of the joint model, its own CCA (from the start's pooled moments) or a mixture (federate/routing.py).
     # Off by default: on scenes (3 seeds) it moved test mean R@1 by -0.001 to +0.002 (README)
     route: bool = False
+    # after the rounds, the mean of the last N rounds' global models (weights and statistics) is one more
+    # candidate, kept when the sites' val R@1 prefers it to the best single round (SWA over rounds;
+    # each round's local schedule is one warm-up + cosine cycle). 0 or 1: off
+    average_last: int = 0
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
     server_lr: float | None = None  # server step: FedAdam/FedYogi eta (None: 0.1), FedAvgM (None: 1.0)
@@ -108,6 +112,8 @@ class FederationConfig(ConfigBase):
             raise ValueError("fraction_fit must be in (0, 1]")
         if self.min_sites < 0 or self.min_sites > self.sites:
             raise ValueError(f"min_sites must be between 0 and sites ({self.sites})")
+        if self.average_last < 0:
+            raise ValueError("average_last must be >= 0 (0 or 1: off)")
         if self.server_lr is not None and not self.server_lr > 0:
             raise ValueError("server_lr must be > 0 (or null: the strategy's default)")
         if not 0 <= self.server_momentum < 1:

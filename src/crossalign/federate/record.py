@@ -26,6 +26,7 @@ class FederationRecord:
     statistics: dict[str, Any] | None = None  # the one-off standardisation round
     closed_form: dict[str, Any] | None = None  # the federated closed-form start (round 0)
     routing: dict[str, Any] | None = None  # per-pair routing after the rounds (federate/routing.py)
+    averaged: dict[str, Any] | None = None  # `average_last`: the rounds averaged, their val R@1, kept or not
     best_round: int | None = None
     best_val: float | None = None  # the best round's val R@1 over the sites (round 0: the closed form)
     seconds: float = 0.0
@@ -54,7 +55,7 @@ class FederationRecord:
                 "failures": self.failures, "best_round": self.best_round, "best_val_R@1": self.best_val,
                 "seconds": round(self.seconds, 3), "candidates": self.candidates, "winner": self.winner,
                 "privacy": self.privacy, "statistics": self.statistics, "closed_form": self.closed_form,
-                "routing": self.routing, "config": self.config,
+                "routing": self.routing, "averaged": self.averaged, "config": self.config,
                 "rounds": self.rounds}
 
     def save(self, folder: str | Path) -> Path:

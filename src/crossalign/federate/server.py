@@ -90,15 +90,16 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
 
 def _ask(grid: Grid, fed: FederationConfig, fed_json: str, stage: str, arrays: ArrayRecord, kind: str,
          on_receive: Callable[[int, str, Message], None] | None, info: dict[str, Any],
-         views: list[str] | None = None) -> list[Message]:
-    """One closed-form stage (or the round-0 evaluation) at every site -> the replies that succeeded."""
+         views: list[str] | None = None, phase: str | None = None) -> list[Message]:
+    """One closed-form stage (or an evaluation outside the rounds) at every site -> the replies that
+    succeeded. `phase`: what `on_receive` is told (default `closed-form:STAGE`)."""
     nodes = sorted(grid.get_node_ids())
     config = {"federation": fed_json, "stage": stage, **({"views": ",".join(views)} if views else {})}
     content = {"config": ConfigRecord(config), "arrays": arrays}
     msgs = [Message(RecordDict(content), dst_node_id=n, message_type=kind) for n in nodes]
     replies = list(grid.send_and_receive(msgs, timeout=fed.timeout))
     for r in replies if on_receive is not None else ():
-        on_receive(0, f"closed-form:{stage}", r)
+        on_receive(0, phase or f"closed-form:{stage}", r)
     ok = [r for r in replies if not r.has_error()]
     info["bytes_sent"] = info.get("bytes_sent", 0) + record_bytes(arrays) * len(msgs)
     info["bytes_received"] = info.get("bytes_received", 0) + sum(
@@ -154,6 +155,39 @@ def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: 
     log.info("closed-form start: %s %s on %s%s, val mean R@1 %.4f", cf.method, cf.params, fixed,
              f" (from-scratch towers {scratch} train into it)" if scratch else "", info["val_R@1"])
     return arrays, fixed if scratch else [], Pooled(bases, moments, fixed)
+
+
+def _average_rounds(grid: Grid, fed: FederationConfig, fed_json: str, strategy: SiteAwareStrategy,
+                    record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None) -> None:
+    """`average_last`: the mean of the last rounds' global models, scored on the sites' val rows like a
+    round (scalars back), kept as the best model when it beats the best round. A failed evaluation
+    keeps the rounds' best and says why."""
+    rounds = [r for r, _ in strategy.history]
+    models = [a for _, a in strategy.history]
+    def mean(k: str, v: np.ndarray) -> np.ndarray:  # an array no round moved (a held view) stays exact
+        if not np.issubdtype(v.dtype, np.floating) or all(np.array_equal(m[k], v) for m in models):
+            return v
+        return np.mean([m[k].astype(np.float64) for m in models], 0).astype(v.dtype)
+
+    avg = {k: mean(k, v) for k, v in models[-1].items()}
+    info: dict[str, Any] = {"rounds": rounds}
+    record.averaged = info
+    try:
+        evals = _ask(grid, fed, fed_json, "", to_record_np(avg), MessageType.EVALUATE, on_receive, info, phase="eval")
+    except RoundFailed as e:
+        info.update({"error": str(e), "kept": False})
+        log.warning("averaged rounds not scored, the best round is kept: %s", e)
+        return
+    vals = [next(iter(r.content.metric_records.values())) for r in evals]
+    val = float(np.average([float(m["val-R@1"]) for m in vals],  # type: ignore[arg-type]
+                           weights=[float(m["num-examples"]) for m in vals]))  # type: ignore[arg-type]
+    kept = strategy.best is None or val > strategy.best[0]
+    info.update({"val_R@1": val, "kept": kept})
+    log.info("mean of rounds %s: val mean R@1 %.4f (%s)", rounds, val,
+             "kept" if kept else f"the best round's {strategy.best[0]:.4f} is kept")  # type: ignore[index]
+    if kept:
+        strategy.best = (val, rounds[-1], avg)
+        record.best_round = rounds[-1]
 
 
 def _route(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel, pooled: Pooled,
@@ -239,6 +273,8 @@ def _run_one(grid: Grid, fed: FederationConfig, out: str | Path,
         result = strategy.start(grid, init, num_rounds=fed.rounds, timeout=fed.timeout,
                                 train_config=cfg_rec, evaluate_config=ConfigRecord({"federation": fed_json}))
         last = from_record(result.arrays) if len(result.arrays) else None
+        if len(strategy.history) > 1:
+            _average_rounds(grid, fed, fed_json, strategy, record, on_receive)
         if pooled is not None and fed.route and strategy.best is not None:
             load_exchanged(model, strategy.best[2])
             try:
@@ -267,6 +303,7 @@ def _run_one(grid: Grid, fed: FederationConfig, out: str | Path,
             save_model(final, cfg, out, "last")
         (out / "train_result.json").write_text(json.dumps(
             {"best_round": strategy.best[1], "best_val_mean/R@1": strategy.best[0], "rounds": fed.rounds,
+             **({"averaged_rounds": record.averaged["rounds"]} if (record.averaged or {}).get("kept") else {}),
              "federated": True, "sites": fed.sites, **({"routes": record.routing["routes"]} if record.routing else {})},
             indent=2))
     record.save(out)

@@ -13,6 +13,7 @@ the per-site record, and:
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import time
@@ -84,6 +85,9 @@ class SiteAwareStrategy(Strategy):
         self.fed, self.inner, self.record, self.on_receive = fed, inner, record, on_receive
         self.current: dict[str, np.ndarray] = {}
         self.evaluated: dict[str, np.ndarray] = {}
+        # `average_last`: the last rounds' global models, (round, arrays), oldest first
+        self.history: collections.deque[tuple[int, dict[str, np.ndarray]]] = collections.deque(
+            maxlen=max(fed.average_last, 1))
         self.best: tuple[float, int, dict[str, np.ndarray]] | None = None
         self.node_site: dict[int, str] = {}
         self.dp_releases = 0
@@ -212,6 +216,8 @@ class SiteAwareStrategy(Strategy):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         self.evaluated = from_record(arrays)
+        if self.fed.average_last > 1:
+            self.history.append((server_round, self.evaluated))
         msgs = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
         sent = record_bytes(arrays) + sum(len(str(v)) for v in config.values())
         self.record.round(server_round)["bytes_sent"] += sent * len(msgs)
