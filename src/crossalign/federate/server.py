@@ -164,6 +164,7 @@ def _average_rounds(grid: Grid, fed: FederationConfig, fed_json: str, strategy: 
     keeps the rounds' best and says why."""
     rounds = [r for r, _ in strategy.history]
     models = [a for _, a in strategy.history]
+
     def mean(k: str, v: np.ndarray) -> np.ndarray:  # an array no round moved (a held view) stays exact
         if not np.issubdtype(v.dtype, np.floating) or all(np.array_equal(m[k], v) for m in models):
             return v
