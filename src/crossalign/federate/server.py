@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from crossalign.align.io import build_towers, load_run, save_model
 from crossalign.align.model import AlignmentModel
 from crossalign.config import RunConfig
 from crossalign.data.features import build_view_encoder
+from crossalign.federate.asking import ask_sites, sites_val
+from crossalign.federate.averaging import average_rounds
 from crossalign.federate.closed_form import pick, pooled_bases, solve_candidates, stage_arrays
 from crossalign.federate.config import FederationConfig
 from crossalign.federate.params import (
@@ -88,31 +90,6 @@ def _statistics_round(grid: Grid, fed: FederationConfig, fed_json: str, model: A
     load_exchanged(model, norm)
 
 
-def _ask(grid: Grid, fed: FederationConfig, fed_json: str, stage: str, arrays: ArrayRecord, kind: str,
-         on_receive: Callable[[int, str, Message], None] | None, info: dict[str, Any],
-         views: list[str] | None = None, phase: str | None = None) -> list[Message]:
-    """One closed-form stage (or an evaluation outside the rounds) at every site -> the replies that
-    succeeded. `phase`: what `on_receive` is told (default `closed-form:STAGE`)."""
-    nodes = sorted(grid.get_node_ids())
-    config = {"federation": fed_json, "stage": stage, **({"views": ",".join(views)} if views else {})}
-    content = {"config": ConfigRecord(config), "arrays": arrays}
-    msgs = [Message(RecordDict(content), dst_node_id=n, message_type=kind) for n in nodes]
-    replies = list(grid.send_and_receive(msgs, timeout=fed.timeout))
-    for r in replies if on_receive is not None else ():
-        on_receive(0, phase or f"closed-form:{stage}", r)
-    ok = [r for r in replies if not r.has_error()]
-    info["bytes_sent"] = info.get("bytes_sent", 0) + record_bytes(arrays) * len(msgs)
-    info["bytes_received"] = info.get("bytes_received", 0) + sum(
-        (record_bytes(r.content["arrays"]) if r.content.array_records else 0)
-        + 8 * sum(len(m) for m in r.content.metric_records.values()) for r in ok)
-    info.setdefault("failures", {})[stage] = len(replies) - len(ok)
-    if len(ok) < fed.required_per_round():
-        reasons = "; ".join(str(r.error.reason).strip().splitlines()[-1] for r in replies if r.has_error())
-        raise RoundFailed(f"closed-form {stage}: {len(ok)} site(s) answered, the minimum is "
-                          f"{fed.required_per_round()} ({reasons})")
-    return ok
-
-
 def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel,
                        record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None
                        ) -> tuple[dict[str, np.ndarray], list[str], Pooled]:
@@ -133,62 +110,25 @@ def _closed_form_start(grid: Grid, fed: FederationConfig, fed_json: str, model: 
     q = MessageType.QUERY
     views = fixed if scratch else None
     factors = [from_record(r.content["arrays"])
-               for r in _ask(grid, fed, fed_json, "factor", to_record_np(norms), q, on_receive, info, views)]
+               for r in ask_sites(grid, fed, fed_json, "factor", to_record_np(norms), q, on_receive, info, views)]
     bases = pooled_bases(factors, fixed, 512 if len(fixed) == 2 else 256)
-    moments = [from_record(r.content["arrays"]) for r in _ask(
+    moments = [from_record(r.content["arrays"]) for r in ask_sites(
         grid, fed, fed_json, "moments", to_record_np({**norms, **stage_arrays(bases)}), q, on_receive, info, views)]
     cands = solve_candidates(bases, moments, model.cfg.dim)
     scored = [{k: float(v) for k, v in next(iter(r.content.metric_records.values())).items()}  # type: ignore[arg-type]
-              for r in _ask(grid, fed, fed_json, "score", to_record_np({**norms, **stage_arrays(bases, cands)}), q,
+              for r in ask_sites(grid, fed, fed_json, "score", to_record_np({**norms, **stage_arrays(bases, cands)}), q,
                             on_receive, info, views)]
     cf = pick(bases, cands, scored)
     cf.scratch = scratch
     apply_closed_form(model, cf)
     arrays = from_record(to_record(model, exchanged_keys(model) + norm_keys(model)))
-    evals = _ask(grid, fed, fed_json, "", to_record_np(arrays), MessageType.EVALUATE, on_receive, info)
-    vals = [next(iter(r.content.metric_records.values())) for r in evals]
+    evals = ask_sites(grid, fed, fed_json, "", to_record_np(arrays), MessageType.EVALUATE, on_receive, info)
     info.update({"method": cf.method, "params": cf.params, "tuning_score": cf.val_score,
-                 "basis_dims": {c: len(v) for c, (_, v) in bases.items()},
-                 "val_R@1": float(np.average([float(m["val-R@1"]) for m in vals],  # type: ignore[arg-type]
-                                             weights=[float(m["num-examples"]) for m in vals])),  # type: ignore[arg-type]
+                 "basis_dims": {c: len(v) for c, (_, v) in bases.items()}, "val_R@1": sites_val(evals),
                  "seconds": round(time.time() - t0, 3)})
     log.info("closed-form start: %s %s on %s%s, val mean R@1 %.4f", cf.method, cf.params, fixed,
              f" (from-scratch towers {scratch} train into it)" if scratch else "", info["val_R@1"])
     return arrays, fixed if scratch else [], Pooled(bases, moments, fixed)
-
-
-def _average_rounds(grid: Grid, fed: FederationConfig, fed_json: str, strategy: SiteAwareStrategy,
-                    record: FederationRecord, on_receive: Callable[[int, str, Message], None] | None) -> None:
-    """`average_last`: the mean of the last rounds' global models, scored on the sites' val rows like a
-    round (scalars back), kept as the best model when it beats the best round. A failed evaluation
-    keeps the rounds' best and says why."""
-    rounds = [r for r, _ in strategy.history]
-    models = [a for _, a in strategy.history]
-
-    def mean(k: str, v: np.ndarray) -> np.ndarray:  # an array no round moved (a held view) stays exact
-        if not np.issubdtype(v.dtype, np.floating) or all(np.array_equal(m[k], v) for m in models):
-            return v
-        return np.mean([m[k].astype(np.float64) for m in models], 0).astype(v.dtype)
-
-    avg = {k: mean(k, v) for k, v in models[-1].items()}
-    info: dict[str, Any] = {"rounds": rounds}
-    record.averaged = info
-    try:
-        evals = _ask(grid, fed, fed_json, "", to_record_np(avg), MessageType.EVALUATE, on_receive, info, phase="eval")
-    except RoundFailed as e:
-        info.update({"error": str(e), "kept": False})
-        log.warning("averaged rounds not scored, the best round is kept: %s", e)
-        return
-    vals = [next(iter(r.content.metric_records.values())) for r in evals]
-    val = float(np.average([float(m["val-R@1"]) for m in vals],  # type: ignore[arg-type]
-                           weights=[float(m["num-examples"]) for m in vals]))  # type: ignore[arg-type]
-    kept = strategy.best is None or val > strategy.best[0]
-    info.update({"val_R@1": val, "kept": kept})
-    log.info("mean of rounds %s: val mean R@1 %.4f (%s)", rounds, val,
-             "kept" if kept else f"the best round's {strategy.best[0]:.4f} is kept")  # type: ignore[index]
-    if kept:
-        strategy.best = (val, rounds[-1], avg)
-        record.best_round = rounds[-1]
 
 
 def _route(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentModel, pooled: Pooled,
@@ -199,7 +139,7 @@ def _route(grid: Grid, fed: FederationConfig, fed_json: str, model: AlignmentMod
 
     def ask(arrays: dict[str, np.ndarray]) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in next(iter(r.content.metric_records.values())).items()}  # type: ignore[arg-type]
-                for r in _ask(grid, fed, fed_json, "route", to_record_np(arrays), MessageType.QUERY, on_receive, info)]
+                for r in ask_sites(grid, fed, fed_json, "route", to_record_np(arrays), MessageType.QUERY, on_receive, info)]
 
     return route_best_round(model, fed.run, pooled, ask, info)
 
@@ -275,7 +215,7 @@ def _run_one(grid: Grid, fed: FederationConfig, out: str | Path,
                                 train_config=cfg_rec, evaluate_config=ConfigRecord({"federation": fed_json}))
         last = from_record(result.arrays) if len(result.arrays) else None
         if len(strategy.history) > 1:
-            _average_rounds(grid, fed, fed_json, strategy, record, on_receive)
+            average_rounds(grid, fed, fed_json, strategy, record, on_receive)
         if pooled is not None and fed.route and strategy.best is not None:
             load_exchanged(model, strategy.best[2])
             try:
