@@ -106,8 +106,13 @@ def test_config_validation() -> None:
     from crossalign.config import RunConfig
 
     run = RunConfig.from_dict({"model": {"views": [{"column": "text"}, {"column": "image"}]}})
-    with pytest.raises(ValueError, match="FedAvg/FedProx"):
-        FederationConfig(run=run, strategy="fedadam", dp_clip=1.0, dp_noise=1.0, start="scratch")
+    for strategy in ("fedadam", "fedavgm"):
+        with pytest.raises(ValueError, match="FedAvg/FedProx"):
+            FederationConfig(run=run, strategy=strategy, dp_clip=1.0, dp_noise=1.0, start="scratch")
+    with pytest.raises(ValueError, match="server_momentum"):
+        FederationConfig(run=run, strategy="fedavgm", server_momentum=1.0)
+    with pytest.raises(ValueError, match="average_last"):
+        FederationConfig(run=run, average_last=-1)
     with pytest.raises(ValueError, match="start scratch"):  # DP does not cover the closed-form statistics
         FederationConfig(run=run, dp_clip=1.0, dp_noise=1.0)
     with pytest.raises(ValueError, match="both"):

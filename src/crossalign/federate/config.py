@@ -125,7 +125,8 @@ class FederationConfig(ConfigBase):
         if self.dp and self.start != "scratch":
             raise ValueError("DP covers the round updates only; the closed-form start sends its statistics without "
                              "noise, so a DP federation must use start scratch (--start scratch)")
-        if self.dp and self.strategy in ("fedadam", "fedyogi"):
+        if self.dp and self.strategy in ("fedavgm", "fedadam", "fedyogi"):
+            # behind Flower's DP wrapper a server optimiser would also step the noised running statistics
             raise ValueError("DP is accounted for FedAvg/FedProx aggregation only (use --strategy fedavg|fedprox)")
         cols = self.run.model.columns
         for s, views in self.site_modalities.items():
