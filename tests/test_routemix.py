@@ -89,7 +89,7 @@ def test_planted_mixture_beats_every_single_candidate_and_is_served(tmp_path: Pa
     assert all(i["dim"] == model.out_dim and i["parity_max_abs_diff"] < 1e-4 for i in info), info
 
 
-def test_single_route_mode_and_bad_mixtures() -> None:
+def test_single_route_mode_and_bad_mixtures(capsys: pytest.CaptureFixture[str]) -> None:
     """`mix=False` (train.route: single) keeps one candidate per pair; malformed mixtures are refused."""
     from crossalign.align.model import AlignmentModel
     from crossalign.align.routes import Router
@@ -105,6 +105,10 @@ def test_single_route_mode_and_bad_mixtures() -> None:
     joint.fit_normalizers({c: torch.from_numpy(tr.features[c]) for c in "ab"})
     choice = choose_routes(joint.eval(), cfg, tr, va, mix=False)
     assert choice.routes["a|b"]["method"] != "mix" and not any("+" in m for m in choice.report["a|b"]["val"])
+    # a progress bar over the pairs (quiet lines off a terminal) changes nothing it chooses
+    shown = choose_routes(joint.eval(), cfg, tr, va, mix=False, progress=True)
+    assert "routing: 100% 1/1" in capsys.readouterr().err
+    assert shown.routes == choice.routes and shown.report["a|b"]["val"] == choice.report["a|b"]["val"]
     shapes = {"a": (3,), "b": (3,)}
     for parts, bad in (([{"weight": 0.5, "method": "cca"}, {"weight": 0.25, "method": "asif"}], "sum to 1"),
                        ([{"weight": 0.5, "method": "cca"}, {"weight": 0.5, "method": "cca"}], "distinct"),

@@ -168,7 +168,7 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
         best_cf[1].train.out, best_cf[1].train.epochs, best_cf[1].train.patience = str(out), cfg.train.epochs, cfg.train.patience
         save_model(best_cf[2], best_cf[1], out, "best")
     result.best_metric = cands[winner]
-    routing = _route(cfg, out, tr, va, norm_extra) if cfg.train.route != "off" and (out / "best.safetensors").exists() else {}
+    routing = _route(cfg, out, tr, va, norm_extra, progress) if cfg.train.route != "off" and (out / "best.safetensors").exists() else {}
     if (out / "best.safetensors").exists():
         routing |= _hubness(cfg, out, tr, va, norm_extra)
         shutil.copyfile(out / "best.safetensors", out / "model.safetensors")
@@ -185,7 +185,7 @@ def _train(cfg: RunConfig, *, resume: bool, progress: bool | None, table: Featur
 
 
 def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
-           extra: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+           extra: Mapping[str, np.ndarray] | None = None, progress: bool = False) -> dict[str, Any]:
     """`train.route: auto|single`: each pair of views keeps the best on validation of the joint winner, its
     own closed forms, ASIF and (auto) their mixtures (train/routing.py); a routed winner replaces `best`.
     `extra`: the unpaired items the run standardised with (the pairs' closed forms use them too).
@@ -203,7 +203,8 @@ def _route(cfg: RunConfig, out: Path, tr: FeatureTable, va: FeatureTable,
     loaded = load_run(out)
     model, cfg_w = joint_model(*loaded)  # a resumed run routed (and corrected) before is routed afresh
     choice = choose_routes(model, cfg_w, tr, va, seed=cfg.train.seed, closed_forms=pair_closed_forms(cfg),
-                           mix=cfg.train.route == "auto", extra=extra, hubness=cfg.train.hubness != "off")
+                           mix=cfg.train.route == "auto", extra=extra, hubness=cfg.train.hubness != "off",
+                           progress=progress)
     if not choice.routes:
         if loaded[0] is not model:  # it was routed before; now every pair keeps the joint space
             save_model(model, cfg_w, out, "best")

@@ -36,6 +36,7 @@ from crossalign.data.features import FeatureTable, with_unpaired
 from crossalign.encoders import EncoderSpec
 from crossalign.evaluate.closed_form import PairScorer
 from crossalign.evaluate.retrieval import retrieval_metrics, score_margin
+from crossalign.progress import progress_bar
 from crossalign.train.route_csls import HubScorer
 from crossalign.train.start import apply_closed_form, fit_closed_form
 
@@ -167,7 +168,8 @@ def _mixtures(cands: dict[str, dict[str, float]], vals: dict[str, dict[str, np.n
 
 def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: FeatureTable,
                   seed: int = 0, closed_forms: bool = True, mix: bool = True,
-                  single: RouteChoice | None = None, extra: Extra = None, hubness: bool = False) -> RouteChoice:
+                  single: RouteChoice | None = None, extra: Extra = None, hubness: bool = False,
+                  progress: bool = False) -> RouteChoice:
     """Per pair of `model`'s views, the best on validation of the joint space, the pair's closed forms,
     ASIF and (`mix`) their mixtures (see the module docstring). `model` is the joint winner, in eval
     mode. `closed_forms`: False when the joint start already was that pair's closed form (two views).
@@ -175,7 +177,8 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
     `extra`: unpaired items per view (semi-supervised runs): the pairs' closed forms standardise their
     inputs as the run does and may use their PCA axes (`semi_cca`); ASIF's anchors stay the pairs.
     `hubness`: score every candidate and mixture with its best CSLS correction, as `train.hubness: auto` will
-    serve it (train/route_csls.py); the plain scores are kept in the report (`val_plain`)."""
+    serve it (train/route_csls.py); the plain scores are kept in the report (`val_plain`). `progress`: a bar
+    over the pairs (routing is tens of seconds of closed-form fits on 2 cores, silent otherwise)."""
     out = RouteChoice()
     hub = HubScorer(model, tr, va, extra, seed) if hubness else None
     cols, groups = model.columns, va.groups()
@@ -183,9 +186,12 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
     inputs = {c: linear_input_shape(model.specs[c], c in model.towers) for c in cols}
     asif_cache: dict[str, Any] = {}  # per view: its anchors and validation cosines, shared by its pairs
     view_cache: dict[str, Any] = {}  # per view: its PCA basis and Nyström features (one standardisation)
+    bar = progress_bar(total=len(cols) * (len(cols) - 1) // 2, desc="routing", unit="pair") if progress else None
     for i, a in enumerate(cols):
         for b in cols[i + 1:]:
             key = route_key(a, b)
+            if bar is not None:
+                bar.set_postfix_str(f"{a}<->{b}", refresh=False)
             vals = {"joint": {c: joint[c] for c in (a, b)}}
             fitted: dict[str, Any] = {"joint": ({"method": "joint"}, {})}
             if inputs[a] is not None and inputs[b] is not None:
@@ -207,6 +213,10 @@ def choose_routes(model: AlignmentModel, cfg: RunConfig, tr: FeatureTable, va: F
                 for choice in (out, single):
                     if choice is not None:
                         choice.report[key]["val_plain"] = plain
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     for choice in (out, single):
         if choice is not None and all(r["method"] == "joint" for r in choice.routes.values()):
             choice.routes = {}
