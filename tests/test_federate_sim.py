@@ -372,8 +372,19 @@ def test_start_auto_keeps_the_start_with_the_better_site_val(pairs: Path, flwr_h
     assert rec.winner == max(cands, key=lambda k: (cands[k]["best_val_R@1"], k == "scratch"))
     saved = json.loads((out / "federation.json").read_text())
     assert saved["winner"] == rec.winner and saved["config"]["start"] == "auto"
+    # per pair (the default): the pair is served by the federation its sites' val scores prefer, ties
+    # to the winner; the run folder then retrieves exactly as that federation's best model
+    pair = saved["per_pair"]["routes"]["text|sensor"]
+    chosen = max(pair["val"], key=lambda k: (pair["val"][k], k == rec.winner))
+    assert pair["chosen"] == chosen and saved["per_pair"]["members"] == ([] if chosen == rec.winner else [chosen])
     best = load_file(str(out / "best.safetensors"))
     kept = load_file(str(out / "candidates" / rec.winner / "best.safetensors"))
-    assert best.keys() == kept.keys() and all(torch.equal(best[k], kept[k]) for k in best)
+    if chosen == rec.winner:
+        assert best.keys() == kept.keys() and all(torch.equal(best[k], kept[k]) for k in best)
+    else:
+        assert all(torch.equal(best[k], kept[k]) for k in kept) and any(k.startswith(f"members.{chosen}.") for k in best)
     assert json.loads((out / "train_result.json").read_text())["winner"] == rec.winner
-    assert evaluate_run(out, split="test").metrics["text->sensor/R@1"] > 0.2
+    served = evaluate_run(out, split="test").metrics
+    assert served["text->sensor/R@1"] > 0.2
+    own = evaluate_run(out / "candidates" / chosen, split="test").metrics
+    assert served["text->sensor/R@1"] == own["text->sensor/R@1"] and served["sensor->text/R@1"] == own["sensor->text/R@1"]

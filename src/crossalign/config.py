@@ -167,14 +167,14 @@ class ModelConfig(ConfigBase):
     tower_tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"a|b": {"method": ..}}: set by train.route
     hubness: dict[str, Any] = field(default_factory=dict)  # CSLS per pair, set by train.hubness (align/hubness.py)
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)  # {NAME: {"head": ..}}: align/model.py
 
     def __post_init__(self) -> None:
         self.views = [v if isinstance(v, ViewSpec) else ViewSpec.from_dict(v, f"model.views[{i}]")
                       for i, v in enumerate(self.views)]
         if isinstance(self.head, Mapping):
             self.head = HeadConfig.from_dict(self.head, "model.head")
-        # The objective's name and the views it takes are checked by its registry entry
-        # (align/objectives.py `check_objective`) when a model is built: this module knows no registry.
+        # objective name and view count: align/objectives.py `check_objective` (this module knows no registry)
         if self.pairing not in ("all", "anchor"):
             raise ValueError("pairing must be 'all' or 'anchor'")
         cols = [v.column for v in self.views]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -13,7 +15,7 @@ from crossalign.align.heads import LinearPath, ProjectionHead
 from crossalign.align.hubness import HubCorrection
 from crossalign.align.objectives import check_objective
 from crossalign.align.routes import Router
-from crossalign.config import ModelConfig
+from crossalign.config import HeadConfig, ModelConfig
 from crossalign.encoders import Encoder, EncoderSpec
 
 __all__ = ["AlignmentModel", "ViewHead", "linear_input_shape"]
@@ -53,9 +55,25 @@ class AlignmentModel(nn.Module):
                 if shape is not None:
                     k = cfg.head.kernel.get(col)
                     self.linear[col] = LinearPath(shape, cfg.dim, (int(k[0]), int(k[1])) if k else None)
+        # `cfg.members`: other trained models of these views that a route may serve a pair by
+        # ({"method": "member", "member": NAME}), e.g. the other federation of `federate --start auto`.
+        # Each differs only in its heads ({NAME: {"head": HeadConfig}}) and holds its own from-scratch
+        # towers (this model's structure copied, weights loaded with the model's).
+        self.members = nn.ModuleDict()
+        for name, m in cfg.members.items():
+            if not isinstance(m, dict) or set(m) != {"head"}:
+                raise ValueError(f"model.members['{name}']: expected {{'head': {{...}}}} (a member differs only in its heads)")
+            if any(specs[c].tune_last for c in self.towers) or cfg.train_towers:
+                raise ValueError("model.members: a member cannot share tuned pretrained towers (train_towers, tune_last)")
+            head = m["head"] if isinstance(m["head"], HeadConfig) else HeadConfig.from_dict(m["head"], f"model.members.{name}.head")
+            mcfg = replace(cfg, head=head, routes={}, hubness={}, members={})
+            self.members[name] = AlignmentModel(mcfg, specs, {c: copy.deepcopy(t) for c, t in self.towers.items()})
+        for p in self.members.parameters():  # fixed, chosen on validation: nothing there trains
+            p.requires_grad_(False)
         # Per-pair routing (align/routes.py): each pair of views served in its own block of the output.
         self.router = Router(cfg.columns, cfg.routes, {c: linear_input_shape(specs[c], c in self.towers)
-                                                       for c in cfg.columns}, cfg.dim) if cfg.routes else None
+                                                       for c in cfg.columns}, cfg.dim,
+                             members=dict(self.members)) if cfg.routes else None
         # Hubness correction (align/hubness.py): CSLS per pair, appended to the (routed) vectors.
         width = self.router.out_dim if self.router is not None else cfg.dim
         self.hub = (HubCorrection(cfg.columns, cfg.hubness, width, self.router.blocks if self.router else None)

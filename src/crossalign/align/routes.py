@@ -32,11 +32,12 @@ from torch import nn
 
 from crossalign.align.heads import LinearPath
 
-__all__ = ["AnchorBank", "Router", "route_key", "route_parts", "CLOSED_FORMS", "MIX"]
+__all__ = ["AnchorBank", "Router", "route_key", "route_parts", "CLOSED_FORMS", "MEMBER", "MIX"]
 
 # held by a LinearPath; semi_cca: a CCA whose PCA axes also come from unpaired items (train/start.py)
 CLOSED_FORMS = ("cca", "kcca", "ridge", "procrustes", "encoder", "semi_cca")
 MIX = "mix"
+MEMBER = "member"  # another trained model of the same views (ModelConfig.members)
 
 
 def route_key(a: str, b: str) -> str:
@@ -88,8 +89,11 @@ class Router(nn.Module):
     fine-tuned pretrained tower; such a view's pairs can only be routed to `joint`)."""
 
     def __init__(self, columns: list[str], routes: dict[str, dict], in_shapes: dict[str, tuple[int, ...] | None],
-                 dim: int):
+                 dim: int, members: dict[str, nn.Module] | None = None):
         super().__init__()
+        # the model's members (other trained models of these views): a plain dict, so their weights
+        # stay the model's (`members.*`) and are not saved twice under `router.`
+        self.members: dict[str, nn.Module] = dict(members or {})
         self.pairs = [(a, b) for i, a in enumerate(columns) for b in columns[i + 1:]]
         self.routes = {route_key(a, b): dict(routes.get(route_key(a, b)) or {"method": "joint"}) for a, b in self.pairs}
         self.paths = nn.ModuleDict()
@@ -112,6 +116,11 @@ class Router(nn.Module):
                              "pretrained tower reads raw items); only 'joint' fits this pair")
         if method == "joint":
             return dim
+        if method == MEMBER:
+            if r.get("member") not in self.members:
+                raise ValueError(f"model.routes['{key}']: member {r.get('member')!r} is not one of model.members "
+                                 f"{sorted(self.members)}")
+            return dim
         if method in CLOSED_FORMS:
             kern, width = r.get("kernel") or {}, int(r.get("width", dim))  # as many components as it kept
             self.paths[mkey] = nn.ModuleDict({c: LinearPath(in_shapes[c], width,  # type: ignore[arg-type]
@@ -126,7 +135,7 @@ class Router(nn.Module):
                     raise ValueError(f"model.routes['{key}']: {n} anchors, another ASIF route of '{c}' has "
                                      f"{self.anchors[c].anchors.shape[0]}")
             return n
-        raise ValueError(f"model.routes['{key}']: unknown method {method!r}; known: joint, asif, {MIX}, "
+        raise ValueError(f"model.routes['{key}']: unknown method {method!r}; known: joint, asif, {MEMBER}, {MIX}, "
                          + ", ".join(CLOSED_FORMS))
 
     @property
@@ -152,6 +161,8 @@ class Router(nn.Module):
             return joint
         if r["method"] == "asif":
             return self.anchors[col](src, int(r["k"]), float(r["p"]))
+        if r["method"] == MEMBER:  # the member's own joint embedding (its tower reads the raw input, as a linear path does)
+            return self.members[r["member"]].embed(col, src)  # type: ignore[operator]
         return F.normalize(self.paths[mkey][col](src), dim=-1)
 
     def forward(self, col: str, joint: torch.Tensor, src: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,9 @@ def federate_cmd(
                                       "of the closed-form views by the joint model, its own CCA or a mixture, "
                                       "whichever the sites' val rows prefer | keep the joint model (default; "
                                       "routing was neutral on scenes)")] = None,
+    per_pair: Annotated[bool | None, Opt("--per-pair/--no-per-pair", help="start auto: serve each pair of views by "
+                                         "the federation the sites' val rows prefer (default) | the better "
+                                         "federation serves every pair")] = None,
     average_last: Annotated[int | None, Opt(help="also score the mean of the last N rounds' models on the sites' "
                                             "val rows; kept when it beats the best round (0 or 1: off)")] = None,
     strategy: Annotated[str | None, Opt(help="fedavg | fedavgm | fedprox | fedadam | fedyogi")] = None,
@@ -76,7 +79,7 @@ def federate_cmd(
             run.train.out = str(out)
         if seed is not None:
             run.train.seed = seed
-        upd = {"sites": sites, "start": start, "hybrid": hybrid, "hybrid_rounds": hybrid_rounds, "route": route, "average_last": average_last, "partition": partition, "partition_key": partition_key, "strategy": strategy,
+        upd = {"sites": sites, "start": start, "hybrid": hybrid, "hybrid_rounds": hybrid_rounds, "route": route, "per_pair": per_pair, "average_last": average_last, "partition": partition, "partition_key": partition_key, "strategy": strategy,
                "proximal_mu": proximal_mu, "server_lr": server_lr,
                "server_momentum": server_momentum, "rounds": rounds, "local_epochs": local_epochs,
                "fraction_fit": fraction_fit, "min_sites": min_sites, "dp_clip": dp_clip, "dp_noise": dp_noise,

@@ -37,14 +37,16 @@ def _reply(msg: Message, arrays: ArrayRecord, metrics: dict[str, float]) -> Mess
 
 @client_app.query()
 def stats(msg: Message, context: Context) -> Message:
-    """The standardisation statistics, one stage of the closed-form start (with a `stage`), or the
-    per-pair routing scores (`stage` = route)."""
+    """The standardisation statistics, one stage of the closed-form start (with a `stage`), the
+    per-pair routing scores (`stage` = route) or one federation's per-pair scores (`stage` = pairs)."""
     site = site_of(msg, context)
     stage = str(msg.content["config"].get("stage", ""))
     if not stage:
         return _reply(msg, to_record_np(site.feature_stats()), {"site": float(site.site)})
     if stage == "route":  # per-pair routing after the rounds: scalars only
         return _reply(msg, ArrayRecord(), {**site.route_stage(from_record(msg.content["arrays"])), "site": float(site.site)})
+    if stage == "pairs":  # start auto: each pair under one federation's model, scalars only
+        return _reply(msg, ArrayRecord(), {**site.pair_stage(from_record(msg.content["arrays"])), "site": float(site.site)})
     views = str(msg.content["config"].get("views", ""))
     arrays, metrics = site.closed_form_stage(stage, from_record(msg.content["arrays"]),
                                              views.split(",") if views else None)

@@ -77,6 +77,9 @@ class FederationConfig(ConfigBase):
     # candidate, kept when the sites' val R@1 prefers it to the best single round (SWA over rounds;
     # each round's local schedule is one warm-up + cosine cycle). 0 or 1: off
     average_last: int = 0
+    # start auto: after both federations, each pair of views is served by the one the sites' val rows
+    # prefer (the other kept as a model member; federate/members.py). False: the better one serves every pair
+    per_pair: bool = True
     strategy: str = "fedavg"
     proximal_mu: float = 0.0  # FedProx
     server_lr: float | None = None  # server step: FedAdam/FedYogi eta (None: 0.1), FedAvgM (None: 1.0)

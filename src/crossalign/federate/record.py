@@ -32,6 +32,7 @@ class FederationRecord:
     seconds: float = 0.0
     candidates: dict[str, Any] | None = None  # start auto: each start's best val R@1, rounds, time, bytes
     winner: str | None = None  # start auto: the start kept
+    per_pair: dict[str, Any] | None = None  # start auto: each pair's federation (federate/members.py)
 
     def round(self, rnd: int) -> dict[str, Any]:
         for r in self.rounds:
@@ -55,7 +56,7 @@ class FederationRecord:
                 "failures": self.failures, "best_round": self.best_round, "best_val_R@1": self.best_val,
                 "seconds": round(self.seconds, 3), "candidates": self.candidates, "winner": self.winner,
                 "privacy": self.privacy, "statistics": self.statistics, "closed_form": self.closed_form,
-                "routing": self.routing, "averaged": self.averaged, "config": self.config,
+                "routing": self.routing, "averaged": self.averaged, "per_pair": self.per_pair, "config": self.config,
                 "rounds": self.rounds}
 
     def save(self, folder: str | Path) -> Path:

@@ -40,7 +40,8 @@ from crossalign.federate.closed_form import Candidate, standardised
 from crossalign.federate.params import exchanged_keys, from_record, norm_keys, to_record
 from crossalign.train.routing import RouteChoice, routed_model
 
-__all__ = ["JOINT_WEIGHTS", "GalleryScorer", "Pooled", "pair_candidates", "pick_routes", "route_arrays", "route_best_round", "site_route_scores"]
+__all__ = ["JOINT_WEIGHTS", "GalleryScorer", "Pooled", "pair_candidates", "pick_routes", "route_arrays", "route_best_round",
+           "site_route_scores", "val_then_train"]
 
 log = logging.getLogger(__name__)
 JOINT_WEIGHTS = (0.25, 0.5, 0.75)  # the joint model's weight in a joint + CCA mixture (quarters, as centrally)
@@ -124,7 +125,7 @@ def site_route_scores(model: AlignmentModel, val: FeatureTable, train: FeatureTa
     if not pairs or len(val) < 2:
         return {}
     used = sorted({c for _, a, b in pairs for c in (a, b)})
-    both = _stack(val, train)  # val rows first: the queries
+    both = val_then_train(val, train)  # val rows first: the queries
     nv = len(val)
     joint = {c: e.astype(np.float64) for c, e in embed_table(model, both, columns=used).items()}  # unit rows
     zs = {c: standardised(model, both, c) @ arrays[f"basis/{c}"].astype(np.float64) for c in used}  # (N, K)
@@ -151,7 +152,7 @@ def site_route_scores(model: AlignmentModel, val: FeatureTable, train: FeatureTa
     return out
 
 
-def _stack(val: FeatureTable, train: FeatureTable) -> FeatureTable:
+def val_then_train(val: FeatureTable, train: FeatureTable) -> FeatureTable:
     """The site's validation rows, then its training rows (one manifest: both are splits of the site's table)."""
     if not len(train):
         return val

@@ -27,6 +27,7 @@ from crossalign.federate.asking import ask_sites, sites_val
 from crossalign.federate.averaging import average_rounds
 from crossalign.federate.closed_form import pick, pooled_bases, solve_candidates, stage_arrays
 from crossalign.federate.config import FederationConfig
+from crossalign.federate.members import per_pair_federations
 from crossalign.federate.params import (
     exchanged_keys,
     from_record,
@@ -175,15 +176,23 @@ def _run_auto(grid: Grid, fed: FederationConfig, out: Path,
                           "bytes": sum(x["bytes_sent"] + x["bytes_received"] for x in r.rounds)
                           + sum((r.closed_form or {}).get(b, 0) for b in ("bytes_sent", "bytes_received"))}
                       for k, r in recs.items()}
+    combined = None
+    if fed.per_pair:  # each pair served by the federation the sites' val prefers (federate/members.py)
+        rec.per_pair = {}
+        try:
+            combined = per_pair_federations(grid, fed, out, recs, winner, on_receive, rec.per_pair)
+        except RoundFailed as e:  # a refinement of finished federations: keep the winner, say why
+            rec.per_pair["error"] = str(e)
+            log.warning("per-pair choice skipped, the winner serves every pair: %s", e)
     rec.winner, rec.config, rec.seconds = winner, fed.to_dict(), time.time() - t0
     for name in ("best", "model", "last"):  # the winner's run folder (its routes too), saved as `out`
         if (out / "candidates" / winner / f"{name}.safetensors").exists():
-            wmodel, wcfg = load_run(out / "candidates" / winner, name)
+            wmodel, wcfg = combined if combined is not None and name != "last" else load_run(out / "candidates" / winner, name)
             wcfg.train.out = str(out)  # its config names `out`
             save_model(wmodel, wcfg, out, name)
     res = json.loads((out / "candidates" / winner / "train_result.json").read_text())
-    (out / "train_result.json").write_text(json.dumps({**res, "start": "auto", "winner": winner,
-                                                       "candidates": rec.candidates}, indent=2))
+    (out / "train_result.json").write_text(json.dumps({**res, "start": "auto", "winner": winner, "candidates": rec.candidates,
+                                                       **({"per_pair": rec.per_pair} if rec.per_pair else {})}, indent=2))
     log.info("start auto: %s wins on the sites' val R@1 (%s)", winner,
              ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
     rec.save(out)

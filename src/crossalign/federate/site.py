@@ -130,6 +130,14 @@ class Site:
         load_exchanged(self.model, arrays)
         return site_route_scores(self.model, self.val_table, self.train_table, arrays)
 
+    def pair_stage(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """`start: auto` per pair (federate/members.py): this federation's model scored on each pair of
+        the site's views, on its validation rows (scalars)."""
+        from crossalign.federate.members import site_pair_scores
+
+        load_exchanged(self.model, arrays)
+        return site_pair_scores(self.model, self.val_table, self.train_table)
+
     def freeze(self, views: list[str]) -> None:
         """Hybrid start: the closed-form views' linear paths and heads stop training this round (as
         `freeze_closed_form` does centrally) and stop travelling; [] makes everything trainable again."""

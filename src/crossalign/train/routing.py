@@ -272,13 +272,13 @@ def _route_state(key: str, route: dict[str, Any], mods: dict[str, Any]) -> dict[
 def joint_model(model: AlignmentModel, cfg: RunConfig) -> tuple[AlignmentModel, RunConfig]:
     """A routed run's joint model alone (routes and the hubness correction fitted on them dropped): what a
     resumed, already routed run is routed from."""
-    if model.router is None and model.hub is None:
+    if model.router is None and model.hub is None and not len(model.members):
         return model, cfg
     c = copy.deepcopy(cfg)
-    c.model.routes, c.model.hubness = {}, {}
+    c.model.routes, c.model.hubness, c.model.members = {}, {}, {}
     joint = AlignmentModel(c.model, model.specs, build_towers(c, model.specs))
-    joint.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("router.", "hub."))},
-                          strict=True)
+    joint.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith(("router.", "hub.", "members."))}, strict=True)
     return joint.eval(), c
 
 
