@@ -99,8 +99,14 @@ def _federate(fed: Any, out: Path, cols: list[str]) -> dict[str, Any]:
         save_model(jm, jc, out / "joint-only", "model")
         jf = evaluate_run(out / "joint-only", split="test").metrics
         joint = {"mean_R@1": _mean_r1(jf, cols), "directions": {k: v for k, v in jf.items() if k.endswith("/R@1")}}
+    alone: dict[str, Any] = {}
+    if rec.candidates:  # start auto: each federation alone on test, beside the run (per pair: both combined)
+        for name in rec.candidates:
+            cm = evaluate_run(out / "candidates" / name, split="test").metrics
+            alone[name] = {"mean_R@1": _mean_r1(cm, cols), "directions": {k: v for k, v in cm.items() if k.endswith("/R@1")}}
     return {"mean_R@1": _mean_r1(fm, cols), "directions": {k: v for k, v in fm.items() if k.endswith("/R@1")},
             "routing": rec.routing, "joint_only": joint, "averaged": rec.averaged,
+            "per_pair": rec.per_pair, "candidates_alone": alone,
             "val_by_round": vals, "first_round": first,
             "rounds_to_90pct": next(i + first for i, v in enumerate(vals) if v >= 0.9 * final),
             "bytes_per_round": sum(r["bytes_sent"] + r["bytes_received"] for r in rec.rounds) / len(rec.rounds),

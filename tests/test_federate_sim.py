@@ -352,38 +352,44 @@ def _check_routing(fed: Any, rec: Any, received: list[tuple[int, str, Any]], out
 
 
 def test_start_auto_keeps_the_start_with_the_better_site_val(pairs: Path, flwr_home: Path, tmp_path: Path) -> None:
-    """`start: auto`: a federation from scratch and one from the closed form, each a run folder under
-    candidates/; the better best-round val R@1 over the sites becomes the run folder itself."""
+    """`start: auto` through the CLI: a federation from scratch and one from the closed form, each a run
+    folder under candidates/; the better best-round val R@1 over the sites becomes the run folder itself,
+    and each pair of views is served by the federation the sites' val rows prefer (printed)."""
+    from typer.testing import CliRunner
+
+    from crossalign.cli import app
     from crossalign.evaluate.run_eval import evaluate_run
-    from crossalign.federate.config import FederationConfig
-    from crossalign.federate.runner import run_federation
 
     out = tmp_path / "auto"
-    run = pair_run_config(pairs, out, lr=1e-3)
-    fed = FederationConfig(run=run, sites=2, rounds=1, local_epochs=1, partition="iid", timeout=600, start="auto")
-    rec = run_federation(fed, out)
-    assert rec.status == "completed" and rec.failures == 0, rec.error
-    cands = rec.candidates
+    cfg = pair_run_config(pairs, out, lr=1e-3).to_dict()
+    cfg["federation"] = {"sites": 2, "rounds": 1, "local_epochs": 1, "partition": "iid", "timeout": 600, "start": "auto"}
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml")])  # the CLI, in this process
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "federation.json").read_text())
+    assert saved["status"] == "completed" and saved["failures"] == 0, saved["error"]
+    winner = saved["winner"]
+    assert f"start auto: {winner} kept" in r.output and "pair text|sensor: " in r.output
+    cands = saved["candidates"]
     assert cands is not None and set(cands) == {"scratch", "closed_form"}
     for name, c in cands.items():
-        saved = json.loads((out / "candidates" / name / "federation.json").read_text())
-        assert saved["status"] == "completed" and saved["best_val_R@1"] == c["best_val_R@1"]
-        assert saved["config"]["start"] == name and c["bytes"] > 0
-    assert rec.winner == max(cands, key=lambda k: (cands[k]["best_val_R@1"], k == "scratch"))
-    saved = json.loads((out / "federation.json").read_text())
-    assert saved["winner"] == rec.winner and saved["config"]["start"] == "auto"
+        own_rec = json.loads((out / "candidates" / name / "federation.json").read_text())
+        assert own_rec["status"] == "completed" and own_rec["best_val_R@1"] == c["best_val_R@1"]
+        assert own_rec["config"]["start"] == name and c["bytes"] > 0
+    assert winner == max(cands, key=lambda k: (cands[k]["best_val_R@1"], k == "scratch"))
+    assert saved["config"]["start"] == "auto"
     # per pair (the default): the pair is served by the federation its sites' val scores prefer, ties
     # to the winner; the run folder then retrieves exactly as that federation's best model
     pair = saved["per_pair"]["routes"]["text|sensor"]
-    chosen = max(pair["val"], key=lambda k: (pair["val"][k], k == rec.winner))
-    assert pair["chosen"] == chosen and saved["per_pair"]["members"] == ([] if chosen == rec.winner else [chosen])
+    chosen = max(pair["val"], key=lambda k: (pair["val"][k], k == winner))
+    assert pair["chosen"] == chosen and saved["per_pair"]["members"] == ([] if chosen == winner else [chosen])
     best = load_file(str(out / "best.safetensors"))
-    kept = load_file(str(out / "candidates" / rec.winner / "best.safetensors"))
-    if chosen == rec.winner:
+    kept = load_file(str(out / "candidates" / winner / "best.safetensors"))
+    if chosen == winner:
         assert best.keys() == kept.keys() and all(torch.equal(best[k], kept[k]) for k in best)
     else:
         assert all(torch.equal(best[k], kept[k]) for k in kept) and any(k.startswith(f"members.{chosen}.") for k in best)
-    assert json.loads((out / "train_result.json").read_text())["winner"] == rec.winner
+    assert json.loads((out / "train_result.json").read_text())["winner"] == winner
     served = evaluate_run(out, split="test").metrics
     assert served["text->sensor/R@1"] > 0.2
     own = evaluate_run(out / "candidates" / chosen, split="test").metrics

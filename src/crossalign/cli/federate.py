@@ -107,6 +107,14 @@ def federate_cmd(
     for key, r in ((rec.routing or {}).get("routes") or {}).items():
         typer.echo(f"  route {key}: {r['chosen']}  (sites' val: "
                    + ", ".join(f"{k} {v:.4f}" for k, v in r["val"].items()) + ")")
+    if rec.winner:  # start auto: the federation kept, and per pair the one serving it
+        typer.echo(f"  start auto: {rec.winner} kept (sites' best val: "
+                   + ", ".join(f"{k} {c['best_val_R@1']:.4f}" for k, c in (rec.candidates or {}).items()) + ")")
+    if (rec.per_pair or {}).get("error"):
+        typer.echo(f"  per-pair choice skipped ({rec.winner} serves every pair): {rec.per_pair['error']}")  # type: ignore[index]
+    for key, r in ((rec.per_pair or {}).get("routes") or {}).items():
+        typer.echo(f"  pair {key}: {r['chosen']} federation  (sites' val: "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in r["val"].items()) + ")")
     if rec.privacy:
         p = rec.privacy
         typer.echo(f"privacy: client-level ({p['epsilon']:.2f}, {p['delta']:g})-DP over {p['releases']} rounds "
