@@ -5,6 +5,7 @@ reads the raw input), the run folder round-trips strictly, ONNX holds it, and th
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,35 @@ def test_member_route_serves_the_members_own_space_and_round_trips(tmp_path: Pat
         assert torch.equal(joint.embed("s", x["s"]), zm["s"])
     info = export_onnx(back, tmp_path / "onnx", columns=["a", "s"])
     assert all(i["parity_max_abs_diff"] < 1e-4 for i in info), info
+
+
+def test_with_joint_swaps_the_joint_part_and_keeps_members(tmp_path: Path) -> None:
+    """A federation's run folder holds `best` and `last` under one config.json: `last` is the combined
+    model with the winner's final-round weights as its joint part, and both files load."""
+    from crossalign.align.io import load_run, save_model
+    from crossalign.federate.members import with_joint
+
+    main, cfg, other, cfg_o, feats, _ = _models()
+    routes = {"a|s": {"method": "member", "member": "scratch"}}
+    combined = _combined(main, cfg, other, cfg_o, routes)
+    with torch.no_grad():  # a later round of the main model: other weights, same shape
+        later = copy.deepcopy(main)
+        later.load_state_dict({k: v + 0.01 for k, v in main.state_dict().items()})
+    last, c_last = with_joint(combined, later.eval())
+    save_model(combined[0], combined[1], tmp_path / "run", "best")
+    save_model(last, c_last, tmp_path / "run", "last")
+    x = {k: torch.from_numpy(v) for k, v in feats.items()}
+    b_best, _ = load_run(tmp_path / "run", "best")
+    b_last, _ = load_run(tmp_path / "run", "last")
+    blocks = combined[0].router.blocks
+    with torch.no_grad():
+        lo, hi = blocks["a|b"]
+        assert_close_scaled(b_last.embed("a", x["a"])[:, lo:hi] * np.sqrt(2), later.embed("a", x["a"]), rtol=1e-5)
+        lo, hi = blocks["a|s"]
+        for k in ("a", "s"):
+            assert torch.equal(b_last.embed(k, x[k])[:, lo:hi], b_best.embed(k, x[k])[:, lo:hi])  # the member's
+    with pytest.raises(ValueError, match="do not fit the combined model"):
+        with_joint(combined, other)
 
 
 def test_member_routes_refused_clearly() -> None:

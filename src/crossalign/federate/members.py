@@ -36,7 +36,7 @@ from crossalign.federate.params import to_record_np
 from crossalign.federate.record import FederationRecord
 from crossalign.federate.routing import GalleryScorer, val_then_train
 
-__all__ = ["choose_members", "combine", "per_pair_federations", "site_pair_scores"]
+__all__ = ["choose_members", "combine", "per_pair_federations", "site_pair_scores", "with_joint"]
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +126,15 @@ def combine(main: AlignmentModel, cfg: RunConfig, other: AlignmentModel, cfg_o: 
     combined.load_state_dict(main.state_dict() | {f"members.{name}.{k}": v for k, v in other.state_dict().items()},
                              strict=True)
     return combined.eval(), c
+
+
+def with_joint(combined: tuple[AlignmentModel, RunConfig], joint: AlignmentModel) -> tuple[AlignmentModel, RunConfig]:
+    """The combined model (members and routes) with `joint`'s weights as its own joint part: one
+    config.json serves every weights file of the run folder (`last` is the winner's final round)."""
+    model, cfg = copy.deepcopy(combined[0]), copy.deepcopy(combined[1])
+    own = {k for k in model.state_dict() if not k.startswith("members.")}
+    sd = joint.state_dict()
+    if set(sd) != own:
+        raise ValueError(f"the joint weights do not fit the combined model: {sorted(set(sd) ^ own)[:5]}")
+    model.load_state_dict(sd, strict=False)  # the member part stays as combined
+    return model.eval(), cfg

@@ -27,7 +27,7 @@ from crossalign.federate.asking import ask_sites, sites_val
 from crossalign.federate.averaging import average_rounds
 from crossalign.federate.closed_form import pick, pooled_bases, solve_candidates, stage_arrays
 from crossalign.federate.config import FederationConfig
-from crossalign.federate.members import per_pair_federations
+from crossalign.federate.members import per_pair_federations, with_joint
 from crossalign.federate.params import (
     exchanged_keys,
     from_record,
@@ -187,7 +187,9 @@ def _run_auto(grid: Grid, fed: FederationConfig, out: Path,
     rec.winner, rec.config, rec.seconds = winner, fed.to_dict(), time.time() - t0
     for name in ("best", "model", "last"):  # the winner's run folder (its routes too), saved as `out`
         if (out / "candidates" / winner / f"{name}.safetensors").exists():
-            wmodel, wcfg = combined if combined is not None and name != "last" else load_run(out / "candidates" / winner, name)
+            wmodel, wcfg = load_run(out / "candidates" / winner, name)
+            if combined is not None:  # per pair: the members and routes, this file's weights as the joint part
+                wmodel, wcfg = with_joint(combined, wmodel)
             wcfg.train.out = str(out)  # its config names `out`
             save_model(wmodel, wcfg, out, name)
     res = json.loads((out / "candidates" / winner / "train_result.json").read_text())
