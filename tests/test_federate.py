@@ -257,3 +257,31 @@ def test_fedavgm_steps_with_momentum_and_holds_an_array_nobody_trained_this_roun
         cur = new
     np.testing.assert_allclose(steps[0], 0.2, rtol=1e-6)
     np.testing.assert_allclose(steps[1], 0.2 + 0.5 * 0.2, rtol=1e-6)
+
+
+def test_best_round_does_not_depend_on_the_order_replies_arrive_in(task_identity) -> None:  # type: ignore[no-untyped-def]
+    """The sites' val R@1 is summed in site order, so two rounds whose per-site scores are equal tie
+    exactly and the earlier is kept, whichever site answers first (one federation kept round 6 in one
+    run and round 9 in another from identical per-site scores)."""
+    from flwr.app import Message, MessageType, MetricRecord, RecordDict
+
+    from crossalign.config import RunConfig
+    from crossalign.federate.record import FederationRecord
+    from crossalign.federate.strategy import build_strategy
+
+    def ev(site: int, val: float, n: float) -> Message:
+        ins = Message(RecordDict({}), dst_node_id=100 + site, message_type=MessageType.EVALUATE)
+        return Message(RecordDict({"metrics": MetricRecord({"val-R@1": val, "num-examples": n, "site": float(site)})}),
+                       reply_to=ins)
+
+    run = RunConfig.from_dict({"model": {"views": [{"column": "image"}, {"column": "text"}]}})
+    fed = FederationConfig(run=run, sites=3, start="scratch")
+    # per-site scores whose weighted float sum depends on the order: 0.1 + 0.2 + 0.3 style rounding
+    scores = [(0, 0.1, 37.0), (1, 0.7, 41.0), (2, 0.3, 35.0)]
+    for rnd_order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        strat = build_strategy(fed, FederationRecord(config={}))
+        got = []
+        for rnd, order in ((1, [2, 1, 0]), (2, rnd_order)):
+            strat.evaluated = {"w": np.full(1, rnd, np.float32)}
+            got.append(float(strat.aggregate_evaluate(rnd, [ev(*scores[i]) for i in order])["val-R@1"]))
+        assert got[0] == got[1] and strat.best[1] == 1  # equal to the last bit: the earlier round kept

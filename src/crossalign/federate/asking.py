@@ -49,5 +49,6 @@ def ask_sites(grid: Grid, fed: FederationConfig, fed_json: str, stage: str, arra
 def sites_val(evals: list[Message]) -> float:
     """The sites' evaluation replies -> val mean R@1 over them, weighted by their validation rows."""
     vals = [next(iter(r.content.metric_records.values())) for r in evals]
+    vals.sort(key=lambda m: float(m.get("site", -1.0)))  # a fixed summation order, whatever order replies came in
     return float(np.average([float(m["val-R@1"]) for m in vals],  # type: ignore[arg-type]
                             weights=[float(m["num-examples"]) for m in vals]))  # type: ignore[arg-type]

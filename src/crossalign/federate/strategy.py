@@ -74,6 +74,11 @@ def build_strategy(fed: FederationConfig, record: FederationRecord,
     return SiteAwareStrategy(fed, inner, record, on_receive)
 
 
+def _site_order(site: str) -> tuple[int, str]:
+    """Sites by number (then unnamed nodes): the fixed order scores are summed in."""
+    return (int(site), "") if site.isdigit() else (1 << 30, site)
+
+
 def _metrics(msg: Message) -> dict[str, float]:
     recs = list(msg.content.metric_records.values())
     return {k: float(v) for k, v in recs[0].items()} if recs else {}  # type: ignore[arg-type]
@@ -224,7 +229,9 @@ class SiteAwareStrategy(Strategy):
         return msgs
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        ok = self._split(server_round, replies, "eval")
+        # in site order: replies arrive in any order, and a float sum in another order can break an exact
+        # tie between two rounds the other way (seen: rounds 6 and 9 of one federation, best round 6 or 9)
+        ok = sorted(self._split(server_round, replies, "eval"), key=lambda m: _site_order(self._site(m)))
         rec = self.record.round(server_round)
         vals, ws = [], []
         for msg in ok:
@@ -235,7 +242,7 @@ class SiteAwareStrategy(Strategy):
             ws.append(m["num-examples"])
         score = float(np.average(vals, weights=ws))
         rec.update({"val_R@1": score, "status": "ok", "seconds": round(time.time() - self._t0, 3)})
-        if self.best is None or score > self.best[0]:
+        if self.best is None or round(score, 12) > round(self.best[0], 12):  # ties keep the earlier round
             self.best = (score, server_round, self.evaluated)
             self.record.best_round = server_round
         log.info("round %d: val mean R@1 %.4f over %d sites, %d failures", server_round, score, len(ok),
