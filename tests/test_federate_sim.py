@@ -328,7 +328,7 @@ def _check_routing(fed: Any, rec: Any, received: list[tuple[int, str, Any]], out
     validation queries against a gallery of its validation and training rows."""
     from crossalign.align.embed import embed_table
     from crossalign.align.io import load_run
-    from crossalign.federate.routing import GalleryScorer, _stack
+    from crossalign.federate.routing import GalleryScorer, val_then_train
     from crossalign.federate.site import Site
 
     routes = rec.routing["routes"]
@@ -342,7 +342,7 @@ def _check_routing(fed: Any, rec: Any, received: list[tuple[int, str, Any]], out
     assert cfg.model.routes.get("text|caption", {"method": "joint"})["method"] == (
         "joint" if r["chosen"] == "joint" else ("cca" if r["chosen"] == "cca" else "mix"))
     site = Site(fed, 0)
-    both = _stack(site.val_table, site.train_table)  # val queries against val + train rows, as the site scored
+    both = val_then_train(site.val_table, site.train_table)  # val queries against val + train rows, as the site scored
     emb = embed_table(model, both, columns=["text", "caption"])
     served = GalleryScorer(site.val_table.groups(), len(site.val_table), len(both))(emb["text"], emb["caption"])
     want = r["val"]["chosen"] if r["chosen"] != "joint" else r["val"]["joint"]
