@@ -1,8 +1,9 @@
 """`start: auto` per pair: each pair of views served by the better of the two federations.
 
-The two starts learn different compromises. On `scenes` (seed 2) the federation from scratch trains the
-radar tower together with heads that adapt to it (radar directions 0.724 against the hybrid's 0.613)
-while the hybrid keeps the closed form's image/text/audio space (0.969 against 0.914). One joint space
+The two starts learn different compromises. On `scenes` (seeds 0 and 2) the federation from scratch
+trains the radar tower together with heads that adapt to it (radar directions 0.70-0.72 against the
+hybrid's 0.61-0.70) while the hybrid keeps the closed form's image/text/audio space (0.97 against
+0.90-0.92). One joint space
 cannot hold both, so after both federations the sites score every pair of views they hold under each
 global model on their validation rows (ranked against their training rows as distractors, as per-pair
 routing does; scalars only), and each pair whose validation prefers the other federation is routed to
